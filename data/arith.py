@@ -20,8 +20,8 @@ from data.schema import Problem
 SPLITS = ("train", "eval")
 QUESTION_SUFFIX = " = ? (left to right)"
 ANSWER_PREFIX = "Answer: "
-_QUESTION_RE = re.compile(r"(\d{1,9})((?: [+\-*] \d{1,9}){1,32}) = \? \(left to right\)")
-_OPERATION_RE = re.compile(r" ([+\-*]) (\d{1,9})")
+_QUESTION_RE = re.compile(r"([0-9]{1,9})((?: [+\-*] [0-9]{1,9}){1,32}) = \? \(left to right\)")
+_OPERATION_RE = re.compile(r" ([+\-*]) ([0-9]{1,9})")
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from data.arith import ANSWER_PREFIX, ArithProblem, apply
 
-_STEP_RE = re.compile(r"(\d{1,9}) ([+\-*]) (\d{1,9}) = (-?\d{1,12})")
-_ANSWER_RE = re.compile(r"Answer: (-?\d{1,12})")
+_STEP_RE = re.compile(r"([0-9]{1,9}) ([+\-*]) ([0-9]{1,9}) = (-?[0-9]{1,12})")
+_ANSWER_RE = re.compile(r"Answer: (-?[0-9]{1,12})")
 MAX_TEXT_CHARS = 10_000
 """Longer candidate texts are judged only on their first MAX_TEXT_CHARS characters (bounded work per call)."""
 

@@ -1,0 +1,144 @@
+"""ExperimentConfig: the per-package configs composed into one, with strict YAML loading and --set overrides.
+
+Strict means: an unknown key or a value of the wrong type is a UserError naming the key and the file; a missing file is
+one clear line. ``--set section.key=value`` values are read as YAML scalars and coerced to the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data.config import DataConfig
+from data.errors import UserError
+from data.jsonl import atomic_write_text
+from policy.config import PolicyConfig, SFTConfig
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "prmloop"
+    """Experiment name (the W&B group); outputs of every arm share it."""
+    seed: int = 0
+    """Global seed; sections with a seed of their own use theirs."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Problems: the embedded task's knobs or a dataset source."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The policy model and its generation limits."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Supervised warm start."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str, from_cli: bool) -> Any:
+    """Check (and for --set, convert) ``value`` against the field type ``tp``; UserError names the key."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_cli and isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if from_cli and value is not None and not isinstance(value, (dict, list)):
+            return str(value)
+    else:
+        raise AssertionError(f"unsupported config field type {tp!r} for {key}")
+    raise UserError(f"{where}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: key '{prefix or 'top level'}' must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise UserError(f"{where}: unknown key '{full}' (valid: {', '.join(sorted(names))})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: key '{full}' must be a mapping, got {type(value).__name__}")
+            kwargs[key] = _build(tp, value, f"{full}.", where)
+        else:
+            kwargs[key] = _coerce(value, tp, full, where, from_cli=False)
+    return cls(**kwargs)
+
+
+def apply_override(cfg: Any, assignment: str) -> None:
+    """Apply one ``section.key=value`` override in place (value read as a YAML scalar, then type-coerced)."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. sft.steps=100")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    target = cfg
+    for depth, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(target)}
+        if part not in names:
+            raise UserError(f"--set: unknown key '{'.'.join(parts[: depth + 1])}'")
+        if depth < len(parts) - 1:
+            target = getattr(target, part)
+            if not dataclasses.is_dataclass(target):
+                raise UserError(f"--set: key '{'.'.join(parts[: depth + 1])}' is not a section")
+    tp = typing.get_type_hints(type(target))[parts[-1]]
+    if dataclasses.is_dataclass(tp):
+        raise UserError(f"--set: key '{key}' is a section; set one of its keys")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    setattr(target, parts[-1], _coerce(value, tp, key, "--set", from_cli=True))
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment config strictly (defaults where keys are absent), then apply --set overrides."""
+    values: Any = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise UserError(f"{path}{line}: not valid YAML") from None
+    cfg = _build(ExperimentConfig, values, "", where)
+    for assignment in overrides or []:
+        apply_override(cfg, assignment)
+    return cfg
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
+def save_config(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
+    """Write the resolved config as ``out_dir/config.yaml`` (atomically), beside the outputs it produced."""
+    path = Path(out_dir) / "config.yaml"
+    atomic_write_text(path, config_to_yaml(cfg))
+    return path

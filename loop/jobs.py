@@ -1,0 +1,115 @@
+"""The CLI's jobs: each wires configs, data, models and output files together for one command (no math here)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from data import arith
+from data.errors import UserError
+from data.jsonl import read_jsonl, write_jsonl
+from data.schema import Problem, StepwiseExample
+from data.verifier import verify
+from loop.config import ExperimentConfig, save_config
+
+
+def generate_problems(cfg: ExperimentConfig, n: int, split: str, seed: int, out: str) -> int:
+    """Write ``n`` embedded-task problems of ``split`` as JSONL (byte-identical for the same arguments)."""
+    if cfg.data.task != "arith":
+        raise UserError(f"data.task: only 'arith' can be generated, got {cfg.data.task!r}")
+    problems = arith.generate(cfg.data, n, split, seed)
+    return write_jsonl(out, (p.to_row() for p in problems))
+
+
+def show_rows(path: str, limit: int) -> str:
+    """A readable view of the first ``limit`` rows of a problems file or a TRL stepwise file, with step labels."""
+    lines: list[str] = []
+    for count, (line_number, row) in enumerate(read_jsonl(path)):
+        if count == limit:
+            break
+        where = f"{path}:{line_number}"
+        if "completions" in row:
+            example = StepwiseExample.from_row(row, where)
+            lines.append(f"[{line_number}] {example.prompt.strip()}")
+            steps, labels = example.completions, example.labels
+        else:
+            problem = Problem.from_row(row, where)
+            lines.append(f"[{line_number}] {problem.id}: {problem.question}   (answer {problem.answer})")
+            steps = list(problem.reference_steps)
+            try:
+                labels = verify(arith.parse_question(problem.question), "\n".join(steps)).step_labels
+            except UserError:
+                labels = [None] * len(steps)
+        for index, (step, label) in enumerate(zip(steps, labels)):
+            lines.append(f"    {index + 1}. [{_mark(label)}] {step}")
+    return "\n".join(lines)
+
+
+def _mark(label: bool | float | None) -> str:
+    """'ok ' / 'BAD' for hard labels, the value for soft ones, ' ? ' when unknown."""
+    if label is None:
+        return " ? "
+    if isinstance(label, bool):
+        return "ok " if label else "BAD"
+    return f"{label:.2f}"
+
+
+def load_problems(cfg: ExperimentConfig) -> tuple[list[Problem], list[Problem]]:
+    """Train and held-out problems for the configured task."""
+    if cfg.data.task == "arith":
+        return arith.generate(cfg.data, cfg.data.n_train, "train"), arith.generate(cfg.data, cfg.data.n_eval, "eval")
+    raise UserError(f"data.task: {cfg.data.task!r} is not supported for training yet; use 'arith'")
+
+
+def load_policy(model_name: str, dtype: str):
+    """Model and tokenizer from a hub name or a local save_pretrained directory; one-line error when absent."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise UserError(f"policy.dtype: {dtype!r} is not one of {sorted(dtypes)}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtypes[dtype])
+    except (OSError, ValueError) as err:
+        raise UserError(f"policy.model: cannot load {model_name!r} ({str(err).splitlines()[0][:160]})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def init_policy(cfg: ExperimentConfig, out: str) -> Path:
+    from policy.tiny import init_policy as write_tiny
+
+    path = write_tiny(cfg.policy, out, cfg.sft.seed)
+    save_config(cfg, out)
+    return path
+
+
+def run_sft(cfg: ExperimentConfig, out: str) -> dict:
+    """Warm-start the policy on reference solutions; saves model, tokenizer, config and sft_metrics.json in ``out``."""
+    from policy.sft import train_sft
+    from policy.tiny import build_tiny_llama
+    from data.vocab import build_task_tokenizer
+
+    train, held_out = load_problems(cfg)
+    if cfg.policy.model == "tiny":
+        tokenizer = build_task_tokenizer()
+        model = build_tiny_llama(cfg.policy, tokenizer, cfg.sft.seed)
+    else:
+        model, tokenizer = load_policy(cfg.policy.model, cfg.policy.dtype)
+    started = time.perf_counter()
+    history = train_sft(model, tokenizer, train, held_out, cfg.policy, cfg.sft)
+    seconds = time.perf_counter() - started
+    out_dir = Path(out)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    save_config(cfg, out_dir)
+    final = [row for row in history if "eval_accuracy" in row][-1]
+    summary = {"seconds": round(seconds, 1), **final, "history": history}
+    (out_dir / "sft_metrics.json").write_text(json.dumps(summary, indent=1))
+    return summary

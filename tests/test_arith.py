@@ -1,0 +1,104 @@
+"""Tests for data/arith.py: seeded determinism, train/eval disjointness, reference steps, grammar and config checks."""
+
+import dataclasses
+
+import pytest
+
+from data.arith import ArithProblem, check_config, generate, parse_question, split_of
+from data.config import DataConfig
+from data.errors import UserError
+from data.verifier import verify
+
+
+def test_same_seed_gives_identical_problems():
+    cfg = DataConfig()
+    assert generate(cfg, 50, "train", seed=3) == generate(cfg, 50, "train", seed=3)
+
+
+def test_different_seed_gives_different_problems():
+    cfg = DataConfig()
+    first = [p.question for p in generate(cfg, 50, "train", seed=3)]
+    second = [p.question for p in generate(cfg, 50, "train", seed=4)]
+    assert first != second
+
+
+def test_train_and_eval_are_disjoint():
+    cfg = DataConfig()
+    train = {p.question for p in generate(cfg, 500, "train", seed=0)}
+    held_out = {p.question for p in generate(cfg, 100, "eval", seed=0)}
+    assert len(train) == 500 and len(held_out) == 100
+    assert not train & held_out
+    assert all(split_of(q) == "eval" for q in held_out)
+
+
+def test_reference_steps_are_all_correct():
+    for problem in generate(DataConfig(), 100, "train", seed=1):
+        verdict = verify(parse_question(problem.question), "\n".join(problem.reference_steps))
+        assert all(verdict.step_labels) and verdict.final_correct
+        assert len(verdict.step_labels) == len(problem.reference_steps)
+        assert problem.reference_steps[-1] == f"Answer: {problem.answer}"
+
+
+def test_literal_problem_structure():
+    # 7 + 5 = 12, 12 * 3 = 36, 36 - 4 = 32
+    arith = parse_question("7 + 5 * 3 - 4 = ? (left to right)")
+    assert arith == ArithProblem(7, (("+", 5), ("*", 3), ("-", 4)))
+    assert arith.reference_steps == ("7 + 5 = 12", "12 * 3 = 36", "36 - 4 = 32", "Answer: 32")
+    assert arith.answer == 32
+    assert arith.question == "7 + 5 * 3 - 4 = ? (left to right)"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "7 = ? (left to right)",  # no operation
+        "7 + 5 = ?",  # missing suffix
+        "7 / 5 = ? (left to right)",  # operator outside the grammar
+        "-7 + 5 = ? (left to right)",  # negative start
+        "7 +5 = ? (left to right)",  # spacing
+        "What is 7 + 5?",
+        "1234567890 + 1 = ? (left to right)",  # 10-digit number
+    ],
+)
+def test_parse_question_rejects_text_outside_grammar(text):
+    with pytest.raises(UserError):
+        parse_question(text)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"operators": ""},
+        {"operators": "+/"},
+        {"min_steps": 0},
+        {"min_steps": 5, "max_steps": 4},
+        {"max_steps": 33},
+        {"start_max": 0},
+        {"operand_max": 0},
+        {"value_max": 0},
+        {"mul_max": 1},
+        {"start_max": 100, "value_max": 50},
+    ],
+)
+def test_check_config_rejects_bad_knobs(overrides):
+    with pytest.raises(UserError):
+        check_config(dataclasses.replace(DataConfig(), **overrides))
+
+
+def test_check_config_accepts_defaults_and_generate_rejects_bad_split():
+    check_config(DataConfig())
+    with pytest.raises(UserError):
+        generate(DataConfig(), 5, "test")
+
+
+def test_too_many_problems_for_knobs_raises():
+    # start 1..1, one '+ 1' step: only "1 + 1 = ? (left to right)" exists.
+    cfg = DataConfig(min_steps=1, max_steps=1, start_max=1, operand_max=1, operators="+")
+    with pytest.raises(UserError):
+        generate(cfg, 5, "train")
+
+
+def test_parse_question_rejects_fullwidth_digits():
+    with pytest.raises(UserError):
+        parse_question("７ + ５ = ? (left to right)")

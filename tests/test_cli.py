@@ -1,0 +1,43 @@
+"""The CLI: data generate is byte-identical per seed, data show is readable, user errors are one line with exit 2."""
+
+import subprocess
+import sys
+
+from loop.cli import main
+
+
+def test_generate_is_deterministic_and_show_prints_steps(tmp_path, capsys):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert main(["data", "generate", "--task", "arith", "--n", "20", "--seed", "3", "--out", str(first)]) == 0
+    assert main(["data", "generate", "--task", "arith", "--n", "20", "--seed", "3", "--out", str(second)]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert len(first.read_text().splitlines()) == 20
+    capsys.readouterr()
+    assert main(["data", "show", str(first), "--n", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert "Answer:" in shown and "[ok ]" in shown and "[3]" not in shown
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path):
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("sft:\n  stepz: 1\n")
+    cases = [
+        ["data", "show", str(tmp_path / "missing.jsonl")],
+        ["policy", "init", "--out", str(tmp_path / "p"), "--config", str(bad_config)],
+        ["policy", "init", "--out", str(tmp_path / "p"), "--set", "sft.steps=abc"],
+        ["data", "generate", "--n", "5", "--out", str(tmp_path / "x.jsonl"), "--set", "data.operators=/"],
+    ]
+    for argv in cases:
+        result = subprocess.run([sys.executable, "-m", "loop.cli", *argv], capture_output=True, text=True)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert "Traceback" not in result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("prmloop: error:"), result.stderr
+
+
+def test_demo_quick_trains_and_saves(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert (out / "model.safetensors").exists() and (out / "config.yaml").exists()
+    assert (out / "sft_metrics.json").exists()
+    assert "held-out greedy accuracy" in capsys.readouterr().out

@@ -1,0 +1,64 @@
+"""Strict config loading: unknown keys, wrong types, missing files, --set coercion, saving beside outputs."""
+
+import pytest
+import yaml
+
+from data.errors import UserError
+from loop.config import ExperimentConfig, load_config, save_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_values(tmp_path):
+    cfg = load_config(write(tmp_path, "name: x\nsft:\n  steps: 7\n  lr: 1\n"))
+    assert cfg.name == "x" and cfg.sft.steps == 7
+    assert cfg.sft.lr == 1.0 and isinstance(cfg.sft.lr, float)  # int accepted for a float field
+    assert cfg.data.n_eval == ExperimentConfig().data.n_eval
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "sft:\n  stepz: 7\n")
+    with pytest.raises(UserError, match=r"c\.yaml: unknown key 'sft\.stepz'"):
+        load_config(path)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    with pytest.raises(UserError, match=r"c\.yaml: key 'sft\.steps' expects int, got str"):
+        load_config(write(tmp_path, "sft:\n  steps: many\n"))
+    with pytest.raises(UserError, match=r"key 'data' must be a mapping"):
+        load_config(write(tmp_path, "data: 3\n"))
+    with pytest.raises(UserError, match=r"expects int, got bool"):
+        load_config(write(tmp_path, "seed: true\n"))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(write(tmp_path, "sft: [\n"))
+
+
+def test_set_overrides_coerce_types():
+    cfg = load_config(None, ["sft.steps=12", "sft.lr=1e-3", "data.operators=+-", "name=123"])
+    assert cfg.sft.steps == 12 and cfg.sft.lr == pytest.approx(1e-3)
+    assert cfg.data.operators == "+-" and cfg.name == "123"
+    for bad, message in [("sft.steps=ten", "expects int"), ("sft.nope=1", "unknown key 'sft.nope'"),
+                         ("sft=1", "is a section"), ("sftsteps", "expected KEY=VALUE")]:
+        with pytest.raises(UserError, match=message):
+            load_config(None, [bad])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["sft.steps=3"])
+    path = save_config(cfg, tmp_path / "out")
+    assert yaml.safe_load(path.read_text())["sft"]["steps"] == 3
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize("name", ["demo", "quick", "gsm8k_qwen"])
+def test_shipped_configs_load(name):
+    load_config(f"configs/{name}.yaml")

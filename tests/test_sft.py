@@ -1,0 +1,85 @@
+"""Tests for policy/sft.py (and policy/sampling.py): collate masks, lr schedule, a short SFT run lowering the loss."""
+
+import pytest
+import torch
+
+from data.arith import generate
+from data.config import DataConfig
+from data.schema import Problem
+from data.vocab import build_task_tokenizer
+from policy.config import PolicyConfig, SFTConfig
+from policy.sampling import generate_texts
+from policy.sft import collate, encode_sft_examples, evaluate_greedy, lr_at, solution_text, train_sft
+from policy.tiny import build_tiny_llama
+
+
+def test_collate_masks_prompt_and_padding():
+    # example 0: prompt [5, 6], solution [7, 8, 1]; example 1: prompt [5], solution [9, 1], padded right with 0
+    batch = collate([([5, 6, 7, 8, 1], 2), ([5, 9, 1], 1)], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 1], [5, 9, 1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, -100, 7, 8, 1], [-100, 9, 1, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+
+
+def test_encode_sft_examples_literal():
+    tokenizer = build_task_tokenizer()
+    problem = Problem("p", "1 + 2 = ? (left to right)", "3", ("1 + 2 = 3", "Answer: 3"))
+    [(ids, prompt_len)] = encode_sft_examples([problem], tokenizer, PolicyConfig())
+    prompt = "1 + 2 = ? (left to right)\n"
+    assert prompt_len == len(prompt)
+    assert ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids[:-1]) == prompt + "1 + 2 = 3\nAnswer: 3"
+    assert encode_sft_examples([problem], tokenizer, PolicyConfig(max_length=10)) == []
+
+
+def test_solution_text():
+    assert solution_text(("a", "b")) == "a\nb"
+
+
+def test_lr_schedule_literal():
+    cfg = SFTConfig(steps=110, lr=1.0, warmup_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(0.1)  # (0 + 1) / 10
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)  # progress 0: 0.1 + 0.9 * 1
+    assert lr_at(60, cfg) == pytest.approx(0.55)  # progress 0.5: 0.1 + 0.9 * 0.5
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+    assert lr_at(500, cfg) == pytest.approx(0.1)
+
+
+def test_generate_texts_greedy_is_deterministic_and_bounded():
+    tokenizer = build_task_tokenizer()
+    model = build_tiny_llama(PolicyConfig(hidden_size=32, num_layers=1, num_heads=2), tokenizer, seed=0)
+    prompts = ["7 + 5 = ? (left to right)\n", "1 + 1 = ? (left to right)\n"]
+    first = generate_texts(model, tokenizer, prompts, max_new_tokens=6)
+    assert first == generate_texts(model, tokenizer, prompts, max_new_tokens=6, batch_size=1)
+    assert all(len(text) <= 6 for text in first)  # one char per token
+    assert model.training  # training mode restored
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny matrices: intra-op threading only adds overhead (and stalls badly on a loaded machine).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_short_sft_run_lowers_loss(one_thread):
+    tokenizer = build_task_tokenizer()
+    policy_cfg = PolicyConfig(hidden_size=32, num_layers=2, num_heads=2, max_new_tokens=24)
+    data_cfg = DataConfig(n_train=200, n_eval=8)
+    train = generate(data_cfg, data_cfg.n_train, "train")
+    held_out = generate(data_cfg, data_cfg.n_eval, "eval")
+    model = build_tiny_llama(policy_cfg, tokenizer, seed=0)
+    sft_cfg = SFTConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_every=0, eval_problems=8)
+    messages = []
+    history = train_sft(model, tokenizer, train, held_out, policy_cfg, sft_cfg, log=messages.append)
+    losses = [row["loss"] for row in history if "loss" in row]
+    assert [row["step"] for row in history if "loss" in row] == [0, 50, 59]
+    assert losses[-1] < 0.7 * losses[0]
+    evals = [row for row in history if "eval_accuracy" in row]
+    assert len(evals) == 1 and len(messages) == 1
+    assert 0.0 <= evals[0]["eval_accuracy"] <= 1.0
+    result = evaluate_greedy(model, tokenizer, held_out[:2], policy_cfg)
+    assert 0.0 <= result.step_accuracy <= 1.0
