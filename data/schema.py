@@ -33,7 +33,7 @@ class Problem:
         return {"id": self.id, "question": self.question, "answer": self.answer, "reference_steps": list(self.reference_steps)}
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], where: str) -> "Problem":
+    def from_row(cls, row: dict[str, Any], where: str) -> Problem:
         """Build from a JSON row; ``where`` (``file:line``) prefixes any error."""
         for key in ("id", "question", "answer"):
             if not isinstance(row.get(key), str):
@@ -82,7 +82,7 @@ class StepwiseExample:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], where: str) -> "StepwiseExample":
+    def from_row(cls, row: dict[str, Any], where: str) -> StepwiseExample:
         """Build and validate from a TRL stepwise JSON row; extra keys go to ``meta``."""
         missing = [key for key in ("prompt", "completions", "labels") if key not in row]
         if missing:

@@ -92,9 +92,9 @@ def init_policy(cfg: ExperimentConfig, out: str) -> Path:
 
 def run_sft(cfg: ExperimentConfig, out: str) -> dict:
     """Warm-start the policy on reference solutions; saves model, tokenizer, config and sft_metrics.json in ``out``."""
+    from data.vocab import build_task_tokenizer
     from policy.sft import train_sft
     from policy.tiny import build_tiny_llama
-    from data.vocab import build_task_tokenizer
 
     train, held_out = load_problems(cfg)
     if cfg.policy.model == "tiny":

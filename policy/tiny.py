@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from data.vocab import build_task_tokenizer
 from policy.config import PolicyConfig
@@ -43,7 +50,7 @@ def init_policy(cfg: PolicyConfig, out_dir: str | Path, seed: int) -> Path:
 def tiny_random_model(arch: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> PreTrainedModel:
     """A very small random 'llama' or 'qwen2' model for tests of the general (hub-model) code path."""
     torch.manual_seed(seed)
-    common = dict(
+    common = dict(  # noqa: C408 - keyword form reads like the config it feeds
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,

@@ -2,8 +2,6 @@
 
 import time
 
-import pytest
-
 from data.arith import ArithProblem
 from data.verifier import final_answer, split_solution, verify
 
