@@ -19,15 +19,15 @@ class DataConfig:
     """Number of held-out problems (never overlapping the training ones)."""
     min_steps: int = 2
     """Fewest operations in an arithmetic problem (each operation is one solution step)."""
-    max_steps: int = 4
+    max_steps: int = 3
     """Most operations in an arithmetic problem."""
-    start_max: int = 50
+    start_max: int = 20
     """The starting number is drawn from 1..start_max."""
-    operand_max: int = 50
+    operand_max: int = 20
     """Operands of + and - are drawn from 1..operand_max."""
-    mul_max: int = 9
+    mul_max: int = 5
     """Operands of * are drawn from 2..mul_max."""
-    value_max: int = 999
+    value_max: int = 199
     """Running values stay within 0..value_max (operations that would leave it are redrawn)."""
     operators: str = "+-*"
     """Operators the generator may use, as one string of characters from '+-*'."""

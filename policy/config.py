@@ -27,7 +27,7 @@ class PolicyConfig:
 
 @dataclass
 class SFTConfig:
-    steps: int = 1500
+    steps: int = 900
     """Optimizer steps of the supervised warm start."""
     batch_size: int = 32
     """Solutions per optimizer step."""
@@ -37,7 +37,7 @@ class SFTConfig:
     """Steps of linear learning-rate warm-up."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    eval_every: int = 500
+    eval_every: int = 0
     """Evaluate held-out greedy accuracy every this many steps (and at the end); 0 = only at the end."""
     eval_problems: int = 200
     """Held-out problems used by each evaluation (at most data.n_eval)."""

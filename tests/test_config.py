@@ -62,3 +62,8 @@ def test_saved_config_round_trips(tmp_path):
 @pytest.mark.parametrize("name", ["demo", "quick", "gsm8k_qwen"])
 def test_shipped_configs_load(name):
     load_config(f"configs/{name}.yaml")
+
+
+def test_demo_config_equals_builtin_defaults():
+    demo, defaults = load_config("configs/demo.yaml"), ExperimentConfig()
+    assert (demo.data, demo.policy, demo.sft) == (defaults.data, defaults.policy, defaults.sft)
