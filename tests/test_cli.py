@@ -41,3 +41,19 @@ def test_demo_quick_trains_and_saves(tmp_path, capsys):
     assert (out / "model.safetensors").exists() and (out / "config.yaml").exists()
     assert (out / "sft_metrics.json").exists()
     assert "held-out greedy accuracy" in capsys.readouterr().out
+
+
+def test_convert_writes_stepwise_and_names_bad_rows(tmp_path, capsys):
+    source = tmp_path / "src.jsonl"
+    source.write_text(
+        '{"prompt": "1 + 1 = ?", "completions": ["1 + 1 = 2", "Answer: 2"], "labels": [0.75, true]}\n'
+        '{"prompt": "2 + 2 = ?", "completions": ["2 + 2 = 4"], "labels": [0.5, 0.5]}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    assert main(["data", "convert", "--format", "trl_stepwise", "--source", str(source), "--out", str(out)]) == 2
+    assert "src.jsonl:2" in capsys.readouterr().err and not out.exists()
+    argv = ["data", "convert", "--format", "trl_stepwise", "--source", str(source), "--out", str(out), "--skip-bad"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 rows" in printed and "skipped 1" in printed
+    assert '"labels": [0.75, true]' in out.read_text()
