@@ -59,18 +59,3 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     lines = [dumps_row(row) for row in rows]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def append_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Append ``rows`` to ``path`` (created if missing) and fsync; each line is written whole in one call.
-
-    Used for append-only logs; readers must ignore a torn last line after a crash (see ``read_jsonl_tolerant``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(dumps_row(row) + "\n" for row in rows)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return payload.count("\n")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from data.arith import ANSWER_PREFIX, ArithProblem, apply
+from data.arith import ArithProblem, apply
 
 _STEP_RE = re.compile(r"([0-9]{1,9}) ([+\-*]) ([0-9]{1,9}) = (-?[0-9]{1,12})")
 _ANSWER_RE = re.compile(r"Answer: (-?[0-9]{1,12})")
@@ -78,7 +78,3 @@ def verify(problem: ArithProblem, text: str) -> Verdict:
     steps = split_solution(text)
     answer = final_answer(text)
     return Verdict(steps, verify_steps(problem, steps), answer is not None and int(answer) == problem.answer)
-
-
-def is_answer_line(step: str) -> bool:
-    return step.startswith(ANSWER_PREFIX)

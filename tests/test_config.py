@@ -67,3 +67,10 @@ def test_shipped_configs_load(name):
 def test_demo_config_equals_builtin_defaults():
     demo, defaults = load_config("configs/demo.yaml"), ExperimentConfig()
     assert (demo.data, demo.policy, demo.sft) == (defaults.data, defaults.policy, defaults.sft)
+
+
+def test_demo_quick_overrides_equal_quick_yaml():
+    from loop.cli import QUICK_OVERRIDES
+
+    quick, overridden = load_config("configs/quick.yaml"), load_config(None, QUICK_OVERRIDES)
+    assert (quick.data, quick.policy, quick.sft) == (overridden.data, overridden.policy, overridden.sft)
