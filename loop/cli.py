@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from data.errors import UserError
 
@@ -51,10 +52,40 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (init, sft):
         _common(sub)
 
-    demo = commands.add_parser("demo", help="the default experiment on the embedded task")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--quick", action="store_true", help="use configs/quick.yaml-sized settings (seconds)")
-    _common(demo)
+    prm = commands.add_parser("prm", help="the step reward model").add_subparsers(dest="action", required=True)
+    prm_train = prm.add_parser("train", help="train a PRM (or ORM with --set prm.mode=outcome) on stepwise JSONL")
+    prm_train.add_argument("--data", required=True, help="TRL stepwise JSONL (prompt, completions, labels)")
+    prm_train.add_argument("--init", required=True, help="a policy/LM directory or hub name, or a PRM dir to continue")
+    prm_train.add_argument("--replay", default=None, help="stepwise JSONL of earlier data; prm.replay_fraction is mixed in")
+    prm_train.add_argument("--out", required=True)
+    prm_label = prm.add_parser("label", help="sample solutions from a policy and label their steps")
+    prm_label.add_argument("--policy", required=True, help="policy directory (save_pretrained) or hub name")
+    prm_label.add_argument("--problems", required=True, help="problems JSONL (from `prmloop data generate`)")
+    prm_label.add_argument("--out", required=True, help="stepwise JSONL to write")
+    prm_label.add_argument("--method", default="exhaustive", choices=["exhaustive", "binary", "exact"],
+                           help="Monte Carlo (exhaustive or binary search) or the exact verifier (embedded task)")
+    prm_label.add_argument("--n", type=int, default=8, help="completions per step prefix (Monte Carlo)")
+    prm_label.add_argument("--samples", type=int, default=4, help="solutions sampled per problem")
+    prm_eval = prm.add_parser("eval", help="step metrics and ProcessBench first-error F1 of a PRM on a labelled file")
+    prm_eval.add_argument("--prm", required=True, help="PRM directory")
+    prm_eval.add_argument("--data", required=True, help="labelled file")
+    prm_eval.add_argument("--format", default="trl_stepwise", help="trl_stepwise, processbench, prm800k, math_shepherd")
+    for sub in (prm_train, prm_label, prm_eval):
+        _common(sub)
+
+    grpo = commands.add_parser("grpo", help="GRPO on the policy (outcome or process supervision)")
+    grpo.add_argument("--policy", required=True, help="policy directory (e.g. the SFT output) or hub name")
+    grpo.add_argument("--prm", default=None, help="reward model directory (needed unless grpo.reward_source=rule)")
+    grpo.add_argument("--out", required=True)
+    grpo.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    loop = commands.add_parser("loop", help="iterative rounds for one arm (see the loop and grpo config sections)")
+    compare = commands.add_parser("compare", help="run every arm x seed of compare.* and write report.md + PNGs")
+    demo = commands.add_parser("demo", help="the default comparison on the embedded task (SFT, PRM, 3 arms x 2 rounds)")
+    demo.add_argument("--quick", action="store_true", help="use configs/quick.yaml-sized settings (about a minute)")
+    for sub, default in ((loop, "runs/loop"), (compare, "runs/compare"), (demo, "runs/demo")):
+        sub.add_argument("--out", default=default)
+        sub.add_argument("--resume", action="store_true", help="continue an interrupted run from its last stage")
+        _common(sub)
     return parser
 
 
@@ -77,15 +108,45 @@ def dispatch(args: argparse.Namespace) -> None:
         print(f"wrote {written} rows to {args.out}; skipped {skipped} bad rows")
     elif args.command == "policy" and args.action == "init":
         print(f"wrote a tiny policy to {jobs.init_policy(cfg, args.out)}")
-    elif args.command in ("policy", "demo"):
+    elif args.command == "policy":
+        summary = jobs.run_sft(cfg, args.out)
+        print(f"SFT done in {summary['seconds']}s: held-out greedy accuracy {summary['eval_accuracy']:.3f}, "
+              f"first errors by step {summary['first_error_counts']}; saved to {args.out}")
+    elif args.command == "prm":
+        _dispatch_prm(cfg, args)
+    elif args.command == "grpo":
+        from loop.jobs_grpo import grpo_job
+
+        summary = grpo_job(cfg, args.policy, args.prm, args.out, args.resume)
+        print(f"GRPO done: {summary}; saved to {args.out}")
+    elif args.command == "loop":
+        print(f"loop done; outputs in {jobs.loop_job(cfg, args.out, args.resume)}")
+    elif args.command in ("compare", "demo"):
         if args.command == "demo" and args.quick:
             from loop.config import apply_override
 
             for assignment in QUICK_OVERRIDES:
                 apply_override(cfg, assignment)
-        summary = jobs.run_sft(cfg, args.out)
-        print(f"SFT done in {summary['seconds']}s: held-out greedy accuracy {summary['eval_accuracy']:.3f}, "
-              f"first errors by step {summary['first_error_counts']}; saved to {args.out}")
+        started = time.perf_counter()
+        report = jobs.compare_job(cfg, args.out, args.resume)
+        print(f"{args.command} done in {time.perf_counter() - started:.0f}s; report: {report}")
+        from loop.tracking import wandb_sync_hint
+
+        print(f"W&B runs are under {args.out}/arms/*/seed*/wandb; to upload them: {wandb_sync_hint(args.out)}")
+
+
+def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
+    from loop import jobs_prm
+
+    if args.action == "train":
+        summary = jobs_prm.train_prm_job(cfg, args.data, args.out, args.init, args.replay)
+        print(f"PRM trained: {summary}; saved to {args.out}")
+    elif args.action == "label":
+        summary = jobs_prm.label_job(cfg, args.policy, args.problems, args.out, args.n, args.method, args.samples)
+        print(f"labelled: {summary}; wrote {args.out}")
+    else:
+        summary = jobs_prm.eval_prm_job(cfg, args.prm, args.data, args.format)
+        print("\n".join(f"{key}: {value}" for key, value in summary.items()))
 
 
 QUICK_OVERRIDES = ["data.n_train=200", "data.n_eval=20", "policy.hidden_size=32", "policy.num_layers=1",

@@ -17,7 +17,53 @@ import yaml
 from data.config import DataConfig
 from data.errors import UserError
 from data.jsonl import atomic_write_text
-from policy.config import PolicyConfig, SFTConfig
+from policy.config import GRPOConfig, PolicyConfig, SFTConfig
+from prm.config import PRMConfig
+
+
+@dataclass
+class LoopConfig:
+    rounds: int = 2
+    """RL rounds (DeepSeekMath Algorithm 1 iterations): label -> retrain reward model -> reset pi_ref -> GRPO -> eval."""
+    rl_steps_per_round: int = 20
+    """GRPO steps per round (M)."""
+    rm_update: str = "iterative"
+    """'iterative': retrain the reward model each round on fresh policy samples (+ replay); 'fixed': keep the first."""
+    labeller: str = "exact"
+    """How fresh samples get step labels: 'exact' (the embedded task's step verifier), 'mc' (Math-Shepherd Monte
+    Carlo with the policy, exhaustive) or 'mc_binary' (OmegaPRM-style binary search)."""
+    mc_rollouts: int = 8
+    """Monte Carlo labelling: completions per step prefix (N)."""
+    label_problems: int = 64
+    """Training problems sampled each round for reward-model data."""
+    init_label_problems: int = 256
+    """Training problems sampled from the warm-started policy for the first reward model."""
+    samples_per_problem: int = 4
+    """Policy samples per problem for reward-model data."""
+    eval_problems: int = 100
+    """Held-out problems evaluated each round (at most data.n_eval)."""
+    eval_k: int = 8
+    """Samples per held-out problem for maj@k, pass@k and the PRM metrics."""
+    cache_dir: str = "runs/cache"
+    """Where warm-started policies are cached (keyed by a hash of the data, policy and sft sections)."""
+
+
+@dataclass
+class TrackingConfig:
+    project: str = "prmloop"
+    """W&B project name."""
+    mode: str = "offline"
+    """W&B mode: 'offline' (default; files under OUT/.../wandb), 'online' or 'disabled'. WANDB_MODE overrides it."""
+
+
+@dataclass
+class CompareConfig:
+    arms: list[str] = field(
+        default_factory=lambda: ["process-prm-iterative", "process-prm-fixed", "outcome-rule-fixed"]
+    )
+    """Arms as 'supervision-reward_source-rm_update[-credit]', e.g. 'process-prm-iterative-min'."""
+    seeds: int = 1
+    """Seeds per arm (seed, seed+1, ...); the report's 95% CIs need at least 2."""
 
 
 @dataclass
@@ -32,6 +78,16 @@ class ExperimentConfig:
     """The policy model and its generation limits."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """Supervised warm start."""
+    prm: PRMConfig = field(default_factory=PRMConfig)
+    """The step reward model and its training."""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """The GRPO trainer (supervision, reward source and credit assignment live here)."""
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    """Iterative rounds: labelling, reward-model updates, evaluation."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """W&B and local metrics."""
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    """Arms x seeds for `prmloop compare` and `prmloop demo`."""
 
 
 def _type_name(tp: Any) -> str:
@@ -54,6 +110,12 @@ def _coerce(value: Any, tp: Any, key: str, where: str, from_cli: bool) -> Any:
                 return float(value)
             except ValueError:
                 pass
+    elif typing.get_origin(tp) is list:
+        (item_type,) = typing.get_args(tp)
+        if from_cli and isinstance(value, str):  # --set compare.arms=a,b
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [_coerce(item, item_type, f"{key}[{i}]", where, from_cli) for i, item in enumerate(value)]
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -113,3 +113,45 @@ def run_sft(cfg: ExperimentConfig, out: str) -> dict:
     summary = {"seconds": round(seconds, 1), **final, "history": history}
     (out_dir / "sft_metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _experiment_dir(out: str, resume: bool) -> Path:
+    """The output directory; refuses to mix a new run into an old one unless --resume."""
+    path = Path(out)
+    if not resume and (path / "shared" / "state.json").exists():
+        raise UserError(f"{path}: holds an earlier run; pass --resume to continue it or choose another --out")
+    return path
+
+
+def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
+    """`prmloop loop`: one arm (grpo.supervision/reward_source/credit, loop.rm_update) for loop.rounds rounds."""
+    from loop.arms import arm_from_config
+    from loop.orchestrator import run_experiment
+
+    path = _experiment_dir(out, resume)
+    train, held_out = load_problems(cfg)
+    [run_dir] = run_experiment(cfg, [arm_from_config(cfg)], [cfg.seed], path, train, held_out)
+    return run_dir
+
+
+def compare_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
+    """`prmloop compare` (and the demo): every arm x seed, then report.md and the PNGs."""
+    from loop.arms import parse_arm
+    from loop.orchestrator import run_experiment
+    from loop.report import RunInfo, write_report
+
+    path = _experiment_dir(out, resume)
+    arms = [parse_arm(spec) for spec in cfg.compare.arms]
+    if not arms:
+        raise UserError("compare.arms: give at least one arm, e.g. process-prm-iterative")
+    if len({arm.name for arm in arms}) != len(arms):
+        raise UserError("compare.arms: an arm is listed twice")
+    if cfg.compare.seeds < 1:
+        raise UserError(f"compare.seeds: must be >= 1, got {cfg.compare.seeds}")
+    seeds = [cfg.seed + i for i in range(cfg.compare.seeds)]
+    train, held_out = load_problems(cfg)
+    run_experiment(cfg, arms, seeds, path, train, held_out)
+    runs = [RunInfo(arm=arm.name, seed=seed, supervision=arm.supervision, reward_source=arm.reward_source,
+                    rm_update=arm.rm_update, credit=arm.credit, run_dir=path / "arms" / arm.name / f"seed{seed}")
+            for arm in arms for seed in seeds]
+    return write_report(path, runs, title=f"prmloop: {cfg.name}")

@@ -43,3 +43,47 @@ class SFTConfig:
     """Held-out problems used by each evaluation (at most data.n_eval)."""
     seed: int = 0
     """Seed for model initialisation and batch order."""
+
+
+@dataclass
+class GRPOConfig:
+    steps: int = 40
+    """Optimizer steps of one GRPO run (one call of ``train``); each step samples a fresh batch of prompts."""
+    prompts_per_step: int = 16
+    """Questions per step, over all processes (each process takes an equal contiguous shard)."""
+    group_size: int = 8
+    """G: completions sampled per question; advantages are normalised within each group. Must be >= 2."""
+    lr: float = 5e-4
+    """AdamW learning rate (constant). The tiny default model wants ~1e-4..1e-3; the paper uses 1e-6 for 7B models."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    beta: float = 0.04
+    """KL coefficient β of Eq. 3 against the frozen reference policy; 0 skips the reference forward entirely."""
+    clip_eps: float = 0.2
+    """ε of the clipped surrogate (Eq. 3)."""
+    mu: int = 1
+    """Inner updates per sampled batch, each against the stored sampling log-probs (π_old)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (log-probs for the loss are always taken at temperature 1)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass of the rollouts (1.0 = full distribution)."""
+    supervision: str = "process"
+    """'process' (one reward per step, DeepSeekMath §4.1.3) or 'outcome' (one reward per completion, §4.1.2)."""
+    reward_source: str = "prm"
+    """'prm' (step reward model), 'orm' (its last-step score) or 'rule' (final answer check); process needs 'prm'."""
+    credit: str = "sum"
+    """Process credit assignment: 'sum' (Σ of later normalised step rewards, §4.1.3) or 'min' (PURE min-form)."""
+    outcome_mix: float = 0.0
+    """Weight of the rule (answer-check) outcome advantage added to every completion token; 0 = off."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step on each process (memory knob; the update is the same for any value)."""
+    generation_batch_size: int = 256
+    """Most completions sampled together in one batched generation call."""
+    max_grad_norm: float = 1.0
+    """Gradient norm clip; a non-finite norm skips the update."""
+    mixed_precision: str = "no"
+    """accelerate's mixed precision: 'no', 'fp16' or 'bf16'."""
+    seed: int = 0
+    """Seed of the prompt order and of every rollout (a sample depends only on seed, step and prompt index)."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every this many steps during ``train`` (0 = only at the end)."""

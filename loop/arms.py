@@ -1,0 +1,75 @@
+"""Experiment arms: which supervision, reward source, reward-model update and credit assignment one run uses."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from data.errors import UserError
+from loop.config import ExperimentConfig
+
+SUPERVISIONS = ("process", "outcome")
+REWARD_SOURCES = ("prm", "orm", "rule")
+RM_UPDATES = ("iterative", "fixed")
+CREDITS = ("sum", "min")
+
+
+@dataclass(frozen=True)
+class Arm:
+    supervision: str
+    """'process' (dense per-step rewards, DeepSeekMath §4.1.3) or 'outcome' (one reward per output, §4.1.2)."""
+    reward_source: str
+    """'prm' (step reward model), 'orm' (outcome reward model) or 'rule' (the answer check)."""
+    rm_update: str
+    """'iterative' (retrain the reward model every round, §4.1.4) or 'fixed' (keep the first one)."""
+    credit: str = "sum"
+    """Process supervision credit: 'sum' (DeepSeekMath) or 'min' (PURE)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.supervision}-{self.reward_source}-{self.rm_update}" + ("-min" if self.credit == "min" else "")
+
+    @property
+    def uses_reward_model(self) -> bool:
+        return self.reward_source in ("prm", "orm")
+
+    @property
+    def reward_model_mode(self) -> str:
+        """The mode of the reward model that scores this arm's rollouts: 'outcome' for an ORM, else 'process'."""
+        return "outcome" if self.reward_source == "orm" else "process"
+
+    def as_config(self, seed: int) -> dict:
+        return {"arm": self.name, "supervision": self.supervision, "reward_source": self.reward_source,
+                "rm_update": self.rm_update, "credit": self.credit, "seed": seed}
+
+
+def parse_arm(spec: str, where: str = "compare.arms") -> Arm:
+    """'supervision-reward_source-rm_update[-credit]' -> Arm; a UserError names the bad part."""
+    parts = spec.strip().split("-")
+    if len(parts) not in (3, 4):
+        raise UserError(f"{where}: arm {spec!r} must look like 'process-prm-iterative' or 'process-prm-fixed-min'")
+    supervision, reward_source, rm_update = parts[:3]
+    credit = parts[3] if len(parts) == 4 else "sum"
+    for value, valid, what in ((supervision, SUPERVISIONS, "supervision"), (reward_source, REWARD_SOURCES, "reward source"),
+                               (rm_update, RM_UPDATES, "reward-model update"), (credit, CREDITS, "credit")):
+        if value not in valid:
+            raise UserError(f"{where}: arm {spec!r}: {what} {value!r} is not one of {', '.join(valid)}")
+    if supervision == "process" and reward_source != "prm":
+        raise UserError(f"{where}: arm {spec!r}: process supervision needs step rewards, i.e. reward source 'prm'")
+    return Arm(supervision, reward_source, rm_update, credit)
+
+
+def arm_from_config(cfg: ExperimentConfig) -> Arm:
+    """The single arm `prmloop loop` runs: grpo.supervision/reward_source/credit and loop.rm_update."""
+    spec = f"{cfg.grpo.supervision}-{cfg.grpo.reward_source}-{cfg.loop.rm_update}-{cfg.grpo.credit}"
+    return parse_arm(spec, where="grpo/loop")
+
+
+def arm_config(cfg: ExperimentConfig, arm: Arm, seed: int) -> ExperimentConfig:
+    """A copy of ``cfg`` with the arm's choices and seed written into the sections that use them."""
+    out = copy.deepcopy(cfg)
+    out.grpo.supervision, out.grpo.reward_source, out.grpo.credit = arm.supervision, arm.reward_source, arm.credit
+    out.loop.rm_update = arm.rm_update
+    out.seed = seed
+    out.grpo.seed = seed
+    return out

@@ -1,0 +1,203 @@
+"""The round orchestrator: shared warm start and first reward model, then per arm and seed, R rounds of
+sample -> label -> retrain reward model (continue + replay) -> reset pi_ref -> GRPO for M steps -> evaluate -> checkpoint.
+
+Layout of ``--out DIR`` (every write atomic; ``--resume`` continues from the last completed stage):
+    DIR/config.yaml                         resolved config
+    DIR/shared/state.json                   stages done: init samples, labels, first reward model(s)
+    DIR/shared/samples.jsonl, labels.jsonl  warm-start policy samples and their step labels (append-only)
+    DIR/shared/prm0/ (and orm0/)            the first reward model(s), shared by every arm
+    DIR/arms/<arm>/seed<k>/                 one run: state.json, samples.jsonl, labels.jsonl, metrics.jsonl,
+                                            prm/round<r>/, policy/ (latest GRPO checkpoint), wandb/
+    DIR/report.md, DIR/*.png                the comparison report (compare and demo)
+
+A stage is: do the work, write its outputs (append-only rows or a directory renamed into place), then commit it in
+state.json. A kill between the work and the commit means the stage runs again on resume, and the ledger first cuts
+the append-only files back to their committed length, so rows are never duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.jsonl import append_jsonl, read_jsonl_tolerant
+from data.schema import Problem, StepwiseExample
+from loop.arms import Arm, arm_config
+from loop.config import ExperimentConfig, save_config
+from loop.evaluation import evaluate_round
+from loop.ledger import Ledger, save_dir_atomically
+from loop.stages import label_rows, sample_rows, train_reward_model, warm_start
+
+APPEND_ONLY = ["samples.jsonl", "labels.jsonl", "metrics.jsonl"]
+
+
+@dataclass
+class Shared:
+    """What every arm starts from."""
+
+    policy_dir: Path
+    reward_models: dict[str, Path]
+    """First reward model per mode ('process' -> prm0, 'outcome' -> orm0)."""
+    labels: list[StepwiseExample]
+    """The first reward model's training data (replay history for every arm)."""
+
+
+def _examples(path: Path) -> list[StepwiseExample]:
+    if not path.exists():
+        return []
+    return [StepwiseExample.from_row(row, f"{path}:{i + 1}") for i, row in enumerate(read_jsonl_tolerant(path))]
+
+
+def _load_policy(path: Path):
+    from loop.jobs import load_policy
+
+    return load_policy(str(path), "float32")
+
+
+def _sampler(model, tokenizer, cfg: ExperimentConfig):
+    from policy.rollout import PolicySampler
+
+    return PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, temperature=1.0, top_p=1.0, batch_size=256)
+
+
+def _collect_labels(ledger: Ledger, stage: str, model, tokenizer, problems: list[Problem], n_problems: int,
+                    cfg: ExperimentConfig, seed: int, round_index: int, log) -> None:
+    """Sample from the policy and label the samples: two committed stages writing samples.jsonl and labels.jsonl."""
+    run_dir = ledger.run_dir
+    if not ledger.done(f"{stage}/sample"):
+        rows = sample_rows(model, tokenizer, problems, cfg.policy, n_problems, cfg.loop.samples_per_problem, seed)
+        append_jsonl(run_dir / "samples.jsonl", [{"round": round_index, **row} for row in rows])
+        ledger.commit(f"{stage}/sample")
+    if not ledger.done(f"{stage}/label"):
+        rows = [row for row in read_jsonl_tolerant(run_dir / "samples.jsonl") if row["round"] == round_index]
+        sampler = _sampler(model, tokenizer, cfg) if cfg.loop.labeller != "exact" else None
+        started = time.perf_counter()
+        examples, rollouts = label_rows(rows, cfg.loop.labeller, sampler, cfg.loop.mc_rollouts, cfg.prm.label_type,
+                                        cfg.policy, round_index)
+        append_jsonl(run_dir / "labels.jsonl", [e.to_row() for e in examples])
+        log(f"{stage}: labelled {len(examples)} solutions ({cfg.loop.labeller}, {rollouts} rollouts, "
+            f"{time.perf_counter() - started:.1f}s)")
+        ledger.commit(f"{stage}/label")
+
+
+def prepare_shared(cfg: ExperimentConfig, out: Path, arms: list[Arm], train: list[Problem], log=print) -> Shared:
+    """Warm start (cached), samples of the warm-started policy, their labels, and the first reward model(s)."""
+    policy_dir = warm_start(cfg, log)
+    run_dir = out / "shared"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(run_dir, APPEND_ONLY)
+    ledger.restore()
+    modes = sorted({arm.reward_model_mode for arm in arms} | {"process"})
+    names = {"process": "prm0", "outcome": "orm0"}
+    if not all(ledger.done(f"train_{names[m]}") for m in modes):
+        model, tokenizer = _load_policy(policy_dir)
+        _collect_labels(ledger, "init", model, tokenizer, train, cfg.loop.init_label_problems, cfg, cfg.seed, 0, log)
+        labels = _examples(run_dir / "labels.jsonl")
+        for mode in modes:
+            if not ledger.done(f"train_{names[mode]}"):
+                log(f"training the first reward model ({mode}) on {len(labels)} labelled solutions")
+                train_reward_model(policy_dir, mode, labels, [], cfg, run_dir / names[mode], cfg.seed, log)
+                ledger.commit(f"train_{names[mode]}")
+    return Shared(policy_dir, {m: run_dir / names[m] for m in modes}, _examples(run_dir / "labels.jsonl"))
+
+
+def _run_id(out: Path, arm: Arm, seed: int) -> str:
+    digest = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:8]
+    return f"{arm.name}-s{seed}-{digest}"
+
+
+def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, out: Path):
+    from loop.tracking import Tracker
+
+    config = {**arm.as_config(seed), "experiment": cfg.name, "rl_steps_per_round": cfg.loop.rl_steps_per_round,
+              "rounds": cfg.loop.rounds, "group_size": cfg.grpo.group_size, "beta": cfg.grpo.beta, "lr": cfg.grpo.lr}
+    return Tracker(run_dir, project=cfg.tracking.project, group=cfg.name, name=f"{arm.name}-s{seed}",
+                   job_type=arm.name, tags=[arm.supervision, arm.reward_source, arm.rm_update, arm.credit],
+                   config=config, mode=cfg.tracking.mode, run_id=_run_id(out, arm, seed))
+
+
+def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, train: list[Problem],
+            held_out: list[Problem], out: Path, log=print) -> Path:
+    """All rounds of one arm and seed (resumable); returns the run directory."""
+    from policy.grpo import GRPOTrainer
+    from prm.model import StepRewardModel
+
+    cfg = arm_config(base_cfg, arm, seed)
+    run_dir = out / "arms" / arm.name / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(run_dir, APPEND_ONLY)
+    dropped = ledger.restore()
+    if dropped:
+        log(f"{run_dir}: resuming; dropped unfinished rows {dropped}")
+    if ledger.done("finished"):
+        log(f"{arm.name} seed {seed}: already finished")
+        return run_dir
+    tracker = _tracker(cfg, arm, seed, run_dir, out)
+    policy_path = run_dir / "policy" if ledger.info.get("policy_round") else shared.policy_dir
+    model, tokenizer = _load_policy(policy_path)
+    rm_path = Path(ledger.info.get("rm_path", shared.reward_models[arm.reward_model_mode]))
+    reward_model = StepRewardModel.from_pretrained(rm_path)
+    eval_prm = reward_model if arm.reward_model_mode == "process" else StepRewardModel.from_pretrained(
+        shared.reward_models["process"])
+    trainer = GRPOTrainer(model, tokenizer, cfg.grpo, cfg.policy, reward_model if arm.uses_reward_model else None)
+    if ledger.info.get("policy_round"):
+        trainer.load(run_dir / "policy")
+    eval_problems = held_out[: cfg.loop.eval_problems]
+
+    def evaluate(round_index: int) -> None:
+        metrics, table = evaluate_round(trainer.model, tokenizer, eval_prm, eval_problems, cfg.policy, cfg.loop.eval_k,
+                                        seed=10_000 + round_index)
+        tracker.log_eval(metrics, rl_step=round_index * cfg.loop.rl_steps_per_round, round=round_index)
+        tracker.log_completions(table, round=round_index)
+        log(f"{arm.name} s{seed} round {round_index}: accuracy {metrics['accuracy']:.3f}, "
+            f"prm first-error F1 {metrics.get('prm_first_error_f1', float('nan')):.3f}")
+
+    if not ledger.done("r0/eval"):
+        evaluate(0)
+        ledger.commit("r0/eval")
+    for round_index in range(1, cfg.loop.rounds + 1):
+        stage = f"r{round_index}"
+        round_seed = seed * 1_000 + round_index
+        if arm.rm_update == "iterative" and arm.uses_reward_model and not ledger.done(f"{stage}/rm"):
+            _collect_labels(ledger, stage, trainer.model, tokenizer, train, cfg.loop.label_problems, cfg, round_seed,
+                            round_index, log)
+            fresh = [e for e in _examples(run_dir / "labels.jsonl") if e.meta.get("round") == round_index]
+            history = shared.labels + [e for e in _examples(run_dir / "labels.jsonl") if e.meta.get("round") != round_index]
+            rm_out = run_dir / "rm" / f"round{round_index}"
+            summary = train_reward_model(rm_path, arm.reward_model_mode, fresh, history, cfg, rm_out, round_seed, log)
+            tracker.log_eval({f"rm_{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
+                             rl_step=(round_index - 1) * cfg.loop.rl_steps_per_round, round=round_index)
+            rm_path = rm_out
+            reward_model = StepRewardModel.from_pretrained(rm_path)
+            trainer.scorer = reward_model
+            if arm.reward_model_mode == "process":
+                eval_prm = reward_model
+            ledger.commit(f"{stage}/rm", rm_path=str(rm_path))
+        if not ledger.done(f"{stage}/grpo"):
+            trainer.reset_reference()
+            first = (round_index - 1) * cfg.loop.rl_steps_per_round
+            for rl_step in range(first, first + cfg.loop.rl_steps_per_round):
+                batch = random.Random(seed * 1_000_003 + rl_step).sample(train, cfg.grpo.prompts_per_step)
+                metrics = trainer.train_step(batch, rl_step)
+                tracker.log_rl(metrics, rl_step=rl_step + 1, round=round_index)
+            save_dir_atomically(run_dir / "policy", trainer.save)
+            ledger.commit(f"{stage}/grpo", policy_round=round_index)
+        if not ledger.done(f"{stage}/eval"):
+            evaluate(round_index)
+            ledger.commit(f"{stage}/eval")
+    ledger.commit("finished")
+    tracker.finish()
+    return run_dir
+
+
+def run_experiment(cfg: ExperimentConfig, arms: list[Arm], seeds: list[int], out: str | Path,
+                   train: list[Problem], held_out: list[Problem], log=print) -> list[Path]:
+    """Shared preparation, then every arm x seed in turn; returns the run directories."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    shared = prepare_shared(cfg, out, arms, train, log)
+    return [run_arm(cfg, arm, seed, shared, train, held_out, out, log) for arm in arms for seed in seeds]

@@ -1,0 +1,347 @@
+"""GRPO trainer: sample G completions per question, score them, compute advantages, take clipped policy-gradient steps.
+
+One step (``train_step``) reads as DeepSeekMath's Algorithm 1 inner loop: sample -> score -> advantages -> loss ->
+step -> log. The math lives in ``policy.advantages`` and ``policy.losses``; this file only wires it.
+
+Choices and departures, stated once:
+- π_old is the sampling-time log-prob of each token (temperature 1, ``policy.rollout``); the μ inner updates all use
+  it. π_ref is a frozen deep copy of the policy; ``reset_reference()`` copies the current weights into it (the loop
+  calls it at the start of each round). With β = 0 there is no reference model and no reference forward.
+- The policy runs in eval mode throughout (no dropout), so π_θ equals π_old before the first update, up to rounding.
+- Multi-process (accelerate/DDP): each process takes an equal contiguous shard of the step's questions, so groups
+  never split; sample i of question q is seeded by (seed, step, global index of q, i) and does not depend on the
+  split. DDP averages gradients and every shard has the same number of outputs, so the update equals the
+  single-process one on the same global batch ("grpo" aggregation is a mean over outputs).
+- ``grad_accum`` splits each process's rows into that many micro-batches, each loss weighted by its share of rows,
+  so the gradient does not depend on it.
+- Bad input never stops the run: non-finite rewards on any process skip the whole update; a non-finite gradient norm
+  (NaN/inf loss) skips the optimizer step. Both are counted in ``skipped_updates``.
+- Metrics use TRL's names. ``frac_reward_zero_std`` is the fraction of groups whose advantages are all zero (for
+  outcome supervision exactly TRL's zero-std groups). ``reward`` is the outcome reward, or under process supervision
+  each completion's mean step reward (0 with no steps). ``num_tokens`` counts prompt + completion tokens so far.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from data.errors import UserError
+from data.schema import Problem
+from policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
+from policy.config import GRPOConfig, PolicyConfig
+from policy.losses import grpo_loss, masked_mean
+from policy.rewards import Rewards, StepScorer, check_answer, check_reward_setup, compute_rewards
+from policy.rollout import HFBackend, PolicySampler, Rollout, encode_prompts, forward_logps, sample_rollout
+
+
+def validate_config(cfg: GRPOConfig) -> None:
+    """UserError naming the key for settings GRPO cannot run with."""
+    check_reward_setup(cfg.supervision, cfg.reward_source)
+    if cfg.group_size < 2:
+        raise UserError(f"grpo.group_size: {cfg.group_size} leaves no group to compare; use 2 or more")
+    if cfg.credit not in ("sum", "min"):
+        raise UserError(f"grpo.credit: unknown {cfg.credit!r}; valid: min, sum")
+    for key in ("steps", "prompts_per_step", "mu", "grad_accum", "generation_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"grpo.{key}: must be >= 1, got {getattr(cfg, key)}")
+
+
+def step_problem_indices(n_problems: int, prompts_per_step: int, step: int, seed: int) -> list[int]:
+    """Indices of the questions of ``step``: consecutive slices of seeded per-epoch shuffles (each epoch covers all)."""
+    indices, orders = [], {}
+    for position in range(step * prompts_per_step, (step + 1) * prompts_per_step):
+        epoch, offset = divmod(position, n_problems)
+        if epoch not in orders:
+            orders[epoch] = random.Random(seed * 1_000_003 + epoch).sample(range(n_problems), n_problems)
+        indices.append(orders[epoch][offset])
+    return indices
+
+
+def group_std_mean(values: Tensor, group_size: int) -> float:
+    """Mean over groups of the sample std within each group (TRL's ``reward_std``). (B,) -> float."""
+    return values.reshape(-1, group_size).std(dim=1).mean().item()
+
+
+class GRPOTrainer:
+    """GRPO on a causal LM policy with rule, ORM or PRM rewards (outcome or process supervision)."""
+
+    def __init__(self, model: Any, tokenizer: Any, cfg: GRPOConfig, policy_cfg: PolicyConfig,
+                 scorer: StepScorer | None = None, accelerator: Accelerator | None = None) -> None:
+        validate_config(cfg)
+        if cfg.reward_source != "rule" and scorer is None:
+            raise UserError(f"grpo.reward_source: '{cfg.reward_source}' needs a reward model; none was given")
+        self.cfg, self.policy_cfg, self.tokenizer, self.scorer = cfg, policy_cfg, tokenizer, scorer
+        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+        model.eval()  # no dropout during RL (module docstring)
+        self.reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta != 0 else None
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.reference is not None:
+            self.reference.to(self.accelerator.device)
+        self.backend = HFBackend(self.policy, tokenizer, policy_cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                                 cfg.generation_batch_size)
+        self.step, self.skipped_updates, self.num_tokens = 0, 0, 0
+
+    @property
+    def policy(self) -> Any:
+        """The policy without its DDP wrapper (for sampling and saving)."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def reset_reference(self) -> None:
+        """π_ref <- π_θ (DeepSeekMath Algorithm 1: at the start of each iteration)."""
+        if self.reference is not None:
+            self.reference.load_state_dict(self.policy.state_dict())
+
+    # ---- one step: sample -> score -> advantages -> loss -> step -> log ----
+
+    def train_step(self, problems: list[Problem], step: int) -> dict[str, float]:
+        """One GRPO step on the given questions (all processes pass the same list); returns global metrics."""
+        started = time.perf_counter()
+        local, first_index = self._shard(problems)
+        prompts = [self.policy_cfg.prompt_template.format(question=p.question) for p in local]
+        rollout = self._sample(self._encode(local, prompts), step, first_index)
+        sampled = time.perf_counter()
+        rewards = self._score(local, prompts, rollout)
+        scored = time.perf_counter()
+        skip = self._any_process(not rewards.is_finite())
+        update_stats: dict[str, float] = {}
+        advantages = None if skip else self._advantages(rollout, rewards)
+        if advantages is not None:
+            update_stats, skip = self._update(rollout, advantages)
+        self.skipped_updates += int(skip)
+        self.step = step + 1
+        times = {"sample": sampled - started, "score": scored - sampled, "update": time.perf_counter() - scored}
+        return self._metrics(rollout, rewards, advantages, update_stats, times, skip)
+
+    def _shard(self, problems: list[Problem]) -> tuple[list[Problem], int]:
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if not problems or len(problems) % world:
+            raise UserError(f"grpo.prompts_per_step: {len(problems)} questions do not split evenly over {world} processes")
+        per_process = len(problems) // world
+        return problems[rank * per_process : (rank + 1) * per_process], rank * per_process
+
+    def _encode(self, problems: list[Problem], prompts: list[str]) -> list[list[int]]:
+        prompt_ids = encode_prompts(self.tokenizer, prompts)
+        budget = self.policy_cfg.max_length - self.policy_cfg.max_new_tokens
+        for problem, ids in zip(problems, prompt_ids):
+            if len(ids) > budget:
+                raise UserError(f"problem {problem.id}: prompt has {len(ids)} tokens; with policy.max_new_tokens="
+                                f"{self.policy_cfg.max_new_tokens} it exceeds policy.max_length={self.policy_cfg.max_length}")
+        return prompt_ids
+
+    def _sample(self, prompt_ids: list[list[int]], step: int, first_index: int) -> Rollout:
+        with self.accelerator.autocast():
+            return sample_rollout(self.backend, self.tokenizer, prompt_ids, self.cfg.group_size, self.cfg.seed, step,
+                                  first_index)
+
+    def _score(self, problems: list[Problem], prompts: list[str], rollout: Rollout) -> Rewards:
+        group = self.cfg.group_size
+        row_problems = [p for p in problems for _ in range(group)]
+        row_prompts = [p for p in prompts for _ in range(group)]
+        return compute_rewards(row_problems, row_prompts, rollout.texts, rollout.steps, self.cfg.supervision,
+                               self.cfg.reward_source, self.scorer)
+
+    def _advantages(self, rollout: Rollout, rewards: Rewards) -> Tensor:
+        """Token advantages (B, T) on the accelerator's device (DeepSeekMath §4.1.2 / §4.1.3, policy.advantages)."""
+        group, mask = self.cfg.group_size, rollout.completion_mask.cpu()  # (B, T)
+        if rewards.outcome is not None:
+            advantages = outcome_advantages_batch(rewards.outcome, group)[:, None] * mask  # (B, T)
+        else:
+            step_ends, step_mask = rollout.step_tensors()  # (B, K)
+            if step_ends.shape[1] == 0:
+                advantages = torch.zeros(mask.shape)  # no completion has a step: nothing to credit
+            else:
+                step_rewards = rewards.step_tensor(step_ends.shape[1])  # (B, K)
+                advantages = process_advantages_batch(step_rewards, step_ends, step_mask, mask.shape[1], group,
+                                                      self.cfg.credit)  # (B, T)
+        if self.cfg.outcome_mix:
+            advantages = mix_outcome_batch(advantages, rewards.rule, mask, group, self.cfg.outcome_mix)
+        return advantages.to(self.accelerator.device)
+
+    def _micro_batches(self, num_rows: int) -> list[slice]:
+        bounds = torch.linspace(0, num_rows, self.cfg.grad_accum + 1).round().long().tolist()
+        return [slice(a, b) for a, b in pairwise(bounds) if b > a]
+
+    @torch.no_grad()
+    def _reference_logps(self, rollout: Rollout) -> Tensor | None:
+        if self.reference is None:
+            return None
+        parts = []
+        with self.accelerator.autocast():
+            for rows in self._micro_batches(rollout.completion_ids.shape[0]):
+                logp, _ = forward_logps(self.reference, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
+                                        rollout.completion_ids[rows], rollout.completion_mask[rows])
+                parts.append(logp)
+        return torch.cat(parts)  # (B, T)
+
+    def _update(self, rollout: Rollout, advantages: Tensor) -> tuple[dict[str, float], bool]:
+        """μ inner updates of Eq. 3 against π_old; returns stats averaged over micro-batches and whether it skipped."""
+        ref_logp = self._reference_logps(rollout)  # (B, T) or None
+        micro_batches = self._micro_batches(rollout.completion_ids.shape[0])
+        totals: dict[str, float] = {}
+        for inner in range(self.cfg.mu):
+            for index, rows in enumerate(micro_batches):
+                share = (rows.stop - rows.start) / rollout.completion_ids.shape[0]
+                is_last = index == len(micro_batches) - 1
+                with nullcontext() if is_last else self.accelerator.no_sync(self.model):
+                    stats = self._micro_step(rollout, advantages, ref_logp, rows, share, with_entropy=inner == 0)
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + share * value / (1 if key == "entropy" else self.cfg.mu)
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+            if not torch.isfinite(torch.as_tensor(grad_norm)):
+                self.optimizer.zero_grad(set_to_none=True)
+                return totals, True
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            totals["grad_norm"] = float(grad_norm)
+        return totals, False
+
+    def _micro_step(self, rollout: Rollout, advantages: Tensor, ref_logp: Tensor | None, rows: slice, share: float,
+                    with_entropy: bool) -> dict[str, float]:
+        mask = rollout.completion_mask[rows]  # (b, T)
+        logp, entropy = forward_logps(self.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
+                                      rollout.completion_ids[rows], mask, with_entropy)  # (b, T)
+        loss, stats = grpo_loss(logp, rollout.logp[rows], None if ref_logp is None else ref_logp[rows],
+                                advantages[rows], mask, self.cfg.clip_eps, self.cfg.beta)
+        self.accelerator.backward(loss * share)
+        values = {"loss": loss.item(), **{key: value.item() for key, value in stats.items()}}
+        if entropy is not None:
+            values["entropy"] = masked_mean(entropy, mask).item()
+        return values
+
+    # ---- metrics ----
+
+    def _any_process(self, flag: bool) -> bool:
+        return bool(self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), "sum") > 0)
+
+    def _gather(self, values: Tensor) -> Tensor:
+        return self.accelerator.gather(values.float().to(self.accelerator.device)).cpu()
+
+    def _metrics(self, rollout: Rollout, rewards: Rewards, advantages: Tensor | None, update_stats: dict[str, float],
+                 times: dict[str, float], skipped: bool) -> dict[str, float]:
+        group = self.cfg.group_size
+        lengths = self._gather(rollout.completion_mask.sum(1))  # (B_global,)
+        prompt_tokens = self._gather(rollout.prompt_mask.sum(1))  # (B_global,)
+        step_counts = torch.tensor([len(s) for s in rollout.steps], dtype=torch.float32)  # (B,)
+        rule = self._gather(rewards.rule)
+        if rewards.outcome is not None:
+            reward = self._gather(rewards.outcome)
+        else:
+            step_sums = torch.tensor([sum(r) for r in rewards.steps or []], dtype=torch.float32)
+            reward = self._gather(step_sums / step_counts.clamp(min=1))
+        self.num_tokens += int(lengths.sum() + prompt_tokens.sum())
+        metrics = {
+            "reward": reward.mean().item(),
+            "reward_std": group_std_mean(reward, group),
+            f"rewards/{self.cfg.reward_source}/mean": reward.mean().item(),
+            "rewards/rule/mean": rule.mean().item(),
+            "completions/mean_length": lengths.mean().item(),
+            "completions/clipped_ratio": 1.0 - self._gather(rollout.finished).mean().item(),
+            "num_tokens": float(self.num_tokens),
+            "step_time": sum(times.values()),
+            **{f"time/{key}": value for key, value in times.items()},
+            "tokens_per_second": lengths.sum().item() / max(times["sample"], 1e-9),
+            "skipped_updates": float(self.skipped_updates),
+        }
+        if rewards.steps is not None:
+            flat = [score for row in rewards.steps for score in row]
+            step_score = self._gather(torch.tensor([sum(flat), len(flat)]))
+            metrics["prm/step_score_mean"] = (step_score[0::2].sum() / step_score[1::2].sum().clamp(min=1)).item()
+            metrics["steps/mean_count"] = self._gather(step_counts).mean().item()
+        if advantages is not None:
+            zero = (advantages.reshape(-1, group * advantages.shape[1]) == 0).all(dim=1)  # (n_groups,)
+            metrics["frac_reward_zero_std"] = self._gather(zero).mean().item()
+        if not skipped:
+            reduced = self._gather(torch.tensor(list(update_stats.values()))).reshape(-1, len(update_stats)).mean(0)
+            metrics.update(zip(update_stats, reduced.tolist()))
+        return metrics
+
+    # ---- loop, checkpoints ----
+
+    def train(self, problems: list[Problem], steps: int | None = None,
+              on_metrics: Callable[[dict[str, float]], None] | None = None,
+              checkpoint_dir: str | Path | None = None) -> list[dict[str, float]]:
+        """Run steps ``self.step`` .. ``steps - 1`` (default ``cfg.steps``), so a loaded trainer resumes where it was."""
+        total = self.cfg.steps if steps is None else steps
+        history = []
+        progress = tqdm(range(self.step, total), desc="grpo", unit="step", disable=not self.accelerator.is_main_process)
+        for step in progress:
+            batch = [problems[i] for i in step_problem_indices(len(problems), self.cfg.prompts_per_step, step,
+                                                               self.cfg.seed)]
+            metrics = self.train_step(batch, step)
+            history.append(metrics)
+            progress.set_postfix(reward=f"{metrics['reward']:.3f}", loss=f"{metrics.get('loss', float('nan')):.4f}")
+            if on_metrics is not None:
+                on_metrics(metrics)
+            every = self.cfg.checkpoint_every
+            if checkpoint_dir is not None and every and (step + 1) % every == 0 and step + 1 < total:
+                self.save(checkpoint_dir)
+        if checkpoint_dir is not None:
+            self.save(checkpoint_dir)
+        return history
+
+    def save(self, directory: str | Path) -> Path:
+        """Resumable checkpoint: policy (save_pretrained) + reference + optimizer + counters + RNG, replaced atomically."""
+        directory = Path(directory)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            staging = directory.with_name(directory.name + ".tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            self.policy.save_pretrained(staging / "policy")
+            self.tokenizer.save_pretrained(staging / "policy")
+            if self.reference is not None:
+                self.reference.save_pretrained(staging / "reference")
+            rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+            state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
+                     "skipped_updates": self.skipped_updates, "num_tokens": self.num_tokens}
+            torch.save(state, staging / "trainer_state.pt")
+            old = directory.with_name(directory.name + ".old")
+            if directory.exists():
+                directory.rename(old)
+            staging.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return directory
+
+    def load(self, directory: str | Path) -> None:
+        """Restore a checkpoint written by ``save`` (same model architecture and config)."""
+        directory = Path(directory)
+        if not (directory / "trainer_state.pt").is_file():
+            raise UserError(f"{directory}: not a GRPO checkpoint (no trainer_state.pt)")
+        state = torch.load(directory / "trainer_state.pt", weights_only=False)
+        self.policy.load_state_dict(_saved_weights(self.policy, directory / "policy"))
+        if self.reference is not None:
+            self.reference.load_state_dict(_saved_weights(self.reference, directory / "reference"))
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        self.step, self.skipped_updates, self.num_tokens = state["step"], state["skipped_updates"], state["num_tokens"]
+
+
+def _saved_weights(like: Any, directory: Path) -> dict[str, Tensor]:
+    dtype = next(like.parameters()).dtype
+    return type(like).from_pretrained(directory, dtype=dtype).state_dict()
+
+
+def heldout_accuracy(model: Any, tokenizer: Any, problems: list[Problem], policy_cfg: PolicyConfig,
+                     temperature: float = 0.0, samples: int = 1, seed: int = 0, batch_size: int = 256) -> float:
+    """Fraction of completions of ``problems`` that pass ``check_answer``: greedy (temperature 0) or ``samples``
+    sampled completions per problem (seeded), the held-out reward of the rule source."""
+    sampler = PolicySampler(model, tokenizer, policy_cfg.max_new_tokens, temperature, 1.0, batch_size, seed)
+    prompts = [policy_cfg.prompt_template.format(question=p.question) for p in problems]
+    groups = sampler.complete(prompts, samples)
+    correct = sum(check_answer(p, text) for p, texts in zip(problems, groups) for text in texts)
+    return correct / max(1, len(problems) * samples)

@@ -1,0 +1,165 @@
+"""Rewards for GRPO: the final-answer check, the step-scorer interface, and one reward function per source.
+
+Which rewards a run gets is set by (supervision, reward_source):
+- outcome + rule: r_i = 1.0 if the final answer matches the reference else 0.0;
+- outcome + orm / prm: r_i = the scorer's score of the LAST step of o_i (an ORM returns only that one);
+- process + prm: one reward per step, the scorer's probability that the step is correct;
+- process + rule / orm: no step rewards exist -> UserError.
+A completion with no steps (empty, or nothing but whitespace) is never sent to a scorer: it gets outcome reward 0.0
+and an empty list of step rewards (so zero process advantage). The rule reward is always computed too (it is the
+training accuracy metric and the optional outcome mix). Non-finite rewards are returned as they are; the trainer
+detects them and skips the update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from data.answers import answers_match, extract_answer
+from data.errors import UserError
+from data.schema import Problem
+from data.verifier import final_answer
+
+
+class StepScorer(Protocol):
+    """Scores solutions step by step (``prm.model.StepRewardModel`` implements it).
+
+    Process mode: one probability per step (NaN for steps that did not fit the scorer's length limit).
+    Outcome (ORM) mode: a one-element list, the score of the whole solution.
+    """
+
+    def score_steps(self, prompts: list[str], solutions: list[list[str]]) -> list[list[float]]: ...
+
+
+def check_answer(problem: Problem, text: str) -> bool:
+    """Whether ``text``'s final answer equals the problem's reference answer.
+
+    The answer is the last ``Answer: N`` line when there is one (the embedded task's format, read by
+    ``data.verifier.final_answer``), else whatever ``data.answers.extract_answer`` finds (boxed, ``####``, ...).
+    """
+    answer = final_answer(text)
+    if answer is None:
+        answer = extract_answer(text)
+    return answer is not None and answers_match(answer, problem.answer)
+
+
+@dataclass
+class Rewards:
+    """Rewards of B completions (rows in rollout order)."""
+
+    rule: Tensor
+    """(B,) 1.0/0.0 final-answer check; always computed."""
+    outcome: Tensor | None
+    """(B,) one reward per completion (outcome supervision), else None."""
+    steps: list[list[float]] | None
+    """One reward per step of each completion (process supervision), else None."""
+
+    def is_finite(self) -> bool:
+        """False if any outcome or step reward is NaN or infinite."""
+        finite = bool(torch.isfinite(self.rule).all())
+        if self.outcome is not None:
+            finite = finite and bool(torch.isfinite(self.outcome).all())
+        if self.steps is not None:
+            finite = finite and all(torch.isfinite(torch.tensor(row, dtype=torch.float64)).all() for row in self.steps)
+        return finite
+
+    def step_tensor(self, most_steps: int) -> Tensor:
+        """Step rewards as (B, K) float32, right-padded with 0 (use with the rollout's step mask)."""
+        assert self.steps is not None, "no step rewards under outcome supervision"
+        table = torch.zeros(len(self.steps), most_steps)
+        for row, rewards in enumerate(self.steps):
+            table[row, : len(rewards)] = torch.tensor(rewards, dtype=torch.float32)
+        return table
+
+
+def rule_rewards(problems: list[Problem], texts: list[str]) -> Tensor:
+    """(B,) 1.0 where ``check_answer`` holds, else 0.0."""
+    return torch.tensor([float(check_answer(p, text)) for p, text in zip(problems, texts)], dtype=torch.float32)
+
+
+def _scored(prompts: list[str], steps: list[list[str]], scorer: StepScorer | None, source: str) -> list[list[float]]:
+    """Scores of every completion that has steps (one scorer call); [] for the others."""
+    if scorer is None:
+        raise UserError(f"grpo.reward_source: '{source}' needs a reward model (none was given; pass a PRM/ORM dir)")
+    rows = [i for i, row_steps in enumerate(steps) if row_steps]
+    scores = scorer.score_steps([prompts[i] for i in rows], [steps[i] for i in rows]) if rows else []
+    if len(scores) != len(rows):
+        raise ValueError(f"scorer returned {len(scores)} score lists for {len(rows)} solutions")
+    result: list[list[float]] = [[] for _ in steps]
+    for i, row_scores in zip(rows, scores):
+        result[i] = [float(s) for s in row_scores]
+    return result
+
+
+def outcome_from_rule(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
+                      scorer: StepScorer | None) -> Tensor:
+    """Outcome reward from the answer check: 1.0 / 0.0."""
+    return rule_rewards(problems, texts)
+
+
+def _last_step_scores(prompts: list[str], steps: list[list[str]], scorer: StepScorer | None, source: str) -> Tensor:
+    """(B,) the scorer's score of each completion's last step; 0.0 for a completion without steps."""
+    scores = _scored(prompts, steps, scorer, source)
+    return torch.tensor([row[-1] if row else 0.0 for row in scores], dtype=torch.float32)
+
+
+def outcome_from_orm(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
+                     scorer: StepScorer | None) -> Tensor:
+    """Outcome reward = the ORM's score of the whole solution (its last step)."""
+    return _last_step_scores(prompts, steps, scorer, "orm")
+
+
+def outcome_from_prm(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
+                     scorer: StepScorer | None) -> Tensor:
+    """Outcome reward = the PRM's score of the last step."""
+    return _last_step_scores(prompts, steps, scorer, "prm")
+
+
+def process_from_prm(prompts: list[str], steps: list[list[str]], scorer: StepScorer | None) -> list[list[float]]:
+    """Step rewards = the PRM's per-step probabilities; [] for a completion without steps."""
+    scores = _scored(prompts, steps, scorer, "prm")
+    for i, (row_scores, row_steps) in enumerate(zip(scores, steps)):
+        if len(row_scores) != len(row_steps):
+            raise ValueError(f"completion {i}: {len(row_scores)} step scores for {len(row_steps)} steps "
+                             "(process supervision needs a process-mode PRM, not an ORM)")
+    return scores
+
+
+OUTCOME_SOURCES: dict[str, Callable[..., Tensor]] = {
+    "rule": outcome_from_rule,
+    "orm": outcome_from_orm,
+    "prm": outcome_from_prm,
+}
+"""Outcome-reward sources by name: (problems, prompts, texts, steps, scorer) -> (B,)."""
+PROCESS_SOURCES: dict[str, Callable[..., list[list[float]]]] = {"prm": process_from_prm}
+"""Step-reward sources by name: (prompts, steps, scorer) -> one list of step rewards per completion."""
+SUPERVISIONS = ("outcome", "process")
+
+
+def check_reward_setup(supervision: str, reward_source: str) -> None:
+    """UserError (one line naming the config key) for an unknown or impossible supervision/source pair."""
+    if supervision not in SUPERVISIONS:
+        raise UserError(f"grpo.supervision: unknown {supervision!r}; valid: {', '.join(SUPERVISIONS)}")
+    sources = OUTCOME_SOURCES if supervision == "outcome" else PROCESS_SOURCES
+    if reward_source not in sources:
+        raise UserError(f"grpo.reward_source: {reward_source!r} cannot give {supervision} rewards; "
+                        f"valid with supervision '{supervision}': {', '.join(sorted(sources))}")
+
+
+def compute_rewards(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
+                    supervision: str, reward_source: str, scorer: StepScorer | None = None) -> Rewards:
+    """Rewards of B completions; row i answers ``problems[i]`` (prompt ``prompts[i]``, text, steps)."""
+    check_reward_setup(supervision, reward_source)
+    if not len(problems) == len(prompts) == len(texts) == len(steps):
+        raise ValueError(f"{len(problems)} problems, {len(prompts)} prompts, {len(texts)} texts, {len(steps)} step lists")
+    rule = rule_rewards(problems, texts)
+    if supervision == "outcome":
+        source = OUTCOME_SOURCES[reward_source]
+        outcome = rule.clone() if source is outcome_from_rule else source(problems, prompts, texts, steps, scorer)
+        return Rewards(rule, outcome, None)
+    return Rewards(rule, None, PROCESS_SOURCES[reward_source](prompts, steps, scorer))

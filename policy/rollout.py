@@ -1,0 +1,327 @@
+"""Rollouts: G sampled completions per prompt, with masks, sampling-time log-probs and each step's end-token index.
+
+What a rollout holds (B = prompts · G rows, the G samples of a prompt contiguous):
+- ``prompt_ids``/``prompt_mask`` (B, P): the prompt, LEFT-padded; ``completion_ids``/``completion_mask`` (B, T): the
+  generated tokens, RIGHT-padded. The mask covers every generated token including the final EOS (so the policy is
+  taught to stop); after EOS a row holds pad ids with mask 0. T is the longest completion of the batch.
+- ``logp`` (B, T): log π_old(o_t | q, o_<t) of each sampled token under the sampling policy, computed as
+  ``log_softmax`` of the RAW logits (temperature 1) at sampling time, 0 at padding. This is the π_old of the GRPO
+  ratio; sampling itself uses temperature/top-p, which shape which tokens are drawn, not the log-probs returned.
+- ``steps``/``step_ends``: the completion text (decoded without EOS and special tokens) split with
+  ``data.steps.split_steps`` and aligned with ``data.steps.align_steps``: ``step_ends[i][j]`` is the 0-based index in
+  ``completion_ids[i]`` of the last token of step j. Tokens after the last step end (e.g. EOS) belong to no step.
+
+Position ids are ``cumsum(attention_mask) - 1`` in the sampling loop and in ``forward_logps``, so a row's numbers do not
+depend on how much left padding its batch needed.
+
+Determinism: every row draws its randomness from its own generator, seeded by ``row_seed(seed, step, global prompt
+index, sample index)``, as one uniform number per token fed to an inverse-CDF sampler. So a prompt's samples are the
+same however the prompts are split into batches or across processes (up to float rounding of the logits).
+
+Backends: ``CompletionBackend`` is the small interface a faster engine (e.g. vLLM) can implement; ``HFBackend`` is a
+hand-written sampling loop over a transformers causal LM with a KV cache (``model.generate`` has a large per-token
+overhead for small models); finished rows keep feeding pad tokens until every row is done or the budget is spent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from data.steps import align_steps, split_steps
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(state: int) -> int:
+    state = (state + 0x9E3779B97F4A7C15) & _MASK64
+    state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return state ^ (state >> 31)
+
+
+def row_seed(seed: int, step: int, prompt_index: int, sample_index: int) -> int:
+    """A 63-bit seed for one sample, mixed from (seed, step, global prompt index, sample index) with splitmix64."""
+    state = 0
+    for part in (seed, step, prompt_index, sample_index):
+        state = _splitmix64(state ^ (part & _MASK64))
+    return state >> 1
+
+
+def row_uniforms(row_seeds: list[int], num_tokens: int) -> Tensor:
+    """``num_tokens`` uniform numbers in [0, 1) per row, each row from its own seeded generator. (B, N) float32."""
+    generator = torch.Generator()
+    rows = []
+    for seed in row_seeds:
+        generator.manual_seed(seed)
+        rows.append(torch.rand(num_tokens, generator=generator))
+    return torch.stack(rows) if rows else torch.zeros(0, num_tokens)
+
+
+def inverse_cdf_sample(probs: Tensor, uniforms: Tensor, top_p: float = 1.0) -> Tensor:
+    """Token drawn from each row of ``probs`` (B, V) by inverse CDF with one uniform per row (B,). -> (B,) long.
+
+    top_p < 1 keeps the smallest set of most likely tokens whose mass reaches top_p (a token is kept when the mass
+    ranked strictly before it is < top_p, so the most likely token always is) and renormalises over it.
+    """
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
+        mass_before = sorted_probs.cumsum(-1) - sorted_probs  # (B, V)
+        sorted_probs = torch.where(mass_before < top_p, sorted_probs, 0.0)
+    else:
+        sorted_probs, order = probs, None
+    cdf = sorted_probs.cumsum(-1)  # (B, V)
+    target = uniforms.to(cdf)[:, None] * cdf[:, -1:]  # (B, 1)
+    index = torch.searchsorted(cdf, target, right=True).clamp(max=probs.shape[-1] - 1)  # (B, 1) first cdf > target
+    return (index if order is None else order.gather(1, index)).squeeze(1)
+
+
+def sample_next(logits: Tensor, uniforms: Tensor, temperature: float, top_p: float) -> tuple[Tensor, Tensor]:
+    """Next token (B,) from logits (B, V) at ``temperature``/``top_p`` (0 = greedy), and its temperature-1 log-prob."""
+    logits = logits.float()
+    logp_all = torch.log_softmax(logits, dim=-1)  # (B, V) π_old as the loss sees it
+    if temperature == 0:
+        token = logits.argmax(dim=-1)  # (B,)
+    else:
+        token = inverse_cdf_sample(torch.softmax(logits / temperature, dim=-1), uniforms, top_p)  # (B,)
+    return token, logp_all.gather(1, token[:, None]).squeeze(1)
+
+
+@dataclass
+class Generation:
+    """Raw sampled tokens of B rows, right-padded."""
+
+    completion_ids: Tensor
+    """(B, T) long: generated tokens, pad id after the end."""
+    completion_mask: Tensor
+    """(B, T) bool: True on every generated token, the final EOS included."""
+    logp: Tensor
+    """(B, T) float32: temperature-1 log-prob of each token under the sampling policy; 0 at padding."""
+    finished: Tensor
+    """(B,) bool: the row ended with EOS (False: cut off at max_new_tokens)."""
+
+
+class CompletionBackend(Protocol):
+    """Samples one completion per row; row i draws its randomness from ``row_seeds[i]`` only."""
+
+    def generate(self, prompt_ids: list[list[int]], row_seeds: list[int]) -> Generation: ...
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[Tensor, Tensor]:
+    """Left-padded ids (B, P) and bool mask (B, P)."""
+    width = max((len(ids) for ids in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for row, tokens in enumerate(rows):
+        if tokens:
+            ids[row, width - len(tokens) :] = torch.tensor(tokens)
+            mask[row, width - len(tokens) :] = True
+    return ids.to(device), mask.to(device)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS plus the model's generation_config EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+class HFBackend:
+    """Batched sampling from a transformers causal LM with a KV cache (a hand-written loop, not ``generate``)."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, temperature: float = 1.0,
+                 top_p: float = 1.0, batch_size: int = 256) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens, self.temperature, self.top_p, self.batch_size = max_new_tokens, temperature, top_p, batch_size
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], row_seeds: list[int]) -> Generation:
+        if len(prompt_ids) != len(row_seeds):
+            raise ValueError(f"{len(prompt_ids)} prompts for {len(row_seeds)} row seeds")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            parts = [self._generate_batch(prompt_ids[start : start + self.batch_size],
+                                          row_seeds[start : start + self.batch_size])
+                     for start in range(0, len(prompt_ids), self.batch_size)]
+        finally:
+            self.model.train(was_training)
+        return concat_generations(parts, self.pad_id)
+
+    def _generate_batch(self, prompt_ids: list[list[int]], row_seeds: list[int]) -> Generation:
+        device = next(self.model.parameters()).device
+        budget = self.max_new_tokens
+        prompt, prompt_mask = left_pad(prompt_ids, self.pad_id, device)  # (B, P)
+        batch, width = prompt.shape
+        uniforms = row_uniforms(row_seeds, budget).to(device)  # (B, N)
+        eos = torch.tensor(eos_token_ids(self.model, self.tokenizer), device=device)
+        attention = torch.cat([prompt_mask, prompt_mask.new_ones(batch, budget)], dim=1).long()  # (B, P + N)
+        next_position = prompt_mask.sum(1)  # (B,) position of the first generated token
+        ids = torch.full((batch, budget), self.pad_id, dtype=torch.long, device=device)  # (B, N)
+        logp = torch.zeros((batch, budget), device=device)  # (B, N)
+        mask = torch.zeros((batch, budget), dtype=torch.bool, device=device)  # (B, N)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (B,)
+        out = self.model(input_ids=prompt, attention_mask=attention[:, :width],
+                         position_ids=(prompt_mask.long().cumsum(1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+        length = 0
+        for t in range(budget):
+            token, token_logp = sample_next(out.logits[:, -1], uniforms[:, t], self.temperature, self.top_p)  # (B,)
+            alive = ~finished
+            ids[:, t] = torch.where(alive, token, self.pad_id)
+            logp[:, t] = torch.where(alive, token_logp, 0.0)
+            mask[:, t] = alive
+            finished = finished | (alive & torch.isin(token, eos))
+            length = t + 1
+            if t == budget - 1 or bool(finished.all()):
+                break
+            out = self.model(input_ids=ids[:, t : t + 1], attention_mask=attention[:, : width + t + 1],
+                             position_ids=(next_position + t)[:, None], use_cache=True, **_cache_kwargs(self.model, out))
+        return Generation(ids[:, :length], mask[:, :length], logp[:, :length], finished)
+
+
+def _cache_kwargs(model: Any, output: Any) -> dict[str, Any]:
+    """The KV cache of ``output`` as the keyword this transformers version takes (``cache``, formerly past_key_values)."""
+    cache = getattr(output, "cache", None)
+    if cache is None:
+        return {"past_key_values": output.past_key_values}
+    return {"cache": cache}
+
+
+def concat_generations(parts: list[Generation], pad_id: int) -> Generation:
+    """Stack batches of different lengths into one, right-padding to the longest."""
+    width = max((part.completion_ids.shape[1] for part in parts), default=0)
+
+    def pad(tensor: Tensor, value: Any) -> Tensor:
+        return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+
+    return Generation(
+        completion_ids=torch.cat([pad(p.completion_ids, pad_id) for p in parts]),
+        completion_mask=torch.cat([pad(p.completion_mask, False) for p in parts]),
+        logp=torch.cat([pad(p.logp, 0.0) for p in parts]),
+        finished=torch.cat([p.finished for p in parts]),
+    )
+
+
+@dataclass
+class Rollout:
+    """G completions per prompt with everything GRPO needs (layout in the module docstring)."""
+
+    prompt_ids: Tensor
+    """(B, P) long, left-padded."""
+    prompt_mask: Tensor
+    """(B, P) bool."""
+    completion_ids: Tensor
+    """(B, T) long, right-padded."""
+    completion_mask: Tensor
+    """(B, T) bool, the EOS included."""
+    logp: Tensor
+    """(B, T) temperature-1 sampling log-probs (π_old), 0 at padding."""
+    finished: Tensor
+    """(B,) bool: ended with EOS."""
+    texts: list[str]
+    """Decoded completions (no EOS, no special tokens)."""
+    steps: list[list[str]]
+    """Each completion's steps (stripped text), only those with an end token."""
+    step_ends: list[list[int]]
+    """Completion-token index of the last token of each step."""
+
+    def step_tensors(self) -> tuple[Tensor, Tensor]:
+        """Step ends (B, K) long (-1 at padding) and step mask (B, K) bool, K = most steps of any row."""
+        most = max((len(ends) for ends in self.step_ends), default=0)
+        ends = torch.full((len(self.step_ends), most), -1, dtype=torch.long)
+        for row, row_ends in enumerate(self.step_ends):
+            ends[row, : len(row_ends)] = torch.tensor(row_ends, dtype=torch.long)
+        return ends, ends >= 0
+
+
+def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt, as the SFT warm start encoded them (``tokenizer(prompt)['input_ids']``)."""
+    return [list(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
+
+
+def completion_token_lists(generation: Generation, tokenizer: Any, eos_ids: list[int]) -> list[list[int]]:
+    """Each row's generated ids without padding and without its final EOS."""
+    lengths = generation.completion_mask.sum(1).tolist()
+    rows = []
+    for ids, length, finished in zip(generation.completion_ids.tolist(), lengths, generation.finished.tolist()):
+        ids = ids[:length]
+        rows.append(ids[:-1] if finished and ids and ids[-1] in eos_ids else ids)
+    return rows
+
+
+def decode(tokenizer: Any, ids: list[int]) -> str:
+    """The text of ``ids`` exactly as ``data.steps.align_steps`` decodes it."""
+    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def sample_rollout(backend: CompletionBackend, tokenizer: Any, prompt_ids: list[list[int]], group_size: int,
+                   seed: int, step: int, first_prompt_index: int = 0, step_mode: str = "newline") -> Rollout:
+    """G = ``group_size`` samples of each prompt, split into steps; prompt i is global prompt first_prompt_index + i."""
+    rows = [ids for ids in prompt_ids for _ in range(group_size)]
+    seeds = [row_seed(seed, step, first_prompt_index + i, g) for i in range(len(prompt_ids)) for g in range(group_size)]
+    generation = backend.generate(rows, seeds)
+    model = getattr(backend, "model", None)
+    token_lists = completion_token_lists(generation, tokenizer, eos_token_ids(model, tokenizer))
+    texts, steps, step_ends = [], [], []
+    for ids in token_lists:
+        text = decode(tokenizer, ids)
+        row_steps = split_steps(text, step_mode)
+        ends = align_steps(tokenizer, ids, row_steps) if row_steps else []
+        texts.append(text)
+        steps.append([s.text for s in row_steps[: len(ends)]])
+        step_ends.append(ends)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = generation.completion_ids.device
+    prompt, prompt_mask = left_pad(rows, pad_id, device)
+    return Rollout(prompt, prompt_mask, generation.completion_ids, generation.completion_mask, generation.logp,
+                   generation.finished, texts, steps, step_ends)
+
+
+def forward_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                  completion_mask: Tensor, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Temperature-1 log-prob (B, T) of each completion token in one full forward, and optionally its entropy (B, T).
+
+    Same layout and position ids as the sampling loop, so on unchanged weights it reproduces ``Rollout.logp``.
+    """
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + T)
+    attention = torch.cat([prompt_mask, completion_mask], dim=1).long()  # (B, P + T)
+    positions = (attention.cumsum(1) - 1).clamp(min=0)  # (B, P + T)
+    num_tokens = completion_ids.shape[1]
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                   logits_to_keep=num_tokens + 1).logits[:, :-1].float()  # (B, T, V) logits predicting o_t
+    log_norm = logits.logsumexp(dim=-1)  # (B, T)
+    logp = logits.gather(-1, completion_ids[..., None]).squeeze(-1) - log_norm  # (B, T)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            log_probs = logits - log_norm[..., None]  # (B, T, V)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)  # (B, T)
+    return logp, entropy
+
+
+class PolicySampler:
+    """``prm.label.Sampler`` over the policy: ``complete(prompts, n)`` -> n sampled continuation texts per prompt.
+
+    Call k of this sampler seeds prompt i's sample g with ``row_seed(seed, k, i, g)``: reproducible, and fresh per call.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                 batch_size: int = 256, seed: int = 0) -> None:
+        self.backend = HFBackend(model, tokenizer, max_new_tokens, temperature, top_p, batch_size)
+        self.tokenizer, self.seed, self.calls = tokenizer, seed, 0
+
+    def complete(self, prompts: list[str], n: int) -> list[list[str]]:
+        if not prompts:
+            return []
+        rows = [ids for ids in encode_prompts(self.tokenizer, prompts) for _ in range(n)]
+        seeds = [row_seed(self.seed, self.calls, i, g) for i in range(len(prompts)) for g in range(n)]
+        self.calls += 1
+        generation = self.backend.generate(rows, seeds)
+        eos_ids = eos_token_ids(self.backend.model, self.tokenizer)
+        texts = [decode(self.tokenizer, ids) for ids in completion_token_lists(generation, self.tokenizer, eos_ids)]
+        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]

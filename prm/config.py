@@ -1,0 +1,37 @@
+"""PRMConfig: how the step reward model reads solutions, trains on step labels and is evaluated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class PRMConfig:
+    mode: str = "process"
+    """'process' (a PRM: every step is supervised and scored) or 'outcome' (an ORM: only the final step)."""
+    label_type: str = "soft"
+    """'soft': float labels train as given (never rounded); 'hard': a label >= 0.5 trains as 1.0, else 0.0."""
+    epochs: int = 4
+    """Passes over the training examples (new data plus replay)."""
+    batch_size: int = 32
+    """Solutions per optimizer step (per process under accelerate launch)."""
+    lr: float = 1e-3
+    """Peak learning rate (linear warm-up, then linear decay to 10%)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 20
+    """Optimizer steps of linear learning-rate warm-up."""
+    max_length: int = 160
+    """Most tokens of prompt + solution the PRM reads; steps ending beyond it are dropped (training) or NaN (scoring)."""
+    replay_fraction: float = 0.1
+    """Historical examples mixed in, as a fraction of the new examples (DeepSeekMath §4.2 replays 10%)."""
+    val_fraction: float = 0.1
+    """Part of the new examples held out for validation metrics when no validation set is given."""
+    seed: int = 0
+    """Seed for the replay sample, the validation split and the batch order."""
+    threshold: float = 0.5
+    """A step counts as predicted correct when its score is >= this (evaluation only)."""
+    mixed_precision: str = "no"
+    """Accelerate's mixed precision: 'no', 'bf16' or 'fp16' (fp16 needs a GPU)."""
+    eval_batch_size: int = 64
+    """Solutions per forward pass when scoring (validation and evaluation)."""

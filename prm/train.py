@@ -1,0 +1,225 @@
+"""Train a StepRewardModel on step labels: BCE at each step's last token, with replay, through accelerate.
+
+Recipe (``train_prm``): validate examples -> hold out a validation part -> mix in replay -> encode (the same
+``prm.model.encode_solution`` that scoring uses) -> per batch: step logits -> ``step_bce_loss`` -> AdamW step ->
+log loss; after each epoch: validation step accuracy / F1 (``prm.evaluate.evaluate_steps``).
+
+The loss (Math-Shepherd §3.3, Lightman et al. 2023): for every supervised step s with label y_s in [0, 1] and logit
+z_s read at its last token, BCE(z, y) = -(y·log σ(z) + (1 − y)·log(1 − σ(z))), averaged over the supervised steps of
+the batch. Soft labels enter the loss as given (``label_type="soft"``, never rounded); ``"hard"`` maps y >= 0.5 to 1.0,
+else 0.0. In outcome mode (ORM) only the final step is supervised, with the final step's label. Steps cut off by
+``max_length`` are dropped and counted (``n_dropped_steps``); an example with no step left is skipped
+(``n_skipped_examples``).
+
+Replay (DeepSeekMath §4.2): ``round(replay_fraction · len(examples))`` historical examples, sampled without
+replacement (seeded) from ``replay``, join the new ones. Multi-process: ``accelerate launch`` shards the batches; each
+process computes the same validation metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from data.errors import UserError
+from data.schema import Label, StepwiseExample
+from prm.config import PRMConfig
+from prm.model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
+
+
+def hard_targets(labels: list[Label]) -> list[float]:
+    """1.0 for a label >= 0.5 (or True), else 0.0."""
+    return [1.0 if float(label) >= 0.5 else 0.0 for label in labels]
+
+
+def soft_targets(labels: list[Label]) -> list[float]:
+    """Labels as floats, unchanged (True -> 1.0, False -> 0.0)."""
+    return [float(label) for label in labels]
+
+
+LABEL_TYPES = {"hard": hard_targets, "soft": soft_targets}
+"""label_type -> how stored labels become BCE targets."""
+
+
+def get_label_type(name: str):
+    """The target function called ``name``; UserError naming the key otherwise."""
+    if name not in LABEL_TYPES:
+        raise UserError(f"prm.label_type: unknown label type {name!r}; valid: {', '.join(sorted(LABEL_TYPES))}")
+    return LABEL_TYPES[name]
+
+
+def step_bce_loss(logits: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over supervised steps: logits (B, T); rows, positions, targets (S,) pick and label S step tokens."""
+    step_logits = logits[rows, positions].float()  # (S,)
+    return F.binary_cross_entropy_with_logits(step_logits, targets.float())
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One encoded solution with the token positions and targets of its supervised steps."""
+
+    input_ids: list[int]
+    positions: list[int]
+    targets: list[float]
+
+
+def build_items(
+    examples: list[StepwiseExample], tokenizer, mode: str, label_type: str, max_length: int
+) -> tuple[list[TrainItem], int, int]:
+    """Encode examples for training -> (items, steps dropped by max_length, examples skipped with no step left)."""
+    select, to_targets = get_step_selection(mode), get_label_type(label_type)
+    items, dropped, skipped = [], 0, 0
+    for example in examples:
+        encoded = encode_solution(tokenizer, example.prompt, example.completions, max_length)
+        targets = to_targets(example.labels)
+        wanted = select(encoded.num_steps)
+        kept = [j for j in wanted if j < len(encoded.step_token_indices)]
+        dropped += len(wanted) - len(kept)
+        if not kept:
+            skipped += 1
+            continue
+        items.append(TrainItem(encoded.input_ids, [encoded.step_token_indices[j] for j in kept], [targets[j] for j in kept]))
+    return items, dropped, skipped
+
+
+def collate_items(items: list[TrainItem], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch plus flat (rows, positions, targets) of every supervised step, each (S,)."""
+    input_ids, attention_mask = pad_right([item.input_ids for item in items], pad_id)  # (B, T)
+    rows = [row for row, item in enumerate(items) for _ in item.positions]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "rows": torch.tensor(rows, dtype=torch.long),  # (S,)
+        "positions": torch.tensor([p for item in items for p in item.positions], dtype=torch.long),  # (S,)
+        "targets": torch.tensor([t for item in items for t in item.targets], dtype=torch.float64),  # (S,)
+    }
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up over ``warmup_steps`` to 1, then linear decay to 0.1 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 1.0 - 0.9 * min(1.0, progress)
+
+
+def split_validation(
+    examples: list[StepwiseExample], fraction: float, seed: int
+) -> tuple[list[StepwiseExample], list[StepwiseExample]]:
+    """(train, validation): ``round(fraction · n)`` examples held out at seeded random positions, order kept."""
+    n_val = round(fraction * len(examples))
+    held = set(random.Random(seed).sample(range(len(examples)), n_val))
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
+def sample_replay(replay: list[StepwiseExample], n: int, seed: int) -> list[StepwiseExample]:
+    """``n`` historical examples without replacement (all of them if there are fewer), seeded."""
+    return random.Random(seed).sample(replay, min(n, len(replay)))
+
+
+def check_config(cfg: PRMConfig) -> None:
+    """UserError naming the key for values training cannot use."""
+    get_step_selection(cfg.mode)
+    get_label_type(cfg.label_type)
+    for key in ("replay_fraction", "val_fraction"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise UserError(f"prm.{key}: must be in [0, 1], got {getattr(cfg, key)}")
+    for key in ("epochs", "batch_size", "max_length"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"prm.{key}: must be >= 1, got {getattr(cfg, key)}")
+
+
+def train_prm(
+    model: StepRewardModel,
+    examples: list[StepwiseExample],
+    cfg: PRMConfig,
+    replay: list[StepwiseExample] | None = None,
+    val_examples: list[StepwiseExample] | None = None,
+    accelerator: Accelerator | None = None,
+    log=print,
+) -> dict:
+    """Train ``model`` in place on ``examples`` (+ replay); returns a summary with losses and validation metrics."""
+    check_config(cfg)
+    if model.mode != cfg.mode:
+        raise UserError(f"prm.mode: training in {cfg.mode!r} mode, but the model was built for {model.mode!r}")
+    for index, example in enumerate(examples):
+        example.validate(f"training example {index}")
+    for index, example in enumerate(val_examples or []):
+        example.validate(f"validation example {index}")
+    if val_examples is None:
+        examples, val_examples = split_validation(examples, cfg.val_fraction, cfg.seed)
+    replayed = sample_replay(replay or [], round(cfg.replay_fraction * len(examples)), cfg.seed)
+    for index, example in enumerate(replayed):
+        example.validate(f"replay example {index}")
+    items, n_dropped, n_skipped = build_items(examples + replayed, model.tokenizer, cfg.mode, cfg.label_type, model.max_length)
+    if not items:
+        raise UserError(f"prm training: none of {len(examples) + len(replayed)} examples has a step within max_length")
+    accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    started = time.perf_counter()
+    validate = partial(_validate, examples=val_examples, cfg=cfg, log=log) if val_examples else None
+    history = _fit(model, items, cfg, accelerator, log, validate)
+    summary = {
+        "train_loss": history[-1]["train_loss"], "n_train": len(examples), "n_replay": len(replayed),
+        "n_val": len(val_examples), "n_dropped_steps": n_dropped, "n_skipped_examples": n_skipped,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    summary.update({key: value for key, value in history[-1].items() if key.startswith("val_")})
+    summary["history"] = history
+    return summary
+
+
+def _validate(model: StepRewardModel, examples: list[StepwiseExample], cfg: PRMConfig, log) -> dict:
+    """Validation metrics (prefixed ``val_``) of the unwrapped model; logged as one line."""
+    from prm.evaluate import evaluate_steps
+
+    metrics = evaluate_steps(model, examples, cfg.threshold, cfg.eval_batch_size)
+    log(f"prm validation: step acc {metrics['step_acc']:.3f}, step F1 (error) {metrics['step_f1_error']:.3f}, "
+        f"first-error F1 {metrics.get('first_error_f1', math.nan):.3f}")
+    return {f"val_{key}": value for key, value in metrics.items()}
+
+
+def _fit(
+    model: StepRewardModel, items: list[TrainItem], cfg: PRMConfig, accelerator: Accelerator, log, validate=None
+) -> list[dict]:
+    """The optimisation loop: shuffled batches -> step logits -> BCE -> AdamW; one history row per epoch
+    (mean train loss, and ``validate(unwrapped_model)``'s metrics when given)."""
+    loader = torch.utils.data.DataLoader(
+        items, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed),
+        collate_fn=partial(collate_items, pad_id=pad_token_id(model.tokenizer)),
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model.train()
+    history: list[dict] = []
+    progress = tqdm(total=total_steps, desc="prm", unit="step", mininterval=1.0, disable=not accelerator.is_local_main_process)
+    for epoch in range(cfg.epochs):
+        losses = []
+        for batch in loader:
+            logits = model(batch["input_ids"], batch["attention_mask"])  # (B, T)
+            loss = step_bce_loss(logits, batch["rows"], batch["positions"], batch["targets"])
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+        history.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(losses)})
+        log(f"prm epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]['train_loss']:.4f}")
+        if validate is not None:
+            history[-1].update(validate(accelerator.unwrap_model(model)))
+            model.train()
+    progress.close()
+    model.eval()
+    return history

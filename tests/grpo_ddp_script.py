@@ -1,0 +1,49 @@
+"""A few GRPO steps on a tiny random model; writes the per-step metrics as JSON (used by tests/test_grpo.py).
+
+Run as ``python tests/grpo_ddp_script.py OUT.json`` (one process) or with
+``accelerate launch --num_processes 2 --cpu tests/grpo_ddp_script.py OUT.json``: both see the same global batch,
+so the losses must agree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from data.arith import generate  # noqa: E402
+from data.config import DataConfig  # noqa: E402
+from data.vocab import build_task_tokenizer  # noqa: E402
+from policy.config import GRPOConfig, PolicyConfig  # noqa: E402
+from policy.grpo import GRPOTrainer  # noqa: E402
+from policy.tiny import tiny_random_model  # noqa: E402
+
+
+class DigitScorer:
+    """A deterministic stand-in PRM: a step's score is the fraction of its characters that are digits."""
+
+    def score_steps(self, prompts: list[str], solutions: list[list[str]]) -> list[list[float]]:
+        return [[sum(c.isdigit() for c in step) / len(step) for step in steps] for steps in solutions]
+
+
+def main(out_path: str, steps: int = 3) -> None:
+    torch.set_num_threads(1)
+    tokenizer = build_task_tokenizer()
+    model = tiny_random_model("llama", tokenizer, seed=0)
+    cfg = GRPOConfig(prompts_per_step=4, group_size=4, lr=1e-2, beta=0.04, supervision="process", reward_source="prm",
+                     seed=0)
+    trainer = GRPOTrainer(model, tokenizer, cfg, PolicyConfig(max_new_tokens=12), scorer=DigitScorer())
+    problems = generate(DataConfig(), 16, "train")
+    history = trainer.train(problems, steps=steps)
+    if trainer.accelerator.is_main_process:
+        Path(out_path).write_text(json.dumps({"processes": trainer.accelerator.num_processes, "history": history}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,35 @@
+"""Tests for loop/evaluation.py's pure part: PRM metrics on labelled samples, worked out by hand."""
+
+import math
+
+from loop.evaluation import prm_sample_metrics
+
+
+def test_prm_sample_metrics_hand_computed():
+    # Two problems x two samples.
+    # s0: scores [0.9, 0.8], labels [T, T], correct      -> predicted first error -1, label -1 (correct, hit)
+    # s1: scores [0.9, 0.2], labels [T, F], wrong        -> predicted 1, label 1 (erroneous, hit)
+    # s2: scores [0.3, 0.9], labels [T, T], correct      -> predicted 0, label -1 (correct, miss)
+    # s3: scores [0.7, 0.6], labels [F, F], wrong        -> predicted -1, label 0 (erroneous, miss)
+    scores = [[0.9, 0.8], [0.9, 0.2], [0.3, 0.9], [0.7, 0.6]]
+    labels = [[True, True], [True, False], [True, True], [False, False]]
+    correct = [True, False, True, False]
+    m = prm_sample_metrics(scores, labels, correct, group_size=2)
+    # acc on erroneous 1/2, acc on correct 1/2 -> F1 = 0.5
+    assert math.isclose(m["prm_first_error_f1"], 0.5)
+    # min scores 0.8, 0.2, 0.3, 0.6 -> mean 0.475; true accuracy 2/4 -> gap -0.025
+    assert math.isclose(m["prm_score_mean"], 0.475)
+    assert math.isclose(m["reward_hacking_gap"], -0.025)
+    # BoN by min: problem 0 picks s0 (0.8 > 0.2, correct), problem 1 picks s3 (0.6 > 0.3, wrong) -> 0.5
+    assert math.isclose(m["prm_bon_min"], 0.5)
+
+
+def test_nan_scores_and_empty_solutions_are_left_out():
+    scores = [[0.9], [math.nan], [], [0.1]]
+    labels = [[True], [True], [], [False]]
+    correct = [True, True, False, False]
+    m = prm_sample_metrics(scores, labels, correct, group_size=2)
+    # usable: s0 (correct, predicted none -> hit) and s3 (erroneous at 0, predicted 0 -> hit) -> F1 1.0
+    assert m["prm_first_error_f1"] == 1.0
+    assert math.isclose(m["sample_accuracy"], 0.5)
+    assert math.isnan(m["prm_bon_min"])  # no problem has all of its samples usable

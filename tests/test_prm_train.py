@@ -1,0 +1,165 @@
+"""Tests for prm/train.py (and loop/jobs_prm.train_prm_job): the BCE loss, label targets, replay, a short real run."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+import prm.train
+from data.errors import UserError
+from data.jsonl import write_jsonl
+from data.schema import StepwiseExample
+from data.vocab import build_task_tokenizer
+from loop.config import ExperimentConfig
+from loop.jobs_prm import train_prm_job
+from policy.tiny import tiny_random_model
+from prm.config import PRMConfig
+from prm.model import StepRewardModel
+from prm.train import (
+    build_items,
+    collate_items,
+    hard_targets,
+    lr_factor,
+    sample_replay,
+    soft_targets,
+    split_validation,
+    step_bce_loss,
+    train_prm,
+)
+
+PROMPT = "Q\n"
+
+
+def toy_examples(n: int, seed: int, soft: bool = False) -> list[StepwiseExample]:
+    """Steps "N ok" are right and "N no" wrong; soft labels are 0.8 / 0.15 (must reach the loss as such)."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        words = [rng.choice(["ok", "no"]) for _ in range(rng.randint(1, 3))]
+        steps = [f"{rng.randint(1, 9)} {word}" for word in words]
+        good, bad = (0.8, 0.15) if soft else (True, False)
+        examples.append(StepwiseExample(PROMPT, steps, [good if w == "ok" else bad for w in words]))
+    return examples
+
+
+def toy_model(mode="process", max_length=64):
+    tokenizer = build_task_tokenizer()
+    return StepRewardModel.from_model(tiny_random_model("llama", tokenizer, seed=0), tokenizer, mode, max_length)
+
+
+def test_bce_loss_literal():
+    logits = torch.tensor([[0.0, math.log(3.0)], [5.0, 0.0]])  # (B, T)
+    rows, positions = torch.tensor([0, 0]), torch.tensor([0, 1])
+    targets = torch.tensor([0.3, 0.25])
+    # logit 0: p = 0.5, BCE = ln 2 = 0.693147 for any target.
+    # logit ln 3: p = 0.75; BCE = -(0.25 ln 0.75 + 0.75 ln 0.25) = 0.071921 + 1.039721 = 1.111642. Mean = 0.902395.
+    assert step_bce_loss(logits, rows, positions, targets).item() == pytest.approx(0.902395, abs=1e-5)
+
+
+def test_soft_label_reaches_the_gradient_unchanged():
+    logits = torch.zeros((1, 3), requires_grad=True)  # (B, T)
+    loss = step_bce_loss(logits, torch.tensor([0, 0]), torch.tensor([1, 2]), torch.tensor([0.37, 0.9]))
+    loss.backward()
+    # d BCE / d z = sigmoid(z) - y = 0.5 - y, divided by S = 2 steps: (0.13 / 2, -0.4 / 2); token 0 is not supervised.
+    assert logits.grad.tolist()[0] == pytest.approx([0.0, 0.065, -0.2], abs=1e-7)
+
+
+def test_label_types_literal():
+    assert soft_targets([True, 0.37, False, 1.0]) == [1.0, 0.37, 0.0, 1.0]
+    assert hard_targets([True, 0.37, 0.5, False]) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_lr_factor_literal():
+    # warm-up 4 of 14 steps: (step + 1) / 4, then linear from 1.0 at step 4 to 0.1 at step 14.
+    assert [lr_factor(s, 4, 14) for s in (0, 3, 4, 9, 14, 20)] == pytest.approx([0.25, 1.0, 1.0, 0.55, 0.1, 0.1])
+
+
+def test_items_outcome_mode_and_truncation_counts():
+    tokenizer = build_task_tokenizer()
+    example = StepwiseExample("Q\n", ["ab", "cd", "ef"], [1.0, 0.37, 0.0])  # step ends at tokens 3, 6, 9
+    [item], dropped, skipped = build_items([example], tokenizer, "process", "soft", max_length=64)
+    assert (item.positions, item.targets, dropped, skipped) == ([3, 6, 9], [1.0, 0.37, 0.0], 0, 0)
+    [item], dropped, _ = build_items([example], tokenizer, "outcome", "soft", max_length=64)
+    assert (item.positions, item.targets, dropped) == ([9], [0.0], 0)
+    [item], dropped, _ = build_items([example], tokenizer, "process", "hard", max_length=8)  # tokens 0..7
+    assert (item.positions, item.targets, dropped) == ([3, 6], [1.0, 0.0], 1)
+    items, dropped, skipped = build_items([example], tokenizer, "outcome", "soft", max_length=8)
+    assert (items, dropped, skipped) == ([], 1, 1)
+    batch = collate_items([item, item], pad_id=0)
+    assert batch["rows"].tolist() == [0, 0, 1, 1] and batch["positions"].tolist() == [3, 6, 3, 6]
+
+
+def test_split_and_replay_are_seeded():
+    examples = toy_examples(20, seed=1)
+    train, val = split_validation(examples, 0.25, seed=3)
+    assert len(train) == 15 and len(val) == 5 and not {id(e) for e in train} & {id(e) for e in val}
+    assert split_validation(examples, 0.25, seed=3)[1] == val
+    assert sample_replay(examples, 4, seed=2) == sample_replay(examples, 4, seed=2)
+    assert len(sample_replay(examples, 50, seed=2)) == 20
+
+
+@pytest.mark.parametrize("label_type", ["soft", "hard"])
+def test_train_prm_feeds_labels_to_the_loss_and_mixes_replay(monkeypatch, label_type):
+    seen: list[float] = []
+
+    def recording_loss(logits, rows, positions, targets):
+        seen.extend(targets.tolist())
+        return step_bce_loss(logits, rows, positions, targets)
+
+    monkeypatch.setattr(prm.train, "step_bce_loss", recording_loss)
+    new, history = toy_examples(16, seed=0, soft=True), toy_examples(40, seed=1)
+    cfg = PRMConfig(epochs=1, batch_size=8, replay_fraction=0.25, val_fraction=0.0, label_type=label_type)
+    summary = train_prm(toy_model(), new, cfg, replay=history, log=lambda line: None)
+    assert (summary["n_train"], summary["n_replay"], summary["n_val"]) == (16, 4, 0)  # round(0.25 * 16) = 4
+    # new examples carry soft 0.8 / 0.15, replayed ones True / False; hard maps 0.8 -> 1.0 and 0.15 -> 0.0.
+    assert set(seen) == ({0.8, 0.15, 1.0, 0.0} if label_type == "soft" else {1.0, 0.0})
+    steps = sum(len(e.completions) for e in new) + sum(len(e.completions) for e in sample_replay(history, 4, 0))
+    assert len(seen) == steps  # every step of new + replayed examples, once (one epoch)
+
+
+def test_train_prm_learns_a_toy_step_rule():
+    lines: list[str] = []
+    cfg = PRMConfig(epochs=3, batch_size=16, lr=3e-3, warmup_steps=4, val_fraction=0.0)
+    model = toy_model()
+    summary = train_prm(model, toy_examples(160, seed=0), cfg, val_examples=toy_examples(40, seed=9), log=lines.append)
+    first, last = summary["history"][0], summary["history"][-1]
+    assert last["train_loss"] < first["train_loss"] < 0.7
+    assert summary["val_step_acc"] >= 0.95 and summary["val_first_error_f1"] >= 0.9
+    assert any("validation" in line for line in lines) and summary["n_dropped_steps"] == 0
+
+
+def test_bad_training_data_is_one_clear_error():
+    model = toy_model()
+    cfg = PRMConfig(epochs=1, val_fraction=0.0)
+    with pytest.raises(UserError, match=r"^training example 0: 1 labels for 2 steps$"):
+        train_prm(model, [StepwiseExample(PROMPT, ["1 ok", "2 no"], [1.0])], cfg)
+    with pytest.raises(UserError, match=r"^training example 0: label 0 is 1.5"):
+        train_prm(model, [StepwiseExample(PROMPT, ["1 ok"], [1.5])], cfg)
+    with pytest.raises(UserError, match=r"^training example 0: 'completions' must be a non-empty list"):
+        train_prm(model, [StepwiseExample(PROMPT, [], [])], cfg)
+    with pytest.raises(UserError, match=r"prm.label_type: unknown label type 'fuzzy'"):
+        train_prm(model, toy_examples(2, 0), PRMConfig(label_type="fuzzy"))
+    with pytest.raises(UserError, match=r"prm.mode: training in 'outcome' mode, but the model was built for 'process'"):
+        train_prm(model, toy_examples(2, 0), PRMConfig(mode="outcome"))
+    with pytest.raises(UserError, match=r"none of 1 examples has a step within max_length"):
+        train_prm(toy_model(max_length=2), toy_examples(1, 0), cfg)
+
+
+def test_train_job_starts_from_a_policy_then_continues_from_the_prm(tmp_path):
+    tokenizer = build_task_tokenizer()
+    tiny_random_model("llama", tokenizer, seed=0).save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    write_jsonl(tmp_path / "data.jsonl", [e.to_row() for e in toy_examples(24, seed=0, soft=True)])
+    cfg = ExperimentConfig()
+    cfg.prm = PRMConfig(epochs=1, batch_size=8, val_fraction=0.25, max_length=64)
+    first = train_prm_job(cfg, str(tmp_path / "data.jsonl"), str(tmp_path / "prm1"), str(tmp_path / "policy"), None)
+    assert first["init"] == "from_policy" and first["n_val"] == 6 and "val_step_acc" in first
+    assert json.loads((tmp_path / "prm1" / "prm_metrics.json").read_text())["n_train"] == 18
+    second = train_prm_job(cfg, str(tmp_path / "data.jsonl"), str(tmp_path / "prm2"), str(tmp_path / "prm1"),
+                           str(tmp_path / "data.jsonl"))
+    assert second["init"] == "continued" and second["n_replay"] == 2  # round(0.1 * 18)
+    assert (tmp_path / "prm2" / "config.yaml").is_file()
+    with pytest.raises(UserError, match="no such file"):
+        train_prm_job(cfg, str(tmp_path / "missing.jsonl"), str(tmp_path / "prm3"), str(tmp_path / "policy"), None)

@@ -1,0 +1,126 @@
+"""Tests for loop/report.py: hand-computed CI and steps-to-reach, and a report built from fake metrics.jsonl files."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from data.errors import UserError
+from data.jsonl import append_jsonl
+from loop.report import RunInfo, mean_ci, seed_curve, steps_to_reach, t_quantile_975, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_mean_ci_hand_values():
+    # [1, 2, 3]: mean 2, sample std 1, t_{0.975,2} = 4.3027 -> half width 4.3027 / sqrt(3) = 2.4841
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0) and half == pytest.approx(2.4841, abs=1e-4)
+    # [0.5, 0.6]: mean 0.55, sample std 0.070711, t_{0.975,1} = 12.7062 -> 12.7062 * 0.070711 / sqrt(2) = 0.63531
+    assert mean_ci([0.5, 0.6]) == pytest.approx((0.55, 0.63531), abs=1e-4)
+    mean, half = mean_ci([0.7])
+    assert mean == 0.7 and math.isnan(half)  # one seed: no CI
+    assert all(math.isnan(v) for v in mean_ci([]))
+
+
+def test_t_quantile():
+    assert t_quantile_975(2) == pytest.approx(4.3027, abs=1e-4)
+    assert t_quantile_975(30) == pytest.approx(2.0423, abs=1e-4)
+    if importlib.util.find_spec("scipy") is None:
+        assert t_quantile_975(31) == 1.96  # the table's normal approximation beyond df 30
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_steps_to_reach_and_seed_curve():
+    assert steps_to_reach([0, 10, 20], [0.2, 0.5, 0.6], 0.5) == 10  # >= counts, 0.5 reaches 0.5
+    assert steps_to_reach([0, 10, 20], [0.2, 0.5, 0.6], 0.61) is None
+    # seed 1 lacks step 20, so only steps 0 and 10 are averaged: (0.2 + 0.4) / 2 = 0.3, (0.4 + 0.6) / 2 = 0.5
+    curve = seed_curve([{0: 0.2, 10: 0.4}, {0: 0.4, 10: 0.6, 20: 0.9}])
+    assert curve == [(0, pytest.approx(0.3), 0.2, 0.4), (10, pytest.approx(0.5), 0.4, 0.6)]
+
+
+def fake_run(run_dir: Path, accuracy: list[float], f1: list[float] | None, score: list[float] | None) -> Path:
+    """metrics.jsonl for rounds 0..len-1: eval at rl_step 10*round, RL rows between, like the orchestrator writes."""
+    rows = []
+    for r, acc in enumerate(accuracy):
+        if r > 0:
+            rows.append({"kind": "rl", "round": r, "rl_step": 10 * r - 1, "reward": 0.5, "kl": None})
+        rows.append({"kind": "eval", "round": r, "rl_step": 10 * r, "accuracy": acc, "maj_at_k": acc,
+                     "prm_first_error_f1": f1[r] if f1 else None, "prm_score_mean": score[r] if score else None})
+    append_jsonl(run_dir / "metrics.jsonl", rows)
+    return run_dir
+
+
+OUTCOME = {"supervision": "outcome", "reward_source": "answer", "rm_update": "fixed", "credit": "sum"}
+PROCESS = {"supervision": "process", "reward_source": "prm", "rm_update": "iterative", "credit": "sum"}
+
+
+def two_by_two(tmp_path: Path) -> list[RunInfo]:
+    runs = [
+        RunInfo("outcome", 0, run_dir=fake_run(tmp_path / "o0", [0.2, 0.4, 0.5], None, None), **OUTCOME),
+        RunInfo("outcome", 1, run_dir=fake_run(tmp_path / "o1", [0.2, 0.5, 0.6], None, None), **OUTCOME),
+        RunInfo("process", 0, run_dir=fake_run(tmp_path / "p0", [0.2, 0.6, 0.7], [0.4, 0.5, 0.6], [0.5, 0.8, 0.9]),
+                **PROCESS),
+        RunInfo("process", 1, run_dir=fake_run(tmp_path / "p1", [0.2, 0.5, 0.7], [0.6, 0.7, 0.8], [0.5, 0.6, 0.9]),
+                **PROCESS),
+    ]
+    # a resumed run re-logged round 2 of p1 (the last row wins), then crashed mid-append (torn tail is skipped)
+    append_jsonl(tmp_path / "p1" / "metrics.jsonl", [{"kind": "eval", "round": 2, "rl_step": 20, "accuracy": 0.7,
+                                                      "prm_first_error_f1": 0.8, "prm_score_mean": 0.9}])
+    # an evaluation split over two calls at the same (round, rl_step): merged, so p0's accuracy is still read
+    append_jsonl(tmp_path / "p0" / "metrics.jsonl", [{"kind": "eval", "round": 2, "rl_step": 20, "rm_loss": 0.3}])
+    with (tmp_path / "p1" / "metrics.jsonl").open("ab") as handle:
+        handle.write(b'{"kind": "eval", "round": 3, "rl_st')
+    return runs
+
+
+def test_report_two_arms_two_seeds(tmp_path: Path):
+    path = write_report(tmp_path / "report", two_by_two(tmp_path), title="PS vs OS")
+    text = path.read_text()
+    assert path == tmp_path / "report" / "report.md" and text.startswith("# PS vs OS\n")
+    # outcome finals [0.5, 0.6] -> 0.550 ± 0.635 (see test_mean_ci_hand_values); starts [0.2, 0.2] -> ± 0
+    assert "| outcome | 2 | 0.200 ± 0.000 | 0.550 ± 0.635 | 0.500, 0.600 |" in text
+    assert "| process | 2 | 0.200 ± 0.000 | 0.700 ± 0.000 | 0.700, 0.700 |" in text
+    # seed means: outcome [0.2, 0.45, 0.55] reaches 0.55 at step 20; process [0.2, 0.55, 0.7] at step 10
+    assert "| outcome | 20 | 20.000 |" not in text  # the step column is an integer step
+    assert "| outcome | 20 | 20 |" in text and "| process | 10 | 20 |" in text
+    assert "`outcome`, 0.550" in text
+    # F1 per round: process seed mean [(0.4+0.6)/2, (0.5+0.7)/2, (0.6+0.8)/2]; outcome logged none
+    assert "| round | outcome | process |" in text
+    assert "| 0 | – | 0.500 |" in text and "| 2 | – | 0.700 |" in text
+    assert "No two arms differ only in `rm_update`" in text
+    # hacking: score means [0.5, 0.7, 0.9] - accuracy means [0.2, 0.55, 0.7] = +0.300, +0.150, +0.200
+    assert "| process | 0 | 0.500 | 0.200 | `accuracy` | +0.300 |" in text
+    assert "| process | 1 | 0.700 | 0.550 | `accuracy` | +0.150 |" in text
+    assert "| process | 2 | 0.900 | 0.700 | `accuracy` | +0.200 |" in text
+    for name in ("accuracy_vs_rl_step.png", "prm_f1_per_round.png", "prm_score_vs_accuracy.png"):
+        png = tmp_path / "report" / name
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+        assert f"]({name})" in text  # embedded with a relative link
+
+
+def test_report_fixed_vs_iterative_single_seed_no_outcome(tmp_path: Path):
+    fixed = {**PROCESS, "rm_update": "fixed"}
+    runs = [RunInfo("ps-fixed", 0, run_dir=fake_run(tmp_path / "f", [0.3, 0.4], None, [0.6, 0.9]), **fixed),
+            RunInfo("ps-iterative", 0, run_dir=fake_run(tmp_path / "i", [0.3, 0.5], None, None), **PROCESS)]
+    append_jsonl(tmp_path / "f" / "metrics.jsonl", [{"kind": "eval", "round": 1, "rl_step": 10, "sample_accuracy": 0.25}])
+    text = write_report(tmp_path / "out", runs, title="RM update").read_text()
+    assert "| ps-fixed | 1 | 0.300 (n=1, no CI) | 0.400 (n=1, no CI) | 0.400 |" in text
+    assert "iterative − fixed final accuracy = +0.100" in text  # 0.5 - 0.4
+    assert "No arm uses outcome supervision" in text
+    assert "No run logged `prm_first_error_f1`" in text
+    # the PRM's score is compared with the accuracy of the samples it scored when logged: 0.9 - 0.25 = +0.650
+    assert "| ps-fixed | 1 | 0.900 | 0.250 | `sample_accuracy` | +0.650 |" in text
+    assert not (tmp_path / "out" / "prm_f1_per_round.png").exists() and "prm_f1_per_round.png" not in text
+    assert (tmp_path / "out" / "accuracy_vs_rl_step.png").stat().st_size > 0
+
+
+def test_report_user_errors(tmp_path: Path):
+    with pytest.raises(UserError, match="metrics.jsonl: no such file"):
+        write_report(tmp_path / "out", [RunInfo("a", 0, run_dir=tmp_path / "absent", **OUTCOME)], title="t")
+    run_dir = fake_run(tmp_path / "a", [0.1], None, None)
+    runs = [RunInfo("a", 0, run_dir=run_dir, **OUTCOME), RunInfo("a", 1, run_dir=run_dir, **PROCESS)]
+    with pytest.raises(UserError, match="arm 'a': seed 1"):
+        write_report(tmp_path / "out", runs, title="t")

@@ -1,0 +1,97 @@
+"""Tests for policy/rewards.py: the answer check, dispatch by (supervision, reward_source), bad setups and inputs."""
+
+import math
+
+import pytest
+import torch
+
+from data.errors import UserError
+from data.schema import Problem
+from policy.rewards import Rewards, check_answer, check_reward_setup, compute_rewards
+
+PROBLEM = Problem("p0", "1 + 2 = ? (left to right)", "3", ("1 + 2 = 3", "Answer: 3"))
+
+
+class RecordingScorer:
+    """Step score = 0.1 * the step's length; ORM mode returns one score per solution; records what it was sent."""
+
+    def __init__(self, orm: bool = False):
+        self.orm, self.calls = orm, []
+
+    def score_steps(self, prompts, solutions):
+        self.calls.append((list(prompts), [list(s) for s in solutions]))
+        scores = [[0.1 * len(step) for step in steps] for steps in solutions]
+        return [[row[-1]] for row in scores] if self.orm else scores
+
+
+def test_check_answer():
+    assert check_answer(PROBLEM, "1 + 2 = 3\nAnswer: 3")
+    assert not check_answer(PROBLEM, "1 + 2 = 4\nAnswer: 4")
+    assert check_answer(PROBLEM, "Answer: 4\nAnswer: 3")  # the last Answer line counts
+    assert check_answer(PROBLEM, "so the result is \\boxed{3}")  # no Answer line: extract_answer
+    assert check_answer(PROBLEM, "Answer: 3.0")  # not the task's integer line: extract_answer + answers_match
+    assert not check_answer(PROBLEM, "")
+    assert not check_answer(PROBLEM, "1 + 2 = 3")
+
+
+def _batch():
+    texts = ["1 + 2 = 3\nAnswer: 3", "1 + 2 = 4\nAnswer: 4", ""]
+    steps = [["1 + 2 = 3", "Answer: 3"], ["1 + 2 = 4", "Answer: 4"], []]
+    return [PROBLEM] * 3, ["q\n"] * 3, texts, steps
+
+
+def test_outcome_rule():
+    rewards = compute_rewards(*_batch(), supervision="outcome", reward_source="rule")
+    assert rewards.outcome.tolist() == [1.0, 0.0, 0.0]
+    assert rewards.rule.tolist() == [1.0, 0.0, 0.0]
+    assert rewards.steps is None
+
+
+@pytest.mark.parametrize(("source", "orm"), [("orm", True), ("prm", False)])
+def test_outcome_from_scorer_uses_last_step_and_skips_empty(source, orm):
+    scorer = RecordingScorer(orm=orm)
+    rewards = compute_rewards(*_batch(), supervision="outcome", reward_source=source, scorer=scorer)
+    # last steps "Answer: 3" and "Answer: 4" have 9 chars -> 0.9; the empty completion gets 0 and is never sent
+    assert rewards.outcome.tolist() == pytest.approx([0.9, 0.9, 0.0])
+    assert rewards.rule.tolist() == [1.0, 0.0, 0.0]
+    assert len(scorer.calls) == 1 and len(scorer.calls[0][1]) == 2
+
+
+def test_process_prm_gives_one_reward_per_step():
+    scorer = RecordingScorer()
+    rewards = compute_rewards(*_batch(), supervision="process", reward_source="prm", scorer=scorer)
+    # "1 + 2 = 3" has 9 chars -> 0.9, "Answer: 3" 9 chars -> 0.9
+    assert rewards.steps == [pytest.approx([0.9, 0.9]), pytest.approx([0.9, 0.9]), []]
+    assert rewards.outcome is None
+    table = rewards.step_tensor(3)
+    assert table.shape == (3, 3) and table[2].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_process_with_an_orm_is_caught():
+    with pytest.raises(ValueError, match="process-mode PRM"):
+        compute_rewards(*_batch(), supervision="process", reward_source="prm", scorer=RecordingScorer(orm=True))
+
+
+@pytest.mark.parametrize(("supervision", "source", "match"), [
+    ("process", "rule", "grpo.reward_source"),
+    ("process", "orm", "grpo.reward_source"),
+    ("outcome", "verifier", "grpo.reward_source"),
+    ("dense", "prm", "grpo.supervision"),
+])
+def test_impossible_setups_are_one_line_user_errors(supervision, source, match):
+    with pytest.raises(UserError, match=match) as info:
+        check_reward_setup(supervision, source)
+    assert "\n" not in str(info.value)
+
+
+def test_scorer_required():
+    with pytest.raises(UserError, match="needs a reward model"):
+        compute_rewards(*_batch(), supervision="outcome", reward_source="orm", scorer=None)
+
+
+def test_non_finite_rewards_are_reported():
+    rule = torch.tensor([1.0, 0.0])
+    assert Rewards(rule, torch.tensor([0.5, 0.5]), None).is_finite()
+    assert not Rewards(rule, torch.tensor([0.5, math.nan]), None).is_finite()
+    assert not Rewards(rule, None, [[0.5, math.inf], []]).is_finite()
+    assert Rewards(rule, None, [[0.5], []]).is_finite()

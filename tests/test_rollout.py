@@ -1,0 +1,180 @@
+"""Tests for policy/rollout.py: seeds, the inverse-CDF sampler, rollout shapes/masks/EOS/step ends, logp consistency."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from data.steps import split_steps
+from data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from policy.rollout import (
+    HFBackend,
+    PolicySampler,
+    encode_prompts,
+    forward_logps,
+    inverse_cdf_sample,
+    row_seed,
+    sample_next,
+    sample_rollout,
+)
+from policy.tiny import tiny_random_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_row_seed_is_splitmix64_and_depends_on_every_part():
+    # splitmix64 from state 0 gives 0xE220A8397B1DCDAF (the reference first output); four rounds of zeros are
+    # deterministic, and the seed keeps 63 bits.
+    from policy.rollout import _splitmix64
+
+    assert _splitmix64(0) == 0xE220A8397B1DCDAF
+    seeds = {row_seed(*parts) for parts in [(0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1)]}
+    assert len(seeds) == 5
+    assert row_seed(3, 4, 5, 6) == row_seed(3, 4, 5, 6)
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_inverse_cdf_sample_literal():
+    probs = torch.tensor([[0.5, 0.3, 0.2]] * 3)
+    # cdf [0.5, 0.8, 1.0]: u 0.0 -> first cdf > 0 is token 0; u 0.6 -> token 1; u 0.95 -> token 2
+    assert inverse_cdf_sample(probs, torch.tensor([0.0, 0.6, 0.95])).tolist() == [0, 1, 2]
+    # top_p 0.6: mass before each token [0, 0.5, 0.8] < 0.6 keeps tokens 0 and 1 (mass 0.8);
+    # u 0.7 -> target 0.56 > 0.5 -> token 1; u 0.5 -> target 0.4 -> token 0; u 0.99 -> 0.792 -> token 1, never 2
+    assert inverse_cdf_sample(probs, torch.tensor([0.7, 0.5, 0.99]), top_p=0.6).tolist() == [1, 0, 1]
+    # a zero-probability token is never drawn: cdf [0.5, 0.5, 1.0], target 0.5 -> first cdf > 0.5 is token 2
+    assert inverse_cdf_sample(torch.tensor([[0.5, 0.0, 0.5]]), torch.tensor([0.5])).tolist() == [2]
+
+
+def test_inverse_cdf_sample_top_p_sorts_by_probability():
+    probs = torch.tensor([[0.1, 0.6, 0.3]])
+    # sorted [0.6 (tok 1), 0.3 (tok 2), 0.1 (tok 0)]; top_p 0.5 keeps only token 1
+    assert inverse_cdf_sample(probs, torch.tensor([0.99]), top_p=0.5).tolist() == [1]
+
+
+def test_sample_next_returns_temperature_one_logp():
+    logits = torch.tensor([[2.0, 0.0, 1.0]])
+    token, logp = sample_next(logits, torch.tensor([0.0]), temperature=0.0, top_p=1.0)
+    assert token.tolist() == [0]
+    # log softmax of [2, 0, 1] at token 0: 2 - log(e^2 + 1 + e) = 2 - log(7.389056 + 1 + 2.718282) = -0.407606
+    assert logp.item() == pytest.approx(-0.407606, abs=1e-5)
+    _, hot = sample_next(logits, torch.tensor([0.0]), temperature=5.0, top_p=1.0)
+    assert hot.item() == pytest.approx(-0.407606, abs=1e-5)  # same token 0 (u = 0), same temperature-1 logp
+
+
+class ScriptedLM(torch.nn.Module):
+    """Greedy decoding emits script[row][k] at the k-th forward call (EOS once the script runs out)."""
+
+    def __init__(self, scripts: list[list[int]], vocab: int, eos_id: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.scripts, self.vocab, self.eos_id, self.calls = scripts, vocab, eos_id, 0
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache, logits_to_keep=0, **kwargs):
+        logits = torch.zeros(input_ids.shape[0], 1, self.vocab)
+        for row in range(input_ids.shape[0]):
+            script = self.scripts[row % len(self.scripts)]
+            logits[row, 0, script[self.calls] if self.calls < len(script) else self.eos_id] = 10.0
+        self.calls += 1
+        return SimpleNamespace(logits=logits, cache=object())
+
+
+def test_rollout_masks_eos_padding_and_step_ends():
+    tokenizer = build_task_tokenizer()
+    encode = tokenizer.convert_tokens_to_ids
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    scripts = [[encode(c) for c in "12\n3"], [encode("7")], [encode(c) for c in "99999999"]]
+    model = ScriptedLM(scripts, len(tokenizer), eos)
+    backend = HFBackend(model, tokenizer, max_new_tokens=6, temperature=0.0)
+    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, ["1 + 1\n"]), group_size=3, seed=0, step=0)
+    assert rollout.completion_ids.tolist() == [
+        [encode("1"), encode("2"), encode("\n"), encode("3"), eos, pad],
+        [encode("7"), eos, pad, pad, pad, pad],
+        [encode("9")] * 6,  # never ends: cut at max_new_tokens
+    ]
+    assert rollout.completion_mask.tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [1] * 6]
+    assert rollout.finished.tolist() == [True, True, False]
+    assert rollout.texts == ["12\n3", "7", "999999"]
+    assert rollout.steps == [["12", "3"], ["7"], ["999999"]]
+    assert rollout.step_ends == [[1, 3], [0], [5]]  # EOS (index 4 / 1) belongs to no step
+    assert (rollout.logp[~rollout.completion_mask] == 0).all()
+    ends, mask = rollout.step_tensors()
+    assert ends.tolist() == [[1, 3], [0, -1], [5, -1]]
+    assert mask.tolist() == [[True, True], [True, False], [True, False]]
+    assert rollout.prompt_ids.shape == (3, 6) and rollout.prompt_mask.all()
+
+
+def test_rollout_stops_early_when_every_row_ends():
+    tokenizer = build_task_tokenizer()
+    model = ScriptedLM([[tokenizer.convert_tokens_to_ids("5")]], len(tokenizer), tokenizer.eos_token_id)
+    backend = HFBackend(model, tokenizer, max_new_tokens=50, temperature=0.0)
+    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, ["a\n", "bb\n"]), 2, seed=0, step=0)
+    assert rollout.completion_ids.shape == (4, 2)  # "5" + EOS, then the loop stops
+    assert model.calls == 2
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_sampling_logp_matches_a_fresh_forward(arch):
+    tokenizer = build_bpe_tokenizer(["12 + 3 = 15\nAnswer: 15\n", "7 * 2 = 14\n14 - 1 = 13\n"] * 20, vocab_size=300)
+    model = tiny_random_model(arch, tokenizer, seed=0).eval()
+    prompts = ["7 * 2 = ?\n", "12 + 3 - 1 = ? (left to right)\n"]
+    backend = HFBackend(model, tokenizer, max_new_tokens=12, temperature=1.0, batch_size=3)  # uneven batches
+    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, prompts), group_size=4, seed=1, step=2)
+    assert rollout.completion_ids.shape[0] == 8 and rollout.completion_ids.shape[1] <= 12
+    with torch.no_grad():
+        logp, entropy = forward_logps(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
+                                      rollout.completion_mask, with_entropy=True)
+    mask = rollout.completion_mask
+    assert torch.allclose(logp[mask], rollout.logp[mask], atol=1e-4)
+    assert (entropy[mask] > 0).all()
+    # mask is a True-prefix per row
+    assert (mask[:, 1:] <= mask[:, :-1]).all()
+
+
+def test_step_ends_point_at_each_steps_last_token_with_bpe():
+    corpus = ["12 + 3 = 15\nAnswer: 15\n", "7 * 2 = 14\n14 - 1 = 13\nAnswer: 13\n"] * 20
+    tokenizer = build_bpe_tokenizer(corpus, vocab_size=300)
+    model = tiny_random_model("llama", tokenizer, seed=3).eval()
+    backend = HFBackend(model, tokenizer, max_new_tokens=30, temperature=1.0)
+    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, ["7 * 2 = ?\n"]), 8, seed=0, step=0)
+    checked = 0
+    for ids, text, ends in zip(rollout.completion_ids.tolist(), rollout.texts, rollout.step_ends):
+        char_ends = [step.end for step in split_steps(text, "newline")]
+        for end, char_end in zip(ends, char_ends):
+            decode = lambda n: tokenizer.decode(ids[:n], skip_special_tokens=True)  # noqa: E731
+            assert len(decode(end + 1)) >= char_end > len(decode(end))  # token `end` holds the step's last char
+            checked += 1
+    assert checked >= 8
+
+
+def test_samples_do_not_depend_on_batch_split():
+    tokenizer = build_task_tokenizer()
+    model = tiny_random_model("llama", tokenizer, seed=0).eval()
+    prompts = encode_prompts(tokenizer, ["1 + 2 = ? (left to right)\n", "13 * 4 - 2 = ? (left to right)\n"])
+    backend = HFBackend(model, tokenizer, max_new_tokens=10, temperature=1.0)
+    both = sample_rollout(backend, tokenizer, prompts, group_size=3, seed=5, step=7)
+    second = sample_rollout(backend, tokenizer, prompts[1:], group_size=3, seed=5, step=7, first_prompt_index=1)
+    width = second.completion_ids.shape[1]
+    assert torch.equal(both.completion_ids[3:, :width], second.completion_ids)
+    assert both.texts[3:] == second.texts
+    other_step = sample_rollout(backend, tokenizer, prompts[1:], group_size=3, seed=5, step=8, first_prompt_index=1)
+    assert other_step.texts != second.texts
+
+
+def test_policy_sampler_complete():
+    tokenizer = build_task_tokenizer()
+    model = tiny_random_model("llama", tokenizer, seed=0)
+    sampler = PolicySampler(model, tokenizer, max_new_tokens=8, batch_size=4, seed=0)
+    first = sampler.complete(["1 + 2\n", "3 * 4\n", "5\n"], n=3)
+    assert [len(group) for group in first] == [3, 3, 3]
+    assert all(isinstance(text, str) and len(text) <= 8 for group in first for text in group)
+    assert sampler.complete(["1 + 2\n", "3 * 4\n", "5\n"], n=3) != first  # a fresh draw per call
+    again = PolicySampler(model, tokenizer, max_new_tokens=8, batch_size=2, seed=0)
+    assert again.complete(["1 + 2\n", "3 * 4\n", "5\n"], n=3) == first  # reproducible, whatever the batch size
+    assert sampler.complete([], n=2) == []
+    assert model.training  # mode restored
