@@ -28,7 +28,7 @@ from data.schema import Problem, StepwiseExample
 from loop.arms import Arm, arm_config
 from loop.config import ExperimentConfig, save_config
 from loop.evaluation import evaluate_round
-from loop.ledger import Ledger, save_dir_atomically
+from loop.ledger import Ledger
 from loop.stages import label_rows, sample_rows, train_reward_model, warm_start
 
 APPEND_ONLY = ["samples.jsonl", "labels.jsonl", "metrics.jsonl"]
@@ -136,8 +136,7 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
         log(f"{arm.name} seed {seed}: already finished")
         return run_dir
     tracker = _tracker(cfg, arm, seed, run_dir, out)
-    policy_path = run_dir / "policy" if ledger.info.get("policy_round") else shared.policy_dir
-    model, tokenizer = _load_policy(policy_path)
+    model, tokenizer = _load_policy(shared.policy_dir)  # the latest GRPO checkpoint is loaded into it below
     rm_path = Path(ledger.info.get("rm_path", shared.reward_models[arm.reward_model_mode]))
     reward_model = StepRewardModel.from_pretrained(rm_path)
     eval_prm = reward_model if arm.reward_model_mode == "process" else StepRewardModel.from_pretrained(
@@ -148,7 +147,7 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
     eval_problems = held_out[: cfg.loop.eval_problems]
 
     def evaluate(round_index: int) -> None:
-        metrics, table = evaluate_round(trainer.model, tokenizer, eval_prm, eval_problems, cfg.policy, cfg.loop.eval_k,
+        metrics, table = evaluate_round(trainer.policy, tokenizer, eval_prm, eval_problems, cfg.policy, cfg.loop.eval_k,
                                         seed=10_000 + round_index)
         tracker.log_eval(metrics, rl_step=round_index * cfg.loop.rl_steps_per_round, round=round_index)
         tracker.log_completions(table, round=round_index)
@@ -162,7 +161,7 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
         stage = f"r{round_index}"
         round_seed = seed * 1_000 + round_index
         if arm.rm_update == "iterative" and arm.uses_reward_model and not ledger.done(f"{stage}/rm"):
-            _collect_labels(ledger, stage, trainer.model, tokenizer, train, cfg.loop.label_problems, cfg, round_seed,
+            _collect_labels(ledger, stage, trainer.policy, tokenizer, train, cfg.loop.label_problems, cfg, round_seed,
                             round_index, log)
             fresh = [e for e in _examples(run_dir / "labels.jsonl") if e.meta.get("round") == round_index]
             history = shared.labels + [e for e in _examples(run_dir / "labels.jsonl") if e.meta.get("round") != round_index]
@@ -183,7 +182,7 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
                 batch = random.Random(seed * 1_000_003 + rl_step).sample(train, cfg.grpo.prompts_per_step)
                 metrics = trainer.train_step(batch, rl_step)
                 tracker.log_rl(metrics, rl_step=rl_step + 1, round=round_index)
-            save_dir_atomically(run_dir / "policy", trainer.save)
+            trainer.save(run_dir / "policy")  # atomic: staged, then renamed
             ledger.commit(f"{stage}/grpo", policy_round=round_index)
         if not ledger.done(f"{stage}/eval"):
             evaluate(round_index)

@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.arith import generate  # noqa: E402
-from data.config import DataConfig  # noqa: E402
-from data.vocab import build_task_tokenizer  # noqa: E402
-from policy.config import GRPOConfig, PolicyConfig  # noqa: E402
-from policy.grpo import GRPOTrainer  # noqa: E402
-from policy.tiny import tiny_random_model  # noqa: E402
+from data.arith import generate
+from data.config import DataConfig
+from data.vocab import build_task_tokenizer
+from policy.config import GRPOConfig, PolicyConfig
+from policy.grpo import GRPOTrainer
+from policy.tiny import tiny_random_model
 
 
 class DigitScorer:

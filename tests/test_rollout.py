@@ -146,8 +146,8 @@ def test_step_ends_point_at_each_steps_last_token_with_bpe():
     for ids, text, ends in zip(rollout.completion_ids.tolist(), rollout.texts, rollout.step_ends):
         char_ends = [step.end for step in split_steps(text, "newline")]
         for end, char_end in zip(ends, char_ends):
-            decode = lambda n: tokenizer.decode(ids[:n], skip_special_tokens=True)  # noqa: E731
-            assert len(decode(end + 1)) >= char_end > len(decode(end))  # token `end` holds the step's last char
+            upto = [len(tokenizer.decode(ids[:n], skip_special_tokens=True)) for n in (end, end + 1)]
+            assert upto[1] >= char_end > upto[0]  # token `end` holds the step's last character
             checked += 1
     assert checked >= 8
 

@@ -1,0 +1,236 @@
+"""Benchmark of one GRPO step on the embedded tiny policy: seconds and generated tokens/s, overhead, TRL for reference.
+
+Run: ``python bench/grpo.py`` (``--quick`` for fewer steps). It prints one table:
+- trainer steps for outcome supervision (rule reward; ORM reward) and process supervision (PRM reward): median
+  seconds per step and generated tokens/s of the sampling phase;
+- the bare minimum on the same batch: generation (the sampling loop, no decoding or step alignment) + π_ref forward +
+  π_θ forward/backward + optimizer step, and the trainer's overhead ratio (trainer step / bare minimum);
+- HF ``model.generate`` on the same batch (what TRL's GRPOTrainer calls without vLLM) and, when ``import trl`` works,
+  TRL's GRPOTrainer itself (rule reward, same batch, same model): both for reference only, prmloop never needs TRL.
+The reward models are ``prm.model.StepRewardModel`` built from the policy (process mode and outcome mode).
+The policy is the SFT checkpoint in ``runs/bench_sft`` when present, else a quick SFT is trained there first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from data.arith import generate
+from data.config import DataConfig
+from policy.config import GRPOConfig, PolicyConfig
+from policy.grpo import GRPOTrainer, step_problem_indices
+from policy.losses import grpo_loss
+from policy.rewards import check_answer
+from policy.rollout import HFBackend, encode_prompts, forward_logps, left_pad, row_seed
+
+
+def sft_policy(out: Path, quick: bool):
+    """The SFT policy of runs/bench_sft (trained here with loop.jobs.run_sft if absent)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (out / "model.safetensors").is_file():
+        from loop.config import load_config
+        from loop.jobs import run_sft
+
+        cfg = load_config(None, ["sft.steps=300"] if quick else [])
+        print(f"training an SFT policy into {out} ...")
+        run_sft(cfg, str(out))
+    return AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+
+
+def time_trainer(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, scorer, problems, steps: int) -> dict:
+    """Median step seconds and generated tokens/s of ``steps`` trainer steps (after one warm-up step)."""
+    trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg, scorer)
+    rows = []
+    for step in range(steps + 1):
+        batch = [problems[i] for i in step_problem_indices(len(problems), cfg.prompts_per_step, step, cfg.seed)]
+        rows.append(trainer.train_step(batch, step))
+    rows = rows[1:]
+    return {"step_s": statistics.median(r["step_time"] for r in rows),
+            "sample_s": statistics.median(r["time/sample"] for r in rows),
+            "score_s": statistics.median(r["time/score"] for r in rows),
+            "tokens_per_s": statistics.median(r["tokens_per_second"] for r in rows),
+            "mean_length": statistics.mean(r["completions/mean_length"] for r in rows)}
+
+
+def time_bare_minimum(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, problems, steps: int) -> dict:
+    """generate + π_ref forward + π_θ forward/backward + optimizer step on the trainer's batch, nothing else."""
+    policy, reference = copy.deepcopy(model).eval(), copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    backend = HFBackend(policy, tokenizer, policy_cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                        cfg.generation_batch_size)
+    seconds, gen_seconds, tokens = [], [], []
+    for step in range(steps + 1):
+        batch = [problems[i] for i in step_problem_indices(len(problems), cfg.prompts_per_step, step, cfg.seed)]
+        prompt_ids = encode_prompts(tokenizer, [policy_cfg.prompt_template.format(question=p.question) for p in batch])
+        rows = [ids for ids in prompt_ids for _ in range(cfg.group_size)]
+        seeds = [row_seed(cfg.seed, step, i // cfg.group_size, i % cfg.group_size) for i in range(len(rows))]
+        started = time.perf_counter()
+        generation = backend.generate(rows, seeds)
+        generated = time.perf_counter()
+        prompt, prompt_mask = left_pad(rows, tokenizer.pad_token_id, "cpu")
+        with torch.no_grad():
+            ref_logp, _ = forward_logps(reference, prompt, prompt_mask, generation.completion_ids,
+                                        generation.completion_mask)
+        logp, _ = forward_logps(policy, prompt, prompt_mask, generation.completion_ids, generation.completion_mask)
+        advantages = torch.randn(len(rows), 1)
+        loss, _ = grpo_loss(logp, generation.logp, ref_logp, advantages, generation.completion_mask, 0.2, 0.04)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step:  # the first step is a warm-up
+            seconds.append(time.perf_counter() - started)
+            gen_seconds.append(generated - started)
+            tokens.append(generation.completion_mask.sum().item())
+    return {"step_s": statistics.median(seconds), "sample_s": statistics.median(gen_seconds),
+            "tokens_per_s": statistics.median(t / s for t, s in zip(tokens, gen_seconds))}
+
+
+def time_hf_generate(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, problems, steps: int) -> dict:
+    """HF ``model.generate`` (sampling, KV cache) on the same batch: the generation TRL's GRPOTrainer uses."""
+    rates, seconds = [], []
+    model = copy.deepcopy(model).eval()
+    for step in range(steps + 1):
+        batch = [problems[i] for i in step_problem_indices(len(problems), cfg.prompts_per_step, step, cfg.seed)]
+        prompts = [policy_cfg.prompt_template.format(question=p.question) for p in batch for _ in range(cfg.group_size)]
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+        started = time.perf_counter()
+        with torch.no_grad():
+            output = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                    max_new_tokens=policy_cfg.max_new_tokens, do_sample=True, temperature=1.0,
+                                    top_p=1.0, top_k=None, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id)
+        elapsed = time.perf_counter() - started
+        new = output[:, inputs["input_ids"].shape[1] :]
+        tokens = (new != tokenizer.pad_token_id).sum().item()
+        if step:
+            rates.append(tokens / elapsed)
+            seconds.append(elapsed)
+    return {"sample_s": statistics.median(seconds), "tokens_per_s": statistics.median(rates)}
+
+
+def time_trl(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, problems, steps: int) -> dict | None:
+    """TRL's GRPOTrainer (HF generate inside) on the same batch shape and reward; None when TRL is not importable."""
+    try:
+        import trl
+        from datasets import Dataset
+        from transformers import TrainerCallback
+    except ImportError:
+        return None
+    model = copy.deepcopy(model)
+    by_prompt = {policy_cfg.prompt_template.format(question=p.question): p for p in problems}
+    generated = {"seconds": [], "tokens": []}
+    original_generate = model.generate
+
+    def timed_generate(*args, **kwargs):
+        started = time.perf_counter()
+        output = original_generate(*args, **kwargs)
+        generated["seconds"].append(time.perf_counter() - started)
+        new = output[:, kwargs["input_ids"].shape[1] :] if "input_ids" in kwargs else output
+        generated["tokens"].append((new != tokenizer.pad_token_id).sum().item())
+        return output
+
+    model.generate = timed_generate
+    step_seconds: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step_seconds.append(time.perf_counter() - self.started)
+
+    def rule_reward(prompts, completions, **kwargs):
+        return [float(check_answer(by_prompt[p], c)) for p, c in zip(prompts, completions)]
+
+    with tempfile.TemporaryDirectory() as out:
+        args = trl.GRPOConfig(output_dir=out, per_device_train_batch_size=cfg.prompts_per_step * cfg.group_size,
+                              num_generations=cfg.group_size, max_completion_length=policy_cfg.max_new_tokens,
+                              max_steps=steps + 1, learning_rate=cfg.lr, beta=cfg.beta, temperature=cfg.temperature,
+                              use_cpu=True, report_to="none", logging_steps=1, save_strategy="no", seed=cfg.seed)
+        trainer = trl.GRPOTrainer(model=model, reward_funcs=rule_reward, args=args, processing_class=tokenizer,
+                                  train_dataset=Dataset.from_dict({"prompt": list(by_prompt)}),
+                                  callbacks=[StepTimer()])
+        trainer.train()
+    rates = [t / s for t, s in zip(generated["tokens"][1:], generated["seconds"][1:])]
+    return {"step_s": statistics.median(step_seconds[1:]), "sample_s": statistics.median(generated["seconds"][1:]),
+            "tokens_per_s": statistics.median(rates), "version": trl.__version__}
+
+
+def reward_models(model, tokenizer, max_length: int):
+    """A process-mode PRM and an outcome-mode ORM built from the policy (prm.model.StepRewardModel)."""
+    from prm.model import StepRewardModel
+
+    return (StepRewardModel.from_model(copy.deepcopy(model), tokenizer, "process", max_length),
+            StepRewardModel.from_model(copy.deepcopy(model), tokenizer, "outcome", max_length))
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 timed steps per row instead of 5")
+    parser.add_argument("--policy", default=str(ROOT / "runs" / "bench_sft"), help="SFT policy dir (made if absent)")
+    parser.add_argument("--prompts-per-step", type=int, default=16)
+    parser.add_argument("--group-size", type=int, default=8)
+    args = parser.parse_args()
+    steps = 2 if args.quick else 5
+    model, tokenizer = sft_policy(Path(args.policy), args.quick)
+    policy_cfg = PolicyConfig()
+    problems = generate(DataConfig(), DataConfig().n_train, "train")
+    base = {"prompts_per_step": args.prompts_per_step, "group_size": args.group_size}
+    prm, orm = reward_models(model, tokenizer, policy_cfg.max_length)
+    print(f"batch: {args.prompts_per_step} prompts x G={args.group_size}, max_new_tokens {policy_cfg.max_new_tokens}, "
+          f"{torch.get_num_threads()} torch threads, median of {steps} steps after a warm-up")
+    results = {
+        "trainer outcome (rule)": time_trainer(model, tokenizer, GRPOConfig(**base, supervision="outcome",
+                                               reward_source="rule"), policy_cfg, None, problems, steps),
+        "trainer outcome (ORM)": time_trainer(model, tokenizer, GRPOConfig(**base, supervision="outcome",
+                                              reward_source="orm"), policy_cfg, orm, problems, steps),
+        "trainer process (PRM)": time_trainer(model, tokenizer, GRPOConfig(**base, supervision="process",
+                                              reward_source="prm"), policy_cfg, prm, problems, steps),
+        "bare minimum": time_bare_minimum(model, tokenizer, GRPOConfig(**base), policy_cfg, problems, steps),
+        "HF generate (TRL's sampler)": time_hf_generate(model, tokenizer, GRPOConfig(**base), policy_cfg, problems,
+                                                        steps),
+    }
+    trl_result = time_trl(model, tokenizer, GRPOConfig(**base, supervision="outcome", reward_source="rule"),
+                          policy_cfg, problems, steps)
+    if trl_result is not None:
+        results[f"TRL {trl_result.pop('version')} GRPOTrainer"] = trl_result
+    print_table(results, trl_result)
+
+
+def print_table(results: dict[str, dict], trl_result: dict | None) -> None:
+    print(f"| {'run':<30} | step s | sample s | score s | generated tok/s |")
+    print(f"|{'-' * 32}|--------|----------|---------|-----------------|")
+    for name, row in results.items():
+        print(f"| {name:<30} | {fmt(row.get('step_s'), '6.3f')} | {fmt(row.get('sample_s'), '8.3f')} | "
+              f"{fmt(row.get('score_s'), '7.3f')} | {fmt(row.get('tokens_per_s'), '15.0f')} |")
+    rule, orm, process = (results[f"trainer {k}"] for k in ("outcome (rule)", "outcome (ORM)", "process (PRM)"))
+    bare, hf = results["bare minimum"], results["HF generate (TRL's sampler)"]
+    print(f"process / outcome(rule) step time: {process['step_s'] / rule['step_s']:.2f}   "
+          f"process / outcome(ORM): {process['step_s'] / orm['step_s']:.2f}   (target <= 1.10)")
+    print(f"trainer overhead: outcome(rule) step / bare minimum = {rule['step_s'] / bare['step_s']:.2f}x (target <= 1.25x)")
+    print(f"generated tok/s vs HF generate: {rule['tokens_per_s'] / hf['tokens_per_s']:.2f}x", end="")
+    if trl_result is not None:
+        print(f"   vs TRL GRPOTrainer: {rule['tokens_per_s'] / trl_result['tokens_per_s']:.2f}x (target >= 2x)")
+    else:
+        print("   (TRL not importable: HF generate is the proxy for TRL's sampler; target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()

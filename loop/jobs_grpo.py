@@ -1,0 +1,76 @@
+"""The `prmloop grpo` job: load a policy (and a PRM/ORM), run GRPO with resumable checkpoints, write metrics and the result.
+
+Outputs in ``out``: ``checkpoint/`` (resumable trainer state), ``grpo_metrics.jsonl`` (one row per step, non-finite
+values written as null), ``policy/`` (the final policy, save_pretrained), ``config.yaml`` and ``grpo_summary.json``
+(held-out accuracy before and after, at temperature 0, judged by ``policy.rewards.check_answer``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from data.errors import UserError
+from loop.config import ExperimentConfig, save_config
+from loop.jobs import load_policy, load_problems
+from policy.config import GRPOConfig
+
+
+def _json_safe(metrics: dict) -> dict:
+    """Non-finite floats become None so every row is valid JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def _load_scorer(prm_dir: str | None, grpo_cfg: GRPOConfig):
+    if prm_dir is None:
+        if grpo_cfg.reward_source != "rule":
+            raise UserError(f"grpo.reward_source: '{grpo_cfg.reward_source}' needs a reward model directory (--prm)")
+        return None
+    from prm.model import StepRewardModel  # lazy: the PRM package is only needed with a reward model
+
+    return StepRewardModel.from_pretrained(prm_dir)
+
+
+def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str, resume: bool) -> dict:
+    """Run ``cfg.grpo.steps`` GRPO steps from ``policy_dir`` (continuing ``out/checkpoint`` when ``resume``)."""
+    from policy.grpo import GRPOTrainer, heldout_accuracy
+
+    grpo_cfg = getattr(cfg, "grpo", None) or GRPOConfig()
+    out_dir = Path(out)
+    checkpoint = out_dir / "checkpoint"
+    model, tokenizer = load_policy(policy_dir, cfg.policy.dtype)
+    scorer = _load_scorer(prm_dir, grpo_cfg)
+    train, held_out = load_problems(cfg)
+    trainer = GRPOTrainer(model, tokenizer, grpo_cfg, cfg.policy, scorer)
+    if scorer is not None and hasattr(scorer, "to"):
+        scorer.to(trainer.accelerator.device)
+    if resume and (checkpoint / "trainer_state.pt").is_file():
+        trainer.load(checkpoint)
+    is_main = trainer.accelerator.is_main_process
+    metrics_path = out_dir / "grpo_metrics.jsonl"
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if trainer.step == 0:
+            metrics_path.write_text("")
+    start_accuracy = heldout_accuracy(trainer.policy, tokenizer, held_out, cfg.policy)
+
+    def write_row(metrics: dict[str, float]) -> None:
+        if is_main:
+            with metrics_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(_json_safe({"step": trainer.step - 1, **metrics})) + "\n")
+
+    started = time.perf_counter()
+    history = trainer.train(train, steps=grpo_cfg.steps, on_metrics=write_row, checkpoint_dir=checkpoint)
+    seconds = time.perf_counter() - started
+    final_accuracy = heldout_accuracy(trainer.policy, tokenizer, held_out, cfg.policy)
+    summary = {"start_accuracy": start_accuracy, "final_accuracy": final_accuracy, "steps": trainer.step,
+               "steps_this_run": len(history), "seconds": round(seconds, 1), "skipped_updates": trainer.skipped_updates,
+               "last": _json_safe(history[-1]) if history else {}}
+    if is_main:
+        trainer.policy.save_pretrained(out_dir / "policy")
+        tokenizer.save_pretrained(out_dir / "policy")
+        save_config(cfg, out_dir)
+        (out_dir / "grpo_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

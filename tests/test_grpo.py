@@ -1,0 +1,243 @@
+"""Tests for policy/grpo.py: config checks, prompt order, a step that learns, skips on bad rewards/loss, checkpoints, DDP."""
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import policy.grpo as grpo_module
+from data.arith import generate
+from data.config import DataConfig
+from data.errors import UserError
+from data.schema import Problem
+from data.vocab import build_task_tokenizer
+from policy.config import GRPOConfig, PolicyConfig
+from policy.grpo import GRPOTrainer, group_std_mean, step_problem_indices, validate_config
+from policy.tiny import tiny_random_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from grpo_ddp_script import DigitScorer
+
+PROBLEMS = generate(DataConfig(), 16, "train")
+TRL_METRICS = ["reward", "reward_std", "rewards/prm/mean", "kl", "entropy", "clip_ratio/region_mean",
+               "completions/mean_length", "completions/clipped_ratio", "frac_reward_zero_std", "num_tokens", "step_time",
+               "prm/step_score_mean", "steps/mean_count", "loss", "skipped_updates"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class NaNScorer(DigitScorer):
+    """DigitScorer, but NaN for every step while ``broken`` is set."""
+
+    broken = True
+
+    def score_steps(self, prompts, solutions):
+        scores = super().score_steps(prompts, solutions)
+        return [[math.nan] * len(row) for row in scores] if self.broken else scores
+
+
+def make_trainer(scorer=None, policy_cfg=None, **overrides) -> GRPOTrainer:
+    tokenizer = build_task_tokenizer()
+    model = tiny_random_model("llama", tokenizer, seed=0)
+    settings = {"prompts_per_step": 2, "group_size": 4, "lr": 1e-2, "supervision": "process", "reward_source": "prm"}
+    cfg = GRPOConfig(**{**settings, **overrides})
+    return GRPOTrainer(model, tokenizer, cfg, policy_cfg or PolicyConfig(max_new_tokens=10),
+                       scorer=DigitScorer() if scorer is None else scorer)
+
+
+def weights(trainer: GRPOTrainer) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in trainer.policy.state_dict().items()}
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 0.0) -> bool:
+    return all(torch.allclose(a[key], b[key], atol=atol, rtol=0) for key in a)
+
+
+def test_validate_config_errors_name_the_key():
+    with pytest.raises(UserError, match="grpo.group_size"):
+        validate_config(GRPOConfig(group_size=1))
+    with pytest.raises(UserError, match="grpo.credit"):
+        validate_config(GRPOConfig(credit="max"))
+    with pytest.raises(UserError, match="grpo.reward_source"):
+        validate_config(GRPOConfig(supervision="process", reward_source="rule"))
+    with pytest.raises(UserError, match="grpo.mu"):
+        validate_config(GRPOConfig(mu=0))
+    tokenizer = build_task_tokenizer()
+    with pytest.raises(UserError, match="needs a reward model"):
+        GRPOTrainer(tiny_random_model("llama", tokenizer), tokenizer,
+                    GRPOConfig(supervision="outcome", reward_source="orm"), PolicyConfig(), scorer=None)
+
+
+def test_step_problem_indices_cover_each_epoch():
+    # 4 problems, 3 per step: steps 0..3 read positions 0..11 = three full epochs, each a permutation of 0..3
+    seen = [i for step in range(4) for i in step_problem_indices(4, 3, step, seed=0)]
+    assert [sorted(seen[k : k + 4]) for k in (0, 4, 8)] == [[0, 1, 2, 3]] * 3
+    assert step_problem_indices(4, 3, 2, seed=0) == step_problem_indices(4, 3, 2, seed=0)
+    assert seen != [i for step in range(4) for i in step_problem_indices(4, 3, step, seed=1)]
+
+
+def test_group_std_mean_literal():
+    # groups [0, 1] (sample std sqrt(0.5) = 0.707107) and [1, 1] (std 0): mean 0.353553
+    assert group_std_mean(torch.tensor([0.0, 1.0, 1.0, 1.0]), 2) == pytest.approx(0.353553, abs=1e-6)
+
+
+def test_train_step_changes_weights_and_logs_trl_metrics():
+    trainer = make_trainer()
+    before = weights(trainer)
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert not same_weights(before, weights(trainer))
+    assert set(TRL_METRICS) <= set(metrics)
+    assert metrics["skipped_updates"] == 0 and trainer.step == 1
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)  # π_θ == π_ref before the first update
+    assert 0 <= metrics["frac_reward_zero_std"] <= 1 and metrics["completions/mean_length"] <= 10
+    second = trainer.train_step(PROBLEMS[2:4], step=1)
+    assert second["kl"] > 0 and second["num_tokens"] > metrics["num_tokens"]
+
+
+@pytest.mark.parametrize("overrides", [
+    {"supervision": "outcome", "reward_source": "orm"},
+    {"credit": "min", "outcome_mix": 0.5, "mu": 2, "beta": 0.0},
+])
+def test_variants_run(overrides):
+    trainer = make_trainer(**overrides)
+    assert (trainer.reference is None) == (overrides.get("beta") == 0.0)
+    before = weights(trainer)
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert math.isfinite(metrics["loss"]) and not same_weights(before, weights(trainer))
+
+
+def test_grad_accum_gives_the_same_update():
+    one, two = make_trainer(grad_accum=1), make_trainer(grad_accum=3)
+    first, second = one.train_step(PROBLEMS[:2], 0), two.train_step(PROBLEMS[:2], 0)
+    assert first["loss"] == pytest.approx(second["loss"], abs=1e-6)
+    assert same_weights(weights(one), weights(two), atol=1e-6)
+
+
+def test_nan_rewards_skip_the_update_and_the_run_goes_on():
+    scorer = NaNScorer()
+    trainer = make_trainer(scorer=scorer)
+    before = weights(trainer)
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert metrics["skipped_updates"] == 1 and "loss" not in metrics
+    assert same_weights(before, weights(trainer))
+    scorer.broken = False
+    metrics = trainer.train_step(PROBLEMS[2:4], step=1)
+    assert metrics["skipped_updates"] == 1 and math.isfinite(metrics["loss"])
+    assert not same_weights(before, weights(trainer))
+
+
+def test_nan_loss_skips_the_optimizer_step(monkeypatch):
+    original = grpo_module.grpo_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, stats = original(*args, **kwargs)
+        return loss * math.nan, stats
+
+    monkeypatch.setattr(grpo_module, "grpo_loss", nan_loss)
+    trainer = make_trainer()
+    before = weights(trainer)
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert metrics["skipped_updates"] == 1
+    assert same_weights(before, weights(trainer))
+
+
+def test_empty_completions_get_zero_advantage():
+    trainer = make_trainer(policy_cfg=PolicyConfig(max_new_tokens=1))  # one token: at most a 1-char step
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert metrics["completions/mean_length"] == 1 and math.isfinite(metrics["loss"])
+
+
+def test_overlong_prompt_names_the_problem():
+    trainer = make_trainer(policy_cfg=PolicyConfig(max_new_tokens=10, max_length=20))
+    long = Problem("too-long-7", "1 + 2 + 3 + 4 + 5 + 6 = ? (left to right)", "21")
+    with pytest.raises(UserError, match="problem too-long-7"):
+        trainer.train_step([long, PROBLEMS[0]], step=0)
+
+
+def test_reset_reference_copies_the_policy():
+    trainer = make_trainer()
+    trainer.train_step(PROBLEMS[:2], step=0)
+    reference = trainer.reference.state_dict()
+    assert not same_weights(reference, weights(trainer))
+    trainer.reset_reference()
+    assert same_weights(trainer.reference.state_dict(), weights(trainer))
+
+
+def test_checkpoint_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = make_trainer(prompts_per_step=2)
+    full = straight.train(PROBLEMS, steps=3)
+    first = make_trainer(prompts_per_step=2)
+    first.train(PROBLEMS, steps=2, checkpoint_dir=tmp_path / "ckpt")
+    resumed = make_trainer(prompts_per_step=2)
+    resumed.load(tmp_path / "ckpt")
+    assert resumed.step == 2
+    rest = resumed.train(PROBLEMS, steps=3)
+    assert len(rest) == 1
+    assert rest[0]["loss"] == pytest.approx(full[2]["loss"], abs=1e-6)
+    assert rest[0]["num_tokens"] == full[2]["num_tokens"]
+    assert same_weights(weights(resumed), weights(straight), atol=1e-6)
+    with pytest.raises(UserError, match="not a GRPO checkpoint"):
+        resumed.load(tmp_path / "missing")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    """accelerate's CLI, offline, on CPU: `--cpu` alone would need MPI, so torchrun via --multi_gpu + ACCELERATE_USE_CPU."""
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+    script = str(Path(__file__).parent / "grpo_ddp_script.py")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, script, str(tmp_path / "one.json")], check=True, env=env, capture_output=True)
+    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+              "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    subprocess.run([*launch, script, str(tmp_path / "two.json")], check=True, env=env, capture_output=True)
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert len(one["history"]) == len(two["history"]) == 3
+    for single, double in zip(one["history"], two["history"]):
+        assert double["loss"] == pytest.approx(single["loss"], abs=1e-4)
+        assert double["reward"] == pytest.approx(single["reward"], abs=1e-4)
+        assert double["kl"] == pytest.approx(single["kl"], abs=1e-4)
+
+
+def test_grpo_job_writes_outputs_and_resumes(tmp_path):
+    from loop.config import ExperimentConfig
+    from loop.jobs_grpo import grpo_job
+    from policy.tiny import init_policy
+
+    cfg = ExperimentConfig()
+    cfg.data.n_train, cfg.data.n_eval = 16, 4
+    cfg.policy = PolicyConfig(hidden_size=32, num_layers=1, num_heads=2, max_new_tokens=8)
+    cfg.grpo = GRPOConfig(steps=2, prompts_per_step=2, group_size=2, supervision="outcome", reward_source="rule")
+    policy_dir = init_policy(cfg.policy, tmp_path / "policy", seed=0)
+    cfg.grpo.reward_source = "orm"
+    with pytest.raises(UserError, match="--prm"):
+        grpo_job(cfg, str(policy_dir), None, str(tmp_path / "bad"), resume=False)
+    cfg.grpo.reward_source = "rule"
+    summary = grpo_job(cfg, str(policy_dir), None, str(tmp_path / "run"), resume=False)
+    assert summary["steps"] == 2 and 0.0 <= summary["final_accuracy"] <= 1.0
+    cfg.grpo.steps = 3
+    summary = grpo_job(cfg, str(policy_dir), None, str(tmp_path / "run"), resume=True)
+    assert summary["steps"] == 3 and summary["steps_this_run"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "run" / "grpo_metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 1, 2]
+    assert (tmp_path / "run" / "policy" / "config.json").is_file()
+    assert json.loads((tmp_path / "run" / "grpo_summary.json").read_text())["steps"] == 3
