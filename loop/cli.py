@@ -90,10 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> None:
-    from loop import jobs
     from loop.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    if args.command == "demo" and args.config is None:
+        cfg.name = "demo-quick" if args.quick else "demo"
+    _quiet_libraries()
+    from loop import jobs
+
     if args.command == "data" and args.action == "generate":
         count = jobs.generate_problems(cfg, args.n, args.split, args.seed, args.out)
         print(f"wrote {count} {args.task} problems ({args.split}) to {args.out}")
@@ -156,6 +160,14 @@ QUICK_OVERRIDES = ["data.n_train=200", "data.n_eval=20", "policy.hidden_size=32"
                    "loop.rounds=2", "loop.rl_steps_per_round=2", "loop.label_problems=8", "loop.init_label_problems=16",
                    "loop.samples_per_problem=2", "loop.eval_problems=10", "loop.eval_k=4"]
 """`demo --quick`: the settings of configs/quick.yaml (a test keeps the two equal)."""
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars say what is happening; transformers' per-load and per-save bars only add noise."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,7 +123,7 @@ def evaluate_round(
             scores[i] = list(step_scores)
         metrics.update(prm_sample_metrics(scores, flat_labels, flat_correct, k))
     table = [
-        {"question": p.question, "completion": text, "correct": verify(pq, text).final_correct}
+        {"prompt": p.question, "completion": text, "correct": verify(pq, text).final_correct}
         for p, pq, text in list(zip(problems, parsed, greedy))[:8]
     ]
     return metrics, table

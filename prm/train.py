@@ -196,12 +196,14 @@ def _fit(
         collate_fn=partial(collate_items, pad_id=pad_token_id(model.tokenizer)),
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Counted on the whole dataset: accelerate steps a prepared scheduler once per process per optimizer step.
     total_steps = cfg.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     model.train()
     history: list[dict] = []
-    progress = tqdm(total=total_steps, desc="prm", unit="step", mininterval=1.0, disable=not accelerator.is_local_main_process)
+    progress = tqdm(total=cfg.epochs * len(loader), desc="prm", unit="step", mininterval=1.0,
+                    disable=not accelerator.is_local_main_process)
     for epoch in range(cfg.epochs):
         losses = []
         for batch in loader:
