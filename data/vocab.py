@@ -7,7 +7,9 @@ code path where one token can span a step boundary.
 
 from __future__ import annotations
 
+import json
 import string
+from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -53,3 +55,25 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
     )
     return wrapped
+
+
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+"""Saved tokenizer classes that mean 'exactly this tokenizer.json' (e.g. the tokenizers built above)."""
+
+
+def load_tokenizer(path_or_name: str | Path):
+    """The tokenizer saved at ``path_or_name``, as saved.
+
+    transformers 5's AutoTokenizer prefers the class of the model type in config.json (e.g. Qwen2Tokenizer for a
+    qwen2 model) over a generic saved class, and so rebuilds a custom BPE tokenizer with other pre-tokenization
+    rules; a generic saved class is therefore loaded as PreTrainedTokenizerFast, which reads tokenizer.json as is.
+    Hub names (no local directory) go through AutoTokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    config_file = Path(path_or_name) / "tokenizer_config.json"
+    if config_file.is_file():
+        saved_class = json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
+        if saved_class in GENERIC_TOKENIZER_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(path_or_name)
+    return AutoTokenizer.from_pretrained(path_or_name)

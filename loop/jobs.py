@@ -66,13 +66,15 @@ def load_problems(cfg: ExperimentConfig) -> tuple[list[Problem], list[Problem]]:
 
 def load_policy(model_name: str, dtype: str):
     """Model and tokenizer from a hub name or a local save_pretrained directory; one-line error when absent."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from data.vocab import load_tokenizer
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise UserError(f"policy.dtype: {dtype!r} is not one of {sorted(dtypes)}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        tokenizer = load_tokenizer(model_name)
         model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtypes[dtype])
     except (OSError, ValueError) as err:
         raise UserError(f"policy.model: cannot load {model_name!r} ({str(err).splitlines()[0][:160]})") from None

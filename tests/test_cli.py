@@ -35,9 +35,9 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("prmloop: error:"), result.stderr
 
 
-def test_demo_quick_trains_and_saves(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+def test_policy_sft_quick_trains_and_saves(tmp_path, capsys):
+    out = tmp_path / "sft"
+    assert main(["policy", "sft", "--config", "configs/quick.yaml", "--out", str(out)]) == 0
     assert (out / "model.safetensors").exists() and (out / "config.yaml").exists()
     assert (out / "sft_metrics.json").exists()
     assert "held-out greedy accuracy" in capsys.readouterr().out

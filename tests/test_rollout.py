@@ -67,53 +67,72 @@ def test_sample_next_returns_temperature_one_logp():
     assert hot.item() == pytest.approx(-0.407606, abs=1e-5)  # same token 0 (u = 0), same temperature-1 logp
 
 
-class ScriptedLM(torch.nn.Module):
-    """Greedy decoding emits script[row][k] at the k-th forward call (EOS once the script runs out)."""
+class FakeCache:
+    """Records the row selections the sampling loop asks for."""
 
-    def __init__(self, scripts: list[list[int]], vocab: int, eos_id: int):
+    def __init__(self):
+        self.selections = []
+
+    def batch_select_indices(self, indices):
+        self.selections.append(indices.tolist())
+
+
+class TableLM(torch.nn.Module):
+    """Greedy decoding follows a transition table: the next token is ``table[last input token]`` (EOS if absent)."""
+
+    def __init__(self, tokenizer, table: dict[str, str]):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.scripts, self.vocab, self.eos_id, self.calls = scripts, vocab, eos_id, 0
+        self.vocab, self.eos_id = len(tokenizer), tokenizer.eos_token_id
+        encode = tokenizer.convert_tokens_to_ids
+        self.table = {encode(a): encode(b) for a, b in table.items()}
+        self.calls, self.batch_sizes, self.cache = 0, [], FakeCache()
 
-    def forward(self, input_ids, attention_mask, position_ids, use_cache, logits_to_keep=0, **kwargs):
+    def forward(self, input_ids, attention_mask, position_ids, use_cache, logits_to_keep=0, cache=None):
         logits = torch.zeros(input_ids.shape[0], 1, self.vocab)
-        for row in range(input_ids.shape[0]):
-            script = self.scripts[row % len(self.scripts)]
-            logits[row, 0, script[self.calls] if self.calls < len(script) else self.eos_id] = 10.0
+        for row, last in enumerate(input_ids[:, -1].tolist()):
+            logits[row, 0, self.table.get(last, self.eos_id)] = 10.0
         self.calls += 1
-        return SimpleNamespace(logits=logits, cache=object())
+        self.batch_sizes.append(input_ids.shape[0])
+        return SimpleNamespace(logits=logits, cache=self.cache)
+
+
+TABLE = {"a": "1", "1": "2", "2": "\n", "\n": "3", "b": "7", "c": "9", "9": "9"}
+"""Prompt 'a' writes '12\n3' then EOS, 'b' writes '7' then EOS, 'c' writes 9s forever."""
 
 
 def test_rollout_masks_eos_padding_and_step_ends():
     tokenizer = build_task_tokenizer()
     encode = tokenizer.convert_tokens_to_ids
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    scripts = [[encode(c) for c in "12\n3"], [encode("7")], [encode(c) for c in "99999999"]]
-    model = ScriptedLM(scripts, len(tokenizer), eos)
+    model = TableLM(tokenizer, TABLE)
     backend = HFBackend(model, tokenizer, max_new_tokens=6, temperature=0.0)
-    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, ["1 + 1\n"]), group_size=3, seed=0, step=0)
-    assert rollout.completion_ids.tolist() == [
-        [encode("1"), encode("2"), encode("\n"), encode("3"), eos, pad],
-        [encode("7"), eos, pad, pad, pad, pad],
-        [encode("9")] * 6,  # never ends: cut at max_new_tokens
-    ]
-    assert rollout.completion_mask.tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [1] * 6]
-    assert rollout.finished.tolist() == [True, True, False]
-    assert rollout.texts == ["12\n3", "7", "999999"]
-    assert rollout.steps == [["12", "3"], ["7"], ["999999"]]
-    assert rollout.step_ends == [[1, 3], [0], [5]]  # EOS (index 4 / 1) belongs to no step
+    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, ["a", "b", "c"]), group_size=2, seed=0,
+                             step=0)
+    row_a = [encode("1"), encode("2"), encode("\n"), encode("3"), eos, pad]
+    row_b = [encode("7"), eos, pad, pad, pad, pad]
+    assert rollout.completion_ids.tolist() == [row_a, row_a, row_b, row_b, [encode("9")] * 6, [encode("9")] * 6]
+    assert rollout.completion_mask.int().tolist() == [[1, 1, 1, 1, 1, 0]] * 2 + [[1, 1, 0, 0, 0, 0]] * 2 + [[1] * 6] * 2
+    assert rollout.finished.tolist() == [True, True, True, True, False, False]
+    assert rollout.texts == ["12\n3"] * 2 + ["7"] * 2 + ["999999"] * 2
+    assert rollout.steps == [["12", "3"]] * 2 + [["7"]] * 2 + [["999999"]] * 2
+    assert rollout.step_ends == [[1, 3]] * 2 + [[0]] * 2 + [[5]] * 2  # EOS (index 4 / 1) belongs to no step
     assert (rollout.logp[~rollout.completion_mask] == 0).all()
     ends, mask = rollout.step_tensors()
-    assert ends.tolist() == [[1, 3], [0, -1], [5, -1]]
-    assert mask.tolist() == [[True, True], [True, False], [True, False]]
-    assert rollout.prompt_ids.shape == (3, 6) and rollout.prompt_mask.all()
+    assert ends.tolist() == [[1, 3]] * 2 + [[0, -1]] * 2 + [[5, -1]] * 2
+    assert mask.tolist() == [[True, True]] * 2 + [[True, False]] * 4
+    assert rollout.prompt_ids.shape == (6, 1) and rollout.prompt_mask.all()
+    # each distinct prompt is prefilled once, then copied to its G rows; the 2 'b' rows leave the batch after ending
+    # (2 of 6 >= a quarter), the 2 'a' rows after theirs (2 of 4)
+    assert model.cache.selections == [[0, 0, 1, 1, 2, 2], [0, 1, 4, 5], [2, 3]]
+    assert model.batch_sizes == [3, 6, 4, 4, 4, 2]
 
 
 def test_rollout_stops_early_when_every_row_ends():
     tokenizer = build_task_tokenizer()
-    model = ScriptedLM([[tokenizer.convert_tokens_to_ids("5")]], len(tokenizer), tokenizer.eos_token_id)
+    model = TableLM(tokenizer, {"a": "5"})
     backend = HFBackend(model, tokenizer, max_new_tokens=50, temperature=0.0)
-    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, ["a\n", "bb\n"]), 2, seed=0, step=0)
+    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, ["a", "ba"]), 2, seed=0, step=0)
     assert rollout.completion_ids.shape == (4, 2)  # "5" + EOS, then the loop stops
     assert model.calls == 2
 
