@@ -11,12 +11,18 @@ class PRMConfig:
     """'process' (a PRM: every step is supervised and scored) or 'outcome' (an ORM: only the final step)."""
     label_type: str = "soft"
     """'soft': float labels train as given (never rounded); 'hard': a label >= 0.5 trains as 1.0, else 0.0."""
+    supervise: str = "through_first_error"
+    """Which steps get a loss term: 'through_first_error' (up to the first step labelled < 0.5, as PRM800K's labellers
+    stopped there; later steps cannot change a first-error prediction or a min score) or 'all'."""
     epochs: int = 4
     """Passes over the training examples (new data plus replay)."""
     batch_size: int = 32
     """Solutions per optimizer step (per process under accelerate launch)."""
-    lr: float = 1e-3
-    """Peak learning rate (linear warm-up, then linear decay to 10%)."""
+    lr: float = 0.0
+    """Peak learning rate of the LM's weights (linear warm-up, then linear decay to 10%); 0 keeps the LM frozen, which
+    measured best on the embedded task (tuning it on ~1k noisy MC labels erodes the log-prob features)."""
+    head_lr: float = 1e-3
+    """Peak learning rate of the step head (hidden-state weights, bias and log-prob feature weights), same schedule."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
     warmup_steps: int = 20

@@ -1,10 +1,18 @@
-"""The step reward model: a transformers backbone plus a linear head giving one logit per token, read at step ends.
+"""The step reward model: a causal LM whose last hidden state and own token log-probs give one logit per step.
 
 Reading a solution (``format_solution`` + ``encode_solution``, the ONE path used by training and scoring alike):
 the PRM reads ``prompt + "\\n".join(steps)``, exactly the text the policy writes (policy/sft.py ``solution_text``
-after the templated prompt). Step j's score is the sigmoid of the head's logit at the token that holds the step's
-last character (data/steps.py alignment rule: a BPE token that spans a step boundary ends the earlier step). The
-backbone is causal, so a step's score depends only on the text up to and including that token.
+after the templated prompt). Step j ends at the token that holds its last character (data/steps.py alignment rule:
+a BPE token that spans a step boundary ends the earlier step) and spans the tokens from the previous step's end + 1
+(for step 0: the token after the one holding the prompt's last character) to its end.
+
+Step j's logit, all from ONE forward pass of the causal LM (``StepRewardModel.forward``):
+    z_j = w·h_end + a·min_t logp_t + c·mean_t logp_t + d·min_t (logp_t − max_v logp(v)_t) + b,
+with h_end the last hidden state at the step's end token, logp_t = log p(x_t | x_<t) from the same LM's head, and
+t over the step's span (``span_logp_features``). The log-prob terms let the PRM read how surprised the policy it was
+initialised from is by the step (a wrong result is usually a low-probability, non-argmax token); the whole model,
+LM head included, trains jointly on the step labels. The LM is causal, so a step's score depends only on the text
+up to and including its end token.
 
 Modes (``STEP_SELECTIONS``): ``process`` supervises and scores every step; ``outcome`` (an ORM) only the final step,
 and ``score_steps`` then returns a one-element list per solution.
@@ -27,7 +35,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from data.errors import UserError
 from data.steps import step_end_token_indices, token_char_ends_from_offsets
@@ -35,7 +49,14 @@ from data.steps import step_end_token_indices, token_char_ends_from_offsets
 PRM_CONFIG_FILE = "prm.json"
 """Marks a directory as a saved StepRewardModel (mode, max_length); the backbone's config.json sits beside it."""
 HEAD_FILE = "prm_head.safetensors"
-"""The head's weights (the backbone's are in the transformers files)."""
+"""The head's weights: ``weight``/``bias`` of w·h_end + b and ``logp_weight`` = (a, c, d) (the LM's are in the
+transformers files)."""
+LOGP_FEATURES = ("min_logp", "mean_logp", "min_margin")
+"""The per-step log-prob features, in ``logp_weight`` order (see ``span_logp_features``)."""
+LOGP_WEIGHT_INIT = (1.0, 0.0, 1.0)
+"""Initial (a, c, d): a fresh PRM starts as 'a step is as good as its least likely token' (sensible before training)."""
+HEAD_BIAS_INIT = 1.0
+"""Initial b: a step whose tokens are all likely argmax tokens starts near sigmoid(1) = 0.73."""
 GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 """Saved tokenizer classes that mean 'exactly this tokenizer.json' (e.g. data/vocab.py's tokenizers)."""
 
@@ -75,6 +96,8 @@ class Encoded:
     """Token ids of the formatted text, cut to max_length."""
     step_token_indices: list[int]
     """Index into input_ids of each step's last token; steps that did not fit are absent (a prefix of the steps)."""
+    step_token_starts: list[int]
+    """Index of each fitted step's first token (previous end + 1; step 0: first token after the prompt), <= its end."""
     num_steps: int
     """How many steps the solution has (fitted or not)."""
 
@@ -86,12 +109,38 @@ def encode_solution(tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list
     text, step_char_ends = format_solution(prompt, steps)
     encoding = tokenizer(text, return_offsets_mapping=True)
     token_ends = token_char_ends_from_offsets(encoding["offset_mapping"])
-    indices = step_end_token_indices(token_ends, step_char_ends)
+    indices = [index for index in step_end_token_indices(token_ends, step_char_ends) if index < max_length]
+    prompt_end = step_end_token_indices(token_ends, [len(prompt)])[0] if prompt else -1
+    starts = [min(previous_end + 1, end) for previous_end, end in zip([prompt_end, *indices], indices)]
     return Encoded(
         input_ids=list(encoding["input_ids"][:max_length]),
-        step_token_indices=[index for index in indices if index < max_length],
+        step_token_indices=indices,
+        step_token_starts=starts,
         num_steps=len(steps),
     )
+
+
+def token_logp_and_margin(lm_logits: torch.Tensor, next_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(next token) and its margin to the argmax, log p(next) − max_v log p(v) (<= 0, 0 iff it is an argmax),
+    from LM logits (N, V) and the tokens that came next (N,); both (N,) float32."""
+    logp_all = torch.log_softmax(lm_logits.float(), dim=-1)  # (N, V)
+    logp = logp_all.gather(-1, next_ids[:, None]).squeeze(-1)  # (N,)
+    return logp, logp - logp_all.max(dim=-1).values
+
+
+def span_logp_features(
+    token_logp: torch.Tensor, token_margin: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
+) -> torch.Tensor:
+    """(S, 3) features of S token spans: min and mean of ``token_logp`` and min of ``token_margin`` (both (B, T))
+    over tokens starts[s]..ends[s] (inclusive) of row rows[s]."""
+    positions = torch.arange(token_logp.shape[1], device=token_logp.device)  # (T,)
+    in_span = (positions[None, :] >= starts[:, None]) & (positions[None, :] <= ends[:, None])  # (S, T)
+    logp, margin = token_logp[rows], token_margin[rows]  # (S, T)
+    inf = torch.tensor(torch.inf, dtype=logp.dtype, device=logp.device)
+    min_logp = torch.where(in_span, logp, inf).min(dim=-1).values  # (S,)
+    mean_logp = (logp * in_span).sum(dim=-1) / in_span.sum(dim=-1)  # (S,)
+    min_margin = torch.where(in_span, margin, inf).min(dim=-1).values  # (S,)
+    return torch.stack([min_logp, mean_logp, min_margin], dim=-1)  # (S, 3)
 
 
 def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +152,14 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask
+
+
+def step_tensors(encoded: list[Encoded], steps: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, starts, ends), each (S,) long: the spans of steps ``steps[i]`` (fitted step indices) of ``encoded[i]``,
+    in (solution, step) order."""
+    picked = [(row, e.step_token_starts[j], e.step_token_indices[j]) for row, (e, js) in enumerate(zip(encoded, steps)) for j in js]
+    rows, starts, ends = zip(*picked) if picked else ((), (), ())
+    return tuple(torch.tensor(values, dtype=torch.long) for values in (rows, starts, ends))
 
 
 def check_solutions(prompts: list[str], solutions: list[list[str]]) -> None:
@@ -146,52 +203,62 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
 
 
 class StepRewardModel(torch.nn.Module):
-    """Backbone (a transformers base model) + ``head`` = Linear(hidden, 1): one correctness logit per token."""
+    """A causal LM + ``head`` = Linear(hidden, 1) on the step's end state + ``logp_weight`` (3,) on its log-prob
+    features (module docstring): one correctness logit per step."""
 
     def __init__(
-        self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mode: str, max_length: int,
-        head: torch.nn.Linear | None = None,
+        self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mode: str, max_length: int,
+        head: torch.nn.Linear | None = None, logp_weight: torch.Tensor | None = None,
     ):
         super().__init__()
         get_step_selection(mode)
-        self.backbone = backbone
+        self.lm = lm
         self.tokenizer = tokenizer
         self.mode = mode
         self.max_length = max_length
         if head is None:
-            # Zero init: every step starts at probability 0.5, and the backbone's features are left untouched.
-            head = torch.nn.Linear(backbone.config.get_text_config().hidden_size, 1)
+            # w = 0: the hidden-state term starts silent, so a fresh PRM scores by the LM's log-probs alone.
+            head = torch.nn.Linear(lm.config.get_text_config().hidden_size, 1)
             torch.nn.init.zeros_(head.weight)
-            torch.nn.init.zeros_(head.bias)
+            torch.nn.init.constant_(head.bias, HEAD_BIAS_INIT)
         self.head = head
+        init = torch.tensor(LOGP_WEIGHT_INIT) if logp_weight is None else logp_weight.detach().clone()
+        self.logp_weight = torch.nn.Parameter(init.to(head.weight.dtype))  # (3,)
+
+    @property
+    def backbone(self) -> PreTrainedModel:
+        """The LM's base model (the transformer without its LM head)."""
+        return self.lm.base_model
 
     @classmethod
     def from_model(
         cls, causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mode: str = "process",
         max_length: int = 160,
     ) -> StepRewardModel:
-        """A PRM whose backbone is ``causal_lm``'s base model (shared, not copied) and whose head is fresh."""
-        return cls(causal_lm.base_model, tokenizer, mode, max_length)
+        """A PRM around ``causal_lm`` (shared, not copied) with a fresh head."""
+        return cls(causal_lm, tokenizer, mode, max_length)
 
     @classmethod
     def from_policy(cls, path_or_name: str, mode: str = "process", max_length: int = 160) -> StepRewardModel:
         """A PRM initialised from a causal LM checkpoint (a local directory or a hub name) with a fresh head."""
         try:
-            backbone = AutoModel.from_pretrained(path_or_name)
+            lm = AutoModelForCausalLM.from_pretrained(path_or_name)
             tokenizer = load_tokenizer(path_or_name)
         except (OSError, ValueError) as err:
             raise UserError(f"prm init: cannot load {path_or_name!r} ({str(err).splitlines()[0][:160]})") from None
-        return cls(backbone, tokenizer, mode, max_length)
+        return cls(lm, tokenizer, mode, max_length)
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
-        """Write backbone, tokenizer, head and ``prm.json`` to ``out_dir``; ``from_pretrained`` reads them back."""
+        """Write the LM, tokenizer, head and ``prm.json`` to ``out_dir``; ``from_pretrained`` reads them back."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(out_dir)
+        self.lm.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
         head_state = {key: value.detach().cpu().contiguous() for key, value in self.head.state_dict().items()}
+        head_state["logp_weight"] = self.logp_weight.detach().cpu().contiguous()
         save_file(head_state, str(out_dir / HEAD_FILE))
-        meta = {"mode": self.mode, "max_length": self.max_length, "hidden_size": self.head.in_features}
+        meta = {"mode": self.mode, "max_length": self.max_length, "hidden_size": self.head.in_features,
+                "logp_features": list(LOGP_FEATURES)}
         (out_dir / PRM_CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         return out_dir
 
@@ -202,20 +269,43 @@ class StepRewardModel(torch.nn.Module):
         if not is_reward_model_dir(prm_dir):
             raise UserError(f"{prm_dir}: not a saved PRM directory (no {PRM_CONFIG_FILE})")
         meta = json.loads((prm_dir / PRM_CONFIG_FILE).read_text(encoding="utf-8"))
-        backbone = AutoModel.from_pretrained(prm_dir)
+        lm = AutoModelForCausalLM.from_pretrained(prm_dir)
         tokenizer = load_tokenizer(prm_dir)
+        head_state = load_file(str(prm_dir / HEAD_FILE))
+        # A PRM saved before the log-prob features existed scores by its hidden-state head alone: weights 0.
+        logp_weight = head_state.pop("logp_weight", torch.zeros(len(LOGP_FEATURES)))
         head = torch.nn.Linear(meta["hidden_size"], 1)
-        head.load_state_dict(load_file(str(prm_dir / HEAD_FILE)))
-        return cls(backbone, tokenizer, meta["mode"], meta["max_length"], head=head)
+        head.load_state_dict(head_state)
+        return cls(lm, tokenizer, meta["mode"], meta["max_length"], head=head, logp_weight=logp_weight)
 
-    def step_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Per-token correctness logits (B, T) for right-padded ``input_ids`` and ``attention_mask`` (B, T)."""
+    def token_logps(self, hidden: torch.Tensor, input_ids: torch.Tensor, needed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) log p(x_t | x_<t) and its argmax margin where ``needed`` (B, T) is true (t >= 1), else 0.
+
+        The LM head runs only on the needed positions: a hub model's vocabulary makes (B, T, V) logits large."""
+        needed = needed.clone()
+        needed[:, 0] = False  # the first token has no prediction
+        rows, positions = needed.nonzero(as_tuple=True)  # (N,) each
+        lm_logits = self.lm.get_output_embeddings()(hidden[rows, positions - 1])  # (N, V)
+        logp, margin = token_logp_and_margin(lm_logits, input_ids[rows, positions])  # (N,)
+        token_logp = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)  # (B, T)
+        token_margin = torch.zeros_like(token_logp)  # (B, T)
+        token_logp[rows, positions], token_margin[rows, positions] = logp, margin
+        return token_logp, token_margin
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor,
+        ends: torch.Tensor,
+    ) -> torch.Tensor:
+        """Step logits (S,) for S steps, step s being tokens starts[s]..ends[s] of row rows[s] of the right-padded
+        ``input_ids``/``attention_mask`` (B, T); one forward pass of the LM."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B, T)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Same as ``step_logits`` (so a DDP-wrapped model trains through ``model(...)``)."""
-        return self.step_logits(input_ids, attention_mask)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        in_span = (positions[None, :] >= starts[:, None]) & (positions[None, :] <= ends[:, None])  # (S, T)
+        needed = torch.zeros(input_ids.shape, device=input_ids.device).index_add_(0, rows, in_span.float()) > 0  # (B, T)
+        token_logp, token_margin = self.token_logps(hidden, input_ids, needed)  # (B, T) each
+        features = span_logp_features(token_logp, token_margin, rows, starts, ends)  # (S, 3)
+        end_hidden = hidden[rows, ends].to(self.head.weight.dtype)  # (S, H)
+        return self.head(end_hidden).squeeze(-1) + features.to(self.logp_weight.dtype) @ self.logp_weight  # (S,)
 
     def encode(self, prompt: str, steps: list[str]) -> Encoded:
         """This model's reading of one solution (``encode_solution`` with its tokenizer and max_length)."""
@@ -233,10 +323,12 @@ class StepRewardModel(torch.nn.Module):
         scores: list[list[float]] = []
         for start in range(0, len(prompts), batch_size):
             encoded = [self.encode(p, s) for p, s in zip(prompts[start : start + batch_size], solutions[start : start + batch_size])]
+            wanted = [[j for j in select(e.num_steps) if j < len(e.step_token_indices)] for e in encoded]
+            rows, starts, ends = step_tensors(encoded, wanted)  # (S,) each
             input_ids, attention_mask = pad_right([e.input_ids for e in encoded], pad_token_id(self.tokenizer))
-            probs = torch.sigmoid(self.step_logits(input_ids.to(device), attention_mask.to(device))).float().cpu()  # (B, T)
-            for row, item in enumerate(encoded):
-                fitted = item.step_token_indices
-                scores.append([probs[row, fitted[j]].item() if j < len(fitted) else math.nan for j in select(item.num_steps)])
+            logits = self(input_ids.to(device), attention_mask.to(device), rows.to(device), starts.to(device), ends.to(device))
+            probs = iter(torch.sigmoid(logits).float().cpu().tolist())  # (S,) in (row, step) order
+            for item, fitted in zip(encoded, wanted):
+                scores.append([next(probs) if j in fitted else math.nan for j in select(item.num_steps)])
         self.train(was_training)
         return scores

@@ -1,12 +1,12 @@
-"""Train a StepRewardModel on step labels: BCE at each step's last token, with replay, through accelerate.
+"""Train a StepRewardModel on step labels: BCE on each step's logit, with replay, through accelerate.
 
 Recipe (``train_prm``): validate examples -> hold out a validation part -> mix in replay -> encode (the same
-``prm.model.encode_solution`` that scoring uses) -> per batch: step logits -> ``step_bce_loss`` -> AdamW step ->
+``prm.model.encode_solution`` that scoring uses) -> per batch: step logits (one LM pass) -> ``step_bce_loss`` -> AdamW ->
 log loss; after each epoch: validation step accuracy / F1 (``prm.evaluate.evaluate_steps``).
 
 The loss (Math-Shepherd §3.3, Lightman et al. 2023): for every supervised step s with label y_s in [0, 1] and logit
-z_s read at its last token, BCE(z, y) = -(y·log σ(z) + (1 − y)·log(1 − σ(z))), averaged over the supervised steps of
-the batch. Soft labels enter the loss as given (``label_type="soft"``, never rounded); ``"hard"`` maps y >= 0.5 to 1.0,
+z_s (prm/model.py: its end state and log-prob features), BCE(z, y) = -(y·log σ(z) + (1 − y)·log(1 − σ(z))),
+averaged over the supervised steps of the batch. Soft labels enter the loss as given (``label_type="soft"``, never rounded); ``"hard"`` maps y >= 0.5 to 1.0,
 else 0.0. In outcome mode (ORM) only the final step is supervised, with the final step's label. Steps cut off by
 ``max_length`` are dropped and counted (``n_dropped_steps``); an example with no step left is skipped
 (``n_skipped_examples``).
@@ -49,6 +49,34 @@ LABEL_TYPES = {"hard": hard_targets, "soft": soft_targets}
 """label_type -> how stored labels become BCE targets."""
 
 
+def steps_through_first_error(step_indices: list[int], targets: list[float]) -> list[int]:
+    """The steps up to and including the first one whose target is < 0.5 (all of them if none is).
+
+    Example: steps [0, 1, 2, 3] with targets [1.0, 0.0, 1.0, 0.0] -> [0, 1]."""
+    kept = []
+    for index in step_indices:
+        kept.append(index)
+        if targets[index] < 0.5:
+            break
+    return kept
+
+
+def all_steps(step_indices: list[int], targets: list[float]) -> list[int]:
+    """Every selected step."""
+    return list(step_indices)
+
+
+SUPERVISED_STEPS = {"through_first_error": steps_through_first_error, "all": all_steps}
+"""prm.supervise -> which of a solution's selected steps get a BCE term."""
+
+
+def get_supervised_steps(name: str):
+    """The step filter called ``name``; UserError naming the key otherwise."""
+    if name not in SUPERVISED_STEPS:
+        raise UserError(f"prm.supervise: unknown choice {name!r}; valid: {', '.join(sorted(SUPERVISED_STEPS))}")
+    return SUPERVISED_STEPS[name]
+
+
 def get_label_type(name: str):
     """The target function called ``name``; UserError naming the key otherwise."""
     if name not in LABEL_TYPES:
@@ -56,48 +84,53 @@ def get_label_type(name: str):
     return LABEL_TYPES[name]
 
 
-def step_bce_loss(logits: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean BCE over supervised steps: logits (B, T); rows, positions, targets (S,) pick and label S step tokens."""
-    step_logits = logits[rows, positions].float()  # (S,)
-    return F.binary_cross_entropy_with_logits(step_logits, targets.float())
+def step_bce_loss(step_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over the S supervised steps: step logits and targets, both (S,)."""
+    return F.binary_cross_entropy_with_logits(step_logits.float(), targets.float())
 
 
 @dataclass(frozen=True)
 class TrainItem:
-    """One encoded solution with the token positions and targets of its supervised steps."""
+    """One encoded solution with the token spans and targets of its supervised steps."""
 
     input_ids: list[int]
     positions: list[int]
+    """Each supervised step's last token."""
     targets: list[float]
+    starts: list[int]
+    """Each supervised step's first token."""
 
 
 def build_items(
-    examples: list[StepwiseExample], tokenizer, mode: str, label_type: str, max_length: int
+    examples: list[StepwiseExample], tokenizer, mode: str, label_type: str, max_length: int, supervise: str = "all"
 ) -> tuple[list[TrainItem], int, int]:
     """Encode examples for training -> (items, steps dropped by max_length, examples skipped with no step left)."""
     select, to_targets = get_step_selection(mode), get_label_type(label_type)
+    supervised = get_supervised_steps(supervise)
     items, dropped, skipped = [], 0, 0
     for example in examples:
         encoded = encode_solution(tokenizer, example.prompt, example.completions, max_length)
         targets = to_targets(example.labels)
-        wanted = select(encoded.num_steps)
+        wanted = supervised(select(encoded.num_steps), targets)
         kept = [j for j in wanted if j < len(encoded.step_token_indices)]
         dropped += len(wanted) - len(kept)
         if not kept:
             skipped += 1
             continue
-        items.append(TrainItem(encoded.input_ids, [encoded.step_token_indices[j] for j in kept], [targets[j] for j in kept]))
+        items.append(TrainItem(encoded.input_ids, [encoded.step_token_indices[j] for j in kept], [targets[j] for j in kept],
+                               [encoded.step_token_starts[j] for j in kept]))
     return items, dropped, skipped
 
 
 def collate_items(items: list[TrainItem], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch plus flat (rows, positions, targets) of every supervised step, each (S,)."""
+    """Right-padded batch plus flat (rows, starts, positions, targets) of every supervised step, each (S,)."""
     input_ids, attention_mask = pad_right([item.input_ids for item in items], pad_id)  # (B, T)
     rows = [row for row, item in enumerate(items) for _ in item.positions]
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "rows": torch.tensor(rows, dtype=torch.long),  # (S,)
+        "starts": torch.tensor([p for item in items for p in item.starts], dtype=torch.long),  # (S,)
         "positions": torch.tensor([p for item in items for p in item.positions], dtype=torch.long),  # (S,)
         "targets": torch.tensor([t for item in items for t in item.targets], dtype=torch.float64),  # (S,)
     }
@@ -125,10 +158,19 @@ def sample_replay(replay: list[StepwiseExample], n: int, seed: int) -> list[Step
     return random.Random(seed).sample(replay, min(n, len(replay)))
 
 
+def parameter_groups(model: StepRewardModel, lm_lr: float, head_lr: float) -> list[dict]:
+    """AdamW groups: the LM's weights at ``lm_lr``, the step head's (``head``, ``logp_weight``) at ``head_lr``."""
+    head = [*model.head.parameters(), model.logp_weight]
+    head_ids = {id(p) for p in head}
+    lm = [p for p in model.parameters() if id(p) not in head_ids]
+    return [{"params": lm, "lr": lm_lr}, {"params": head, "lr": head_lr}]
+
+
 def check_config(cfg: PRMConfig) -> None:
     """UserError naming the key for values training cannot use."""
     get_step_selection(cfg.mode)
     get_label_type(cfg.label_type)
+    get_supervised_steps(cfg.supervise)
     for key in ("replay_fraction", "val_fraction"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise UserError(f"prm.{key}: must be in [0, 1], got {getattr(cfg, key)}")
@@ -159,7 +201,9 @@ def train_prm(
     replayed = sample_replay(replay or [], round(cfg.replay_fraction * len(examples)), cfg.seed)
     for index, example in enumerate(replayed):
         example.validate(f"replay example {index}")
-    items, n_dropped, n_skipped = build_items(examples + replayed, model.tokenizer, cfg.mode, cfg.label_type, model.max_length)
+    items, n_dropped, n_skipped = build_items(
+        examples + replayed, model.tokenizer, cfg.mode, cfg.label_type, model.max_length, cfg.supervise
+    )
     if not items:
         raise UserError(f"prm training: none of {len(examples) + len(replayed)} examples has a step within max_length")
     accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
@@ -195,7 +239,7 @@ def _fit(
         items, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed),
         collate_fn=partial(collate_items, pad_id=pad_token_id(model.tokenizer)),
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.head_lr), weight_decay=cfg.weight_decay)
     # Counted on the whole dataset: accelerate steps a prepared scheduler once per process per optimizer step.
     total_steps = cfg.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps))
@@ -207,8 +251,8 @@ def _fit(
     for epoch in range(cfg.epochs):
         losses = []
         for batch in loader:
-            logits = model(batch["input_ids"], batch["attention_mask"])  # (B, T)
-            loss = step_bce_loss(logits, batch["rows"], batch["positions"], batch["targets"])
+            logits = model(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["starts"], batch["positions"])  # (S,)
+            loss = step_bce_loss(logits, batch["targets"])
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from data.arith import generate
 from data.config import DataConfig
@@ -128,12 +129,15 @@ def test_label_job_writes_loadable_stepwise_rows(tmp_path, tiny_policy, method):
 def test_eval_job_scores_a_saved_prm_on_a_stepwise_file(tmp_path):
     tokenizer = build_task_tokenizer()
     model = StepRewardModel.from_model(tiny_random_model("llama", tokenizer), tokenizer, "process", 96)
+    with torch.no_grad():  # a silent head: every logit is 0
+        model.head.bias.zero_()
+        model.logp_weight.zero_()
     model.save_pretrained(tmp_path / "prm")
     rows = [StepwiseExample("1 + 2 = ? (left to right)\n", ["1 + 2 = 3", "Answer: 3"], [True, True]).to_row(),
             StepwiseExample("1 + 2 = ? (left to right)\n", ["1 + 2 = 4", "Answer: 4"], [False, False]).to_row()]
     write_jsonl(tmp_path / "data.jsonl", rows)
     metrics = eval_prm_job(small_cfg(), str(tmp_path / "prm"), str(tmp_path / "data.jsonl"), "trl_stepwise")
-    # Zero-initialised head: every score is 0.5 >= threshold, so every step is predicted correct: 2 of 4 right.
+    # Silent head: every score is 0.5 >= threshold, so every step is predicted correct: 2 of 4 right.
     assert metrics["step_acc"] == 0.5 and metrics["first_error_acc_correct"] == 1.0
     assert metrics["first_error_acc_erroneous"] == 0.0 and metrics["num_steps"] == 4
     with pytest.raises(UserError, match="not a saved PRM directory"):

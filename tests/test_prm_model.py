@@ -14,7 +14,14 @@ from data.schema import StepwiseExample
 from data.vocab import build_bpe_tokenizer, build_task_tokenizer
 from policy.sft import solution_text
 from policy.tiny import tiny_random_model
-from prm.model import StepRewardModel, encode_solution, format_solution, pad_right
+from prm.model import (
+    StepRewardModel,
+    encode_solution,
+    format_solution,
+    span_logp_features,
+    step_tensors,
+    token_logp_and_margin,
+)
 from prm.train import build_items, collate_items
 
 BPE_CORPUS = ["7 + 5 = 12\n12 * 3 = 36\nAnswer: 36", "3 × 4 = 12\n√16 = 4\nAnswer: 12"] * 20
@@ -36,6 +43,7 @@ def flat(nested):
 def random_prm(tokenizer, arch="llama", mode="process", max_length=160, seed=0):
     model = StepRewardModel.from_model(tiny_random_model(arch, tokenizer, seed), tokenizer, mode, max_length)
     torch.nn.init.normal_(model.head.weight, std=0.5, generator=torch.Generator().manual_seed(seed))  # a non-trivial head
+    model.logp_weight.data = torch.tensor([0.7, -0.4, 0.3])
     return model.eval()
 
 
@@ -52,6 +60,8 @@ def test_char_tokenizer_alignment_literal():
     encoded = encode_solution(tokenizer, prompt, ["1 + 2 = 3", "Answer: 3"], max_length=160)
     # step 0 ends at char 26 + 9 = 35 -> token 34; step 1 ends at 36 + 9 = 45 -> token 44.
     assert encoded.step_token_indices == [34, 44]
+    # step 0 starts after the prompt's last token (25); step 1 at the "\n" after step 0 (token 35).
+    assert encoded.step_token_starts == [26, 35]
     assert len(encoded.input_ids) == 45 and encoded.num_steps == 2
     # max_length 40 keeps tokens 0..39: step 0 (token 34) fits, step 1 (token 44) does not.
     cut = encode_solution(tokenizer, prompt, ["1 + 2 = 3", "Answer: 3"], max_length=40)
@@ -63,6 +73,7 @@ def test_bpe_alignment_reads_the_token_holding_each_steps_last_character(bpe):
     pieces = [bpe.decode([i]) for i in first.input_ids]
     # tokens: Q ? \n 7 ' ' '+ ' 5 ' = 12\n' 12 ' ' '* ' '3 = ' 36 '\nAnswer: ' 36 -> " = 12\n" spans steps 0 and 1.
     assert first.step_token_indices == [7, 12, 14]
+    assert first.step_token_starts == [3, 8, 13]  # "Q?\n" is tokens 0-2; each later step starts after the last end
     assert pieces[7] == " = 12\n" and pieces[12] == "36" and pieces[14] == "36"
     second = encode_solution(bpe, PROMPT, SOLUTIONS[1], max_length=160)
     # "√16 = 4" ends inside the merged token "4\nAnswer: " (index 13); "×"/"√" are split into byte tokens.
@@ -76,18 +87,41 @@ def test_bpe_alignment_reads_the_token_holding_each_steps_last_character(bpe):
             assert len(bpe.decode(encoded.input_ids[:index])) < end  # ... and is the first token that does
 
 
+def test_logp_features_literal():
+    # Logits ln(2), 0, 0 -> probabilities 0.5, 0.25, 0.25: the argmax (token 0) has margin 0, token 1 margin -ln 2.
+    logits = torch.tensor([[math.log(2.0), 0.0, 0.0], [math.log(2.0), 0.0, 0.0]])  # (N, V)
+    logp, margin = token_logp_and_margin(logits, torch.tensor([0, 1]))
+    assert logp.tolist() == pytest.approx([math.log(0.5), math.log(0.25)], abs=1e-6)
+    assert margin.tolist() == pytest.approx([0.0, -math.log(2.0)], abs=1e-6)
+    token_logp = torch.tensor([[0.0, -1.0, -3.0, -0.5], [0.0, -2.0, 0.0, 0.0]])  # (B, T)
+    token_margin = torch.tensor([[0.0, 0.0, -2.0, 0.0], [0.0, -1.5, 0.0, 0.0]])  # (B, T)
+    rows, starts, ends = torch.tensor([0, 0, 1]), torch.tensor([1, 3, 1]), torch.tensor([2, 3, 3])
+    # span 0 = row 0, tokens 1-2: min -3, mean (-1 - 3) / 2 = -2, min margin -2.
+    # span 1 = row 0, token 3: -0.5, -0.5, 0.  span 2 = row 1, tokens 1-3: min -2, mean -2 / 3, min margin -1.5.
+    features = span_logp_features(token_logp, token_margin, rows, starts, ends)
+    assert flat(features.tolist()) == pytest.approx([-3.0, -2.0, -2.0, -0.5, -0.5, 0.0, -2.0, -2 / 3, -1.5], abs=1e-6)
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_score_is_sigmoid_of_head_logit_at_step_end_in_one_batch(bpe, arch):
+def test_score_is_sigmoid_of_head_plus_lm_logp_features_in_one_batch(bpe, arch):
     model = random_prm(bpe, arch)
     prompts = [PROMPT] * len(SOLUTIONS)
     scores = model.score_steps(prompts, SOLUTIONS)
     assert [len(s) for s in scores] == [3, 3, 1]
-    encoded = [model.encode(PROMPT, steps) for steps in SOLUTIONS]
-    input_ids, mask = pad_right([e.input_ids for e in encoded], pad_id=0)
+    # Recompute one solution's scores by hand from the causal LM's outputs (no batching, no span masks).
+    encoded = model.encode(PROMPT, SOLUTIONS[0])
+    ids = torch.tensor([encoded.input_ids])  # (1, T)
     with torch.no_grad():
-        probs = torch.sigmoid(model.step_logits(input_ids, mask))  # (B, T)
-    for row, e in enumerate(encoded):
-        assert scores[row] == pytest.approx([probs[row, i].item() for i in e.step_token_indices], abs=1e-6)
+        out = model.lm(input_ids=ids, output_hidden_states=True)
+        logp_all = torch.log_softmax(out.logits[0].float(), dim=-1)  # (T, V)
+        hidden = out.hidden_states[-1][0]  # (T, H)
+        expected = []
+        for start, end in zip(encoded.step_token_starts, encoded.step_token_indices):
+            logp = torch.stack([logp_all[t - 1, ids[0, t]] for t in range(start, end + 1)])
+            margin = torch.stack([logp_all[t - 1, ids[0, t]] - logp_all[t - 1].max() for t in range(start, end + 1)])
+            features = torch.stack([logp.min(), logp.mean(), margin.min()])
+            expected.append(torch.sigmoid(model.head(hidden[end]) + features @ model.logp_weight).item())
+    assert scores[0] == pytest.approx(expected, abs=1e-5)
     assert len({round(s, 6) for s in scores[0]}) == 3  # the head reads different tokens, so scores differ
     # Batching does not change a solution's scores (right padding), nor do later steps (causal backbone).
     alone = model.score_steps([PROMPT], [SOLUTIONS[2]], batch_size=1)
@@ -117,9 +151,13 @@ def test_training_and_scoring_read_the_same_tokens(bpe):
     for item, steps in zip(items, SOLUTIONS):
         encoded = model.encode(PROMPT, steps)
         assert item.input_ids == encoded.input_ids and item.positions == encoded.step_token_indices
+        assert item.starts == encoded.step_token_starts
     batch = collate_items(items, pad_id=0)
+    rows, starts, ends = step_tensors([model.encode(PROMPT, steps) for steps in SOLUTIONS], [[0, 1, 2], [0, 1, 2], [0]])
+    assert (batch["rows"].tolist(), batch["starts"].tolist(), batch["positions"].tolist()) == (
+        rows.tolist(), starts.tolist(), ends.tolist())
     with torch.no_grad():
-        trained_on = torch.sigmoid(model(batch["input_ids"], batch["attention_mask"])[batch["rows"], batch["positions"]])
+        trained_on = torch.sigmoid(model(batch["input_ids"], batch["attention_mask"], rows, starts, ends))
     scored = flat(model.score_steps([PROMPT] * 3, SOLUTIONS))
     assert trained_on.tolist() == pytest.approx(scored, abs=1e-6)
 
@@ -158,7 +196,15 @@ def test_from_policy_shares_the_causal_lms_base_weights(bpe, tmp_path):
         expected = causal_lm.model(input_ids=ids).last_hidden_state
         got = model.backbone(input_ids=ids).last_hidden_state
     assert torch.allclose(got, expected, atol=1e-6)
-    assert model.score_steps([PROMPT], [["7 + 5 = 12"]]) == [[0.5]]  # zero-initialised head
+    # Fresh head: w = 0, b = 1, (a, c, d) = (1, 0, 1), so the score is sigmoid(1 + min logp + min margin) of the LM.
+    encoded = model.encode(PROMPT, ["7 + 5 = 12"])
+    start, end = encoded.step_token_starts[0], encoded.step_token_indices[0]
+    with torch.no_grad():
+        logp_all = torch.log_softmax(causal_lm(input_ids=ids).logits[0], dim=-1)  # (T, V)
+    logp = [logp_all[t - 1, ids[0, t]].item() for t in range(start, end + 1)]
+    margin = [logp_all[t - 1, ids[0, t]].item() - logp_all[t - 1].max().item() for t in range(start, end + 1)]
+    [[score]] = model.score_steps([PROMPT], [["7 + 5 = 12"]])
+    assert score == pytest.approx(1 / (1 + math.exp(-(1 + min(logp) + min(margin)))), abs=1e-5)
     with pytest.raises(UserError, match="prm init: cannot load"):
         StepRewardModel.from_policy(str(tmp_path / "nowhere"))
 

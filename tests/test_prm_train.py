@@ -26,6 +26,7 @@ from prm.train import (
     soft_targets,
     split_validation,
     step_bce_loss,
+    steps_through_first_error,
     train_prm,
 )
 
@@ -45,25 +46,40 @@ def toy_examples(n: int, seed: int, soft: bool = False) -> list[StepwiseExample]
 
 
 def toy_model(mode="process", max_length=64):
+    """A random tiny PRM whose log-prob feature weights start at 0: a random LM's log-probs carry no signal."""
     tokenizer = build_task_tokenizer()
-    return StepRewardModel.from_model(tiny_random_model("llama", tokenizer, seed=0), tokenizer, mode, max_length)
+    model = StepRewardModel.from_model(tiny_random_model("llama", tokenizer, seed=0), tokenizer, mode, max_length)
+    with torch.no_grad():
+        model.logp_weight.zero_()
+        model.head.bias.zero_()
+    return model
 
 
 def test_bce_loss_literal():
-    logits = torch.tensor([[0.0, math.log(3.0)], [5.0, 0.0]])  # (B, T)
-    rows, positions = torch.tensor([0, 0]), torch.tensor([0, 1])
+    logits = torch.tensor([0.0, math.log(3.0)])  # (S,)
     targets = torch.tensor([0.3, 0.25])
     # logit 0: p = 0.5, BCE = ln 2 = 0.693147 for any target.
     # logit ln 3: p = 0.75; BCE = -(0.25 ln 0.75 + 0.75 ln 0.25) = 0.071921 + 1.039721 = 1.111642. Mean = 0.902395.
-    assert step_bce_loss(logits, rows, positions, targets).item() == pytest.approx(0.902395, abs=1e-5)
+    assert step_bce_loss(logits, targets).item() == pytest.approx(0.902395, abs=1e-5)
 
 
 def test_soft_label_reaches_the_gradient_unchanged():
-    logits = torch.zeros((1, 3), requires_grad=True)  # (B, T)
-    loss = step_bce_loss(logits, torch.tensor([0, 0]), torch.tensor([1, 2]), torch.tensor([0.37, 0.9]))
+    logits = torch.zeros(2, requires_grad=True)  # (S,)
+    loss = step_bce_loss(logits, torch.tensor([0.37, 0.9]))
     loss.backward()
-    # d BCE / d z = sigmoid(z) - y = 0.5 - y, divided by S = 2 steps: (0.13 / 2, -0.4 / 2); token 0 is not supervised.
-    assert logits.grad.tolist()[0] == pytest.approx([0.0, 0.065, -0.2], abs=1e-7)
+    # d BCE / d z = sigmoid(z) - y = 0.5 - y, divided by S = 2 steps: (0.13 / 2, -0.4 / 2).
+    assert logits.grad.tolist() == pytest.approx([0.065, -0.2], abs=1e-7)
+
+
+def test_supervision_stops_at_the_first_error():
+    assert steps_through_first_error([0, 1, 2, 3], [1.0, 0.0, 1.0, 0.0]) == [0, 1]
+    assert steps_through_first_error([0, 1, 2], [1.0, 0.6, 0.9]) == [0, 1, 2]  # 0.6 >= 0.5 counts as correct
+    assert steps_through_first_error([2], [1.0, 1.0, 0.3]) == [2]  # outcome mode: the final step only
+    example = StepwiseExample("Q\n", ["ab", "cd", "ef"], [1.0, 0.0, 0.0])  # step ends at tokens 3, 6, 9
+    [item], _, _ = build_items([example], build_task_tokenizer(), "process", "hard", 64, "through_first_error")
+    assert (item.positions, item.starts, item.targets) == ([3, 6], [2, 4], [1.0, 0.0])  # starts: after "\n"s
+    with pytest.raises(UserError, match=r"prm.supervise: unknown choice 'some'"):
+        build_items([example], build_task_tokenizer(), "process", "hard", 64, "some")
 
 
 def test_label_types_literal():
@@ -104,13 +120,13 @@ def test_split_and_replay_are_seeded():
 def test_train_prm_feeds_labels_to_the_loss_and_mixes_replay(monkeypatch, label_type):
     seen: list[float] = []
 
-    def recording_loss(logits, rows, positions, targets):
+    def recording_loss(logits, targets):
         seen.extend(targets.tolist())
-        return step_bce_loss(logits, rows, positions, targets)
+        return step_bce_loss(logits, targets)
 
     monkeypatch.setattr(prm.train, "step_bce_loss", recording_loss)
     new, history = toy_examples(16, seed=0, soft=True), toy_examples(40, seed=1)
-    cfg = PRMConfig(epochs=1, batch_size=8, replay_fraction=0.25, val_fraction=0.0, label_type=label_type)
+    cfg = PRMConfig(epochs=1, batch_size=8, replay_fraction=0.25, val_fraction=0.0, label_type=label_type, supervise="all")
     summary = train_prm(toy_model(), new, cfg, replay=history, log=lambda line: None)
     assert (summary["n_train"], summary["n_replay"], summary["n_val"]) == (16, 4, 0)  # round(0.25 * 16) = 4
     # new examples carry soft 0.8 / 0.15, replayed ones True / False; hard maps 0.8 -> 1.0 and 0.15 -> 0.0.
@@ -121,11 +137,11 @@ def test_train_prm_feeds_labels_to_the_loss_and_mixes_replay(monkeypatch, label_
 
 def test_train_prm_learns_a_toy_step_rule():
     lines: list[str] = []
-    cfg = PRMConfig(epochs=3, batch_size=16, lr=3e-3, warmup_steps=4, val_fraction=0.0)
+    cfg = PRMConfig(epochs=3, batch_size=16, lr=3e-3, head_lr=3e-3, warmup_steps=4, val_fraction=0.0)
     model = toy_model()
     summary = train_prm(model, toy_examples(160, seed=0), cfg, val_examples=toy_examples(40, seed=9), log=lines.append)
     first, last = summary["history"][0], summary["history"][-1]
-    assert last["train_loss"] < first["train_loss"] < 0.7
+    assert last["train_loss"] < first["train_loss"]
     assert summary["val_step_acc"] >= 0.95 and summary["val_first_error_f1"] >= 0.9
     assert any("validation" in line for line in lines) and summary["n_dropped_steps"] == 0
 
