@@ -2,7 +2,8 @@
 
 Run ``python bench/prm.py [--quick] [--n-problems 300] [--samples 4] [--n 8] [--eval-problems 100] [--bon 16]``.
 It warm-starts (or reuses) the SFT policy in ``--sft`` (configs/demo.yaml defaults), samples solutions of training
-problems at temperature 1, labels them three ways (exact step verifier, exhaustive Monte Carlo, binary search), trains
+problems at temperature 1, labels them three ways (exact step verifier, exhaustive Monte Carlo, binary search; the
+Monte Carlo rollouts at ``--label-temperature``, default 1), trains
 a PRM from the SFT policy on the Monte Carlo labels, then samples fresh held-out solutions and prints markdown tables:
 (a) scoring throughput, one batched pass vs one call per step prefix (same scores); (b) labelling cost and agreement;
 (c) the PRM's first-error F1 against the exact verifier's labels, and Best-of-N against majority vote.
@@ -53,7 +54,9 @@ def ensure_sft(cfg, sft_dir: Path) -> Path:
 
 def label_training_data(cfg, model, tokenizer, args, out: Path) -> dict:
     """Samples of training problems with exact, exhaustive-MC (soft) and binary-search labels; cached as JSON."""
-    cache = out / f"labels_p{args.n_problems}_s{args.samples}_n{args.n}_seed{args.seed}.json"
+    # Temperature 1 keeps its old cache name, so caches made before --label-temperature existed are reused.
+    temp = "" if args.label_temperature == 1.0 else f"_t{args.label_temperature:g}"
+    cache = out / f"labels_p{args.n_problems}_s{args.samples}_n{args.n}{temp}_seed{args.seed}.json"
     if cache.is_file():
         print(f"reusing labelled samples from {cache}", flush=True)
         return json.loads(cache.read_text())
@@ -63,7 +66,8 @@ def label_training_data(cfg, model, tokenizer, args, out: Path) -> dict:
     sample_seconds = time.perf_counter() - started
     result = {"rows": rows, "sample_seconds": sample_seconds}
     for method, estimate in (("exact", "soft"), ("mc", "soft"), ("mc_binary", "hard")):
-        sampler = PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, temperature=1.0, seed=args.seed)
+        sampler = PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, temperature=args.label_temperature,
+                                 seed=args.seed)
         started = time.perf_counter()
         examples, rollouts = label_rows(rows, method, sampler, args.n, estimate, cfg.policy, 0)
         result[method] = {"labels": [e.labels for e in examples], "rollouts": rollouts,
@@ -169,6 +173,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-problems", type=int, default=100, help="held-out problems for (a) and (c)")
     parser.add_argument("--bon", type=int, default=16, help="samples per held-out problem (Best-of-N's N)")
     parser.add_argument("--train-labels", default="mc_hard", help="mc_hard, mc_soft or binary")
+    parser.add_argument("--label-temperature", type=float, default=1.0,
+                        help="sampling temperature of the Monte Carlo labelling rollouts (the solutions are always "
+                             "sampled at the policy's own settings)")
     parser.add_argument("--set", action="append", default=[], help="config override, e.g. prm.epochs=6")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -205,9 +212,11 @@ def main() -> None:
         "first_error_acc_erroneous": quality["first_error_acc_erroneous"],
         "first_error_acc_correct": quality["first_error_acc_correct"],
         "step_acc": quality["step_acc"], "step_f1_error": quality["step_f1_error"],
+        "tuned_threshold": summary.get("tuned_threshold", math.nan),
         **{f"{key}@{bon['n']}" if key in ("maj", "pass") else key: value for key, value in bon.items() if key != "n"},
     }
-    print(f"\n## bench/prm.py ({json.dumps({k: getattr(args, k) for k in ('n_problems', 'samples', 'n', 'eval_problems', 'bon', 'seed')})})")
+    shown_args = ("n_problems", "samples", "n", "label_temperature", "eval_problems", "bon", "seed")
+    print(f"\n## bench/prm.py ({json.dumps({k: getattr(args, k) for k in shown_args})})")
     print(f"PRM config: {dataclasses.asdict(cfg.prm)}")
     print_table("(a) scoring: one batched pass vs one call per step prefix", scoring)
     print_table("(b) labelling SFT-policy samples", labelling)

@@ -6,7 +6,9 @@ decides where results are stored and when a stage counts as done.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ from data.arith import parse_question
 from data.errors import UserError
 from data.schema import Problem, StepwiseExample
 from data.verifier import final_answer, split_solution, verify_steps
-from loop.config import ExperimentConfig, config_to_yaml
+from loop.config import ExperimentConfig
 from loop.ledger import save_dir_atomically
 from policy.config import PolicyConfig
 from policy.sampling import generate_texts
@@ -30,7 +32,8 @@ def warm_start(cfg: ExperimentConfig, log=print) -> Path:
     if cfg.policy.model != "tiny" and cfg.sft.steps == 0:
         return Path(cfg.policy.model)
     key_cfg = ExperimentConfig(data=cfg.data, policy=cfg.policy, sft=cfg.sft)
-    digest = hashlib.sha256(config_to_yaml(key_cfg).encode()).hexdigest()[:12]
+    sections = {name: dataclasses.asdict(getattr(cfg, name)) for name in ("data", "policy", "sft")}
+    digest = hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cfg.loop.cache_dir) / f"sft-{digest}"
     if (path / "sft_metrics.json").is_file():
         log(f"warm start: cached SFT policy {path}")

@@ -19,12 +19,14 @@ index, sample index)``, as one uniform number per token fed to an inverse-CDF sa
 same however the prompts are split into batches or across processes (up to float rounding of the logits).
 
 Backends: ``CompletionBackend`` is the small interface a faster engine (e.g. vLLM) can implement; ``HFBackend`` is a
-hand-written sampling loop over a transformers causal LM with a KV cache (``model.generate`` has a large per-token
-overhead for small models); finished rows keep feeding pad tokens until every row is done or the budget is spent.
+hand-written sampling loop over a transformers causal LM with a KV cache. It prefills each distinct prompt once and
+copies its cache rows to the prompt's G samples, and drops ended rows from the batch (and the cache) whenever a
+quarter of the batch has ended; until then ended rows feed pad tokens whose outputs are ignored.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -153,43 +155,77 @@ class HFBackend:
             self.model.train(was_training)
         return concat_generations(parts, self.pad_id)
 
+    def _prefill(self, prompt_ids: list[list[int]], device: Any) -> tuple[Tensor, Any, Tensor, Tensor]:
+        """Run each DISTINCT prompt once and copy its cache rows to every sample of it (G samples share a prompt).
+
+        Returns next-token logits (B, V), the cache, the attention mask (B, P + N) and each row's next position (B,).
+        """
+        distinct: dict[tuple[int, ...], int] = {}
+        row_to_distinct = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
+        prompt, prompt_mask = left_pad([list(ids) for ids in distinct], self.pad_id, device)  # (U, P)
+        out = self.model(input_ids=prompt, attention_mask=prompt_mask.long(), use_cache=True, logits_to_keep=1,
+                         position_ids=(prompt_mask.long().cumsum(1) - 1).clamp(min=0))
+        cache = _cache_of(out)
+        index = torch.tensor(row_to_distinct, device=device)  # (B,)
+        if len(distinct) < len(prompt_ids):
+            cache.batch_select_indices(index)
+        prompt_mask = prompt_mask[index]  # (B, P)
+        attention = torch.cat([prompt_mask, prompt_mask.new_ones(len(index), self.max_new_tokens)], dim=1).long()
+        return out.logits[:, -1][index], cache, attention, prompt_mask.sum(1)
+
     def _generate_batch(self, prompt_ids: list[list[int]], row_seeds: list[int]) -> Generation:
+        """Sample up to max_new_tokens per row. Rows that end drop out of the model batch in bulk (the cache rows
+        are selected away once a quarter of the batch has ended); until then they feed pad and are ignored."""
         device = next(self.model.parameters()).device
-        budget = self.max_new_tokens
-        prompt, prompt_mask = left_pad(prompt_ids, self.pad_id, device)  # (B, P)
-        batch, width = prompt.shape
+        budget, batch = self.max_new_tokens, len(prompt_ids)
         uniforms = row_uniforms(row_seeds, budget).to(device)  # (B, N)
         eos = torch.tensor(eos_token_ids(self.model, self.tokenizer), device=device)
-        attention = torch.cat([prompt_mask, prompt_mask.new_ones(batch, budget)], dim=1).long()  # (B, P + N)
-        next_position = prompt_mask.sum(1)  # (B,) position of the first generated token
+        logits, cache, attention, next_position = self._prefill(prompt_ids, device)  # (B, V), (B, P + N), (B,)
+        width = attention.shape[1] - budget
+        cache_keyword = _cache_keyword(self.model)
         ids = torch.full((batch, budget), self.pad_id, dtype=torch.long, device=device)  # (B, N)
         logp = torch.zeros((batch, budget), device=device)  # (B, N)
-        mask = torch.zeros((batch, budget), dtype=torch.bool, device=device)  # (B, N)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (B,)
-        out = self.model(input_ids=prompt, attention_mask=attention[:, :width],
-                         position_ids=(prompt_mask.long().cumsum(1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+        rows = torch.arange(batch, device=device)  # (b,) which row of the batch each model-batch row is
         length = 0
         for t in range(budget):
-            token, token_logp = sample_next(out.logits[:, -1], uniforms[:, t], self.temperature, self.top_p)  # (B,)
-            alive = ~finished
-            ids[:, t] = torch.where(alive, token, self.pad_id)
-            logp[:, t] = torch.where(alive, token_logp, 0.0)
-            mask[:, t] = alive
-            finished = finished | (alive & torch.isin(token, eos))
+            token, token_logp = sample_next(logits, uniforms[rows, t], self.temperature, self.top_p)  # (b,)
+            alive = ~finished[rows]  # (b,)
+            ids[rows[alive], t] = token[alive]
+            logp[rows[alive], t] = token_logp[alive]
+            finished[rows[alive & torch.isin(token, eos)]] = True
             length = t + 1
             if t == budget - 1 or bool(finished.all()):
                 break
-            out = self.model(input_ids=ids[:, t : t + 1], attention_mask=attention[:, : width + t + 1],
-                             position_ids=(next_position + t)[:, None], use_cache=True, **_cache_kwargs(self.model, out))
+            alive = ~finished[rows]
+            if (~alive).sum() * 4 >= len(rows):  # compact: drop ended rows from the cache and the batch
+                keep = alive.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows, token, alive, attention, next_position = (x[keep] for x in (rows, token, alive, attention,
+                                                                                  next_position))
+            feed = torch.where(alive, token, self.pad_id)[:, None]  # (b, 1)
+            logits = self.model(input_ids=feed, attention_mask=attention[:, : width + t + 1], use_cache=True,
+                                position_ids=(next_position + t)[:, None], **{cache_keyword: cache}).logits[:, -1]
+        mask = torch.arange(budget, device=device) < _lengths(ids, finished, eos, length)[:, None]  # (B, N)
         return Generation(ids[:, :length], mask[:, :length], logp[:, :length], finished)
 
 
-def _cache_kwargs(model: Any, output: Any) -> dict[str, Any]:
-    """The KV cache of ``output`` as the keyword this transformers version takes (``cache``, formerly past_key_values)."""
+def _lengths(ids: Tensor, finished: Tensor, eos: Tensor, budget: int) -> Tensor:
+    """Generated tokens per row (B,): up to and including the first EOS, else the whole budget."""
+    is_eos = torch.isin(ids[:, :budget], eos)  # (B, N)
+    first_eos = torch.where(is_eos.any(1), is_eos.float().argmax(1), budget - 1)  # (B,)
+    return torch.where(finished, first_eos + 1, budget)
+
+
+def _cache_of(output: Any) -> Any:
+    """The KV cache an output carries (``cache`` in transformers 5, ``past_key_values`` before)."""
     cache = getattr(output, "cache", None)
-    if cache is None:
-        return {"past_key_values": output.past_key_values}
-    return {"cache": cache}
+    return output.past_key_values if cache is None else cache
+
+
+def _cache_keyword(model: Any) -> str:
+    """The keyword this model's forward takes the cache by (``cache`` in transformers 5, ``past_key_values`` before)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def concat_generations(parts: list[Generation], pad_id: int) -> Generation:

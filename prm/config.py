@@ -37,6 +37,15 @@ class PRMConfig:
     """Seed for the replay sample, the validation split and the batch order."""
     threshold: float = 0.5
     """A step counts as predicted correct when its score is >= this (evaluation only)."""
+    train_hidden: bool = False
+    """Whether the head's hidden-state weights w train; False keeps w at its start (0 for a fresh PRM), so only the
+    log-prob feature weights (a, c, d) and the bias b learn: on the embedded task's noisy MC labels w overfits
+    (bench/prm.py first-error F1 0.756 with w trained, 0.803 without)."""
+    tune_threshold: bool = False
+    """After training (process mode, with validation examples): pick the decision threshold t that maximises the
+    validation first-error F1 and fold it into the bias (b −= logit t), so every user of ``score_steps`` reads
+    'score >= 0.5' as 'predicted correct' at the tuned point. Off by default: tuned against MC labels the threshold
+    lands too high (they call too many right steps wrong) and held-out F1 against exact labels can drop."""
     mixed_precision: str = "no"
     """Accelerate's mixed precision: 'no', 'bf16' or 'fp16' (fp16 needs a GPU)."""
     eval_batch_size: int = 64

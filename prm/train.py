@@ -18,6 +18,7 @@ process computes the same validation metrics.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -158,12 +159,67 @@ def sample_replay(replay: list[StepwiseExample], n: int, seed: int) -> list[Step
     return random.Random(seed).sample(replay, min(n, len(replay)))
 
 
-def parameter_groups(model: StepRewardModel, lm_lr: float, head_lr: float) -> list[dict]:
-    """AdamW groups: the LM's weights at ``lm_lr``, the step head's (``head``, ``logp_weight``) at ``head_lr``."""
+def parameter_groups(model: StepRewardModel, lm_lr: float, head_lr: float, train_hidden: bool = True) -> list[dict]:
+    """AdamW groups: the LM's weights at ``lm_lr``, the step head's (``head``, ``logp_weight``) at ``head_lr``.
+
+    ``train_hidden=False`` leaves the head's hidden-state weights w out of both groups and stops their gradient, so
+    they keep their value (only b and the log-prob feature weights learn)."""
+    model.head.weight.requires_grad_(train_hidden)
     head = [*model.head.parameters(), model.logp_weight]
-    head_ids = {id(p) for p in head}
+    head_ids = {id(p) for p in head} | {id(model.head.weight)}
     lm = [p for p in model.parameters() if id(p) not in head_ids]
-    return [{"params": lm, "lr": lm_lr}, {"params": head, "lr": head_lr}]
+    return [{"params": lm, "lr": lm_lr}, {"params": [p for p in head if p.requires_grad], "lr": head_lr}]
+
+
+def threshold_candidates(scores: list[list[float]]) -> list[float]:
+    """0.5 and the midpoints between consecutive distinct scores: every threshold that changes a prediction.
+
+    Example: [[0.2, 0.9], [0.4]] -> [0.3, 0.5, 0.65]."""
+    values = sorted({score for solution in scores for score in solution})
+    return sorted({0.5, *((low + high) / 2 for low, high in itertools.pairwise(values))})
+
+
+def best_first_error_threshold(scores: list[list[float]], labels: list[list[Label]]) -> tuple[float, float]:
+    """(threshold, first-error F1) maximising ProcessBench's first-error F1 of ``scores`` against ``labels``; ties go to
+    the threshold nearest 0.5 in logit space (the least change). Scores must be NaN-free (a scored prefix).
+
+    Example: scores [[0.9, 0.4]] (label first error 1) and [[0.45]] (no error): at 0.5 the second is a false alarm
+    (F1 0); any t in (0.4, 0.45] gets both right (F1 1); the candidate is the midpoint 0.425."""
+    from prm.metrics import first_error_from_labels, first_error_index, processbench_metrics
+
+    actual = [first_error_from_labels(solution) for solution in labels]
+    best = (-math.inf, 0.0, 0.5)
+    for threshold in threshold_candidates(scores):
+        f1 = processbench_metrics([first_error_index(s, threshold) for s in scores], actual)["f1"]
+        f1 = -1.0 if math.isnan(f1) else f1
+        key = (f1, -abs(_logit(threshold)))
+        if key > best[:2]:
+            best = (*key, threshold)
+    return best[2], best[0]
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+@torch.no_grad()
+def fold_threshold(model: StepRewardModel, threshold: float) -> float:
+    """Shift the head's bias by −logit(threshold): σ(z) >= threshold iff σ(z − logit t) >= 0.5; returns the shift."""
+    shift = -_logit(threshold)
+    model.head.bias.add_(shift)
+    return shift
+
+
+def tune_threshold(model: StepRewardModel, examples: list[StepwiseExample], batch_size: int) -> dict:
+    """Pick the first-error-F1-best threshold on ``examples`` and fold it into ``model``'s bias."""
+    from prm.evaluate import scored_prefix
+
+    scores = model.score_steps([e.prompt for e in examples], [e.completions for e in examples], batch_size)
+    pairs = [scored_prefix(s, e.labels) for s, e in zip(scores, examples)]
+    pairs = [(s, lab) for s, lab in pairs if s]
+    threshold, f1 = best_first_error_threshold([s for s, _ in pairs], [lab for _, lab in pairs])
+    return {"tuned_threshold": threshold, "tuned_val_first_error_f1": f1, "bias_shift": fold_threshold(model, threshold)}
 
 
 def check_config(cfg: PRMConfig) -> None:
@@ -210,12 +266,19 @@ def train_prm(
     started = time.perf_counter()
     validate = partial(_validate, examples=val_examples, cfg=cfg, log=log) if val_examples else None
     history = _fit(model, items, cfg, accelerator, log, validate)
+    tuned = {}
+    if cfg.tune_threshold and val_examples and cfg.mode == "process":
+        tuned = tune_threshold(model, val_examples, cfg.eval_batch_size)
+        log(f"prm threshold: {tuned['tuned_threshold']:.3f} (validation first-error F1 {tuned['tuned_val_first_error_f1']:.3f}), "
+            f"folded into the bias ({tuned['bias_shift']:+.3f})")
+        tuned.update(validate(model))  # the val_ metrics at the tuned threshold replace the last epoch's
     summary = {
         "train_loss": history[-1]["train_loss"], "n_train": len(examples), "n_replay": len(replayed),
         "n_val": len(val_examples), "n_dropped_steps": n_dropped, "n_skipped_examples": n_skipped,
         "seconds": round(time.perf_counter() - started, 1),
     }
     summary.update({key: value for key, value in history[-1].items() if key.startswith("val_")})
+    summary.update(tuned)
     summary["history"] = history
     return summary
 
@@ -239,7 +302,8 @@ def _fit(
         items, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed),
         collate_fn=partial(collate_items, pad_id=pad_token_id(model.tokenizer)),
     )
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.head_lr), weight_decay=cfg.weight_decay)
+    groups = parameter_groups(model, cfg.lr, cfg.head_lr, cfg.train_hidden)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     # Counted on the whole dataset: accelerate steps a prepared scheduler once per process per optimizer step.
     total_steps = cfg.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps))

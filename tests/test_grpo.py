@@ -205,10 +205,15 @@ def test_two_processes_match_one_process(tmp_path):
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     script = str(Path(__file__).parent / "grpo_ddp_script.py")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, script, str(tmp_path / "one.json")], check=True, env=env, capture_output=True)
     launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
               "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    subprocess.run([*launch, script, str(tmp_path / "two.json")], check=True, env=env, capture_output=True)
+    for command in ([sys.executable, script, str(tmp_path / "one.json")], [*launch, script, str(tmp_path / "two.json")]):
+        for _ in range(2):  # one retry: a rank was once seen aborting at start-up on the shared test machine
+            done = subprocess.run(command, check=False, env=env, capture_output=True, text=True,
+                                  cwd=Path(__file__).parents[1])
+            if done.returncode == 0:
+                break
+        assert done.returncode == 0, done.stderr[:1500] + "\n...\n" + done.stderr[-1500:]
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert (one["processes"], two["processes"]) == (1, 2)
     assert len(one["history"]) == len(two["history"]) == 3

@@ -18,8 +18,10 @@ from policy.tiny import tiny_random_model
 from prm.config import PRMConfig
 from prm.model import StepRewardModel
 from prm.train import (
+    best_first_error_threshold,
     build_items,
     collate_items,
+    fold_threshold,
     hard_targets,
     lr_factor,
     sample_replay,
@@ -27,6 +29,7 @@ from prm.train import (
     split_validation,
     step_bce_loss,
     steps_through_first_error,
+    threshold_candidates,
     train_prm,
 )
 
@@ -137,7 +140,7 @@ def test_train_prm_feeds_labels_to_the_loss_and_mixes_replay(monkeypatch, label_
 
 def test_train_prm_learns_a_toy_step_rule():
     lines: list[str] = []
-    cfg = PRMConfig(epochs=3, batch_size=16, lr=3e-3, head_lr=3e-3, warmup_steps=4, val_fraction=0.0)
+    cfg = PRMConfig(epochs=3, batch_size=16, lr=3e-3, head_lr=3e-3, warmup_steps=4, val_fraction=0.0, train_hidden=True)
     model = toy_model()
     summary = train_prm(model, toy_examples(160, seed=0), cfg, val_examples=toy_examples(40, seed=9), log=lines.append)
     first, last = summary["history"][0], summary["history"][-1]
@@ -179,3 +182,58 @@ def test_train_job_starts_from_a_policy_then_continues_from_the_prm(tmp_path):
     assert (tmp_path / "prm2" / "config.yaml").is_file()
     with pytest.raises(UserError, match="no such file"):
         train_prm_job(cfg, str(tmp_path / "missing.jsonl"), str(tmp_path / "prm3"), str(tmp_path / "policy"), None)
+
+
+def test_threshold_candidates_literal():
+    # distinct scores 0.2, 0.4, 0.9 -> midpoints 0.3, 0.65, plus 0.5
+    assert threshold_candidates([[0.2, 0.9], [0.4]]) == pytest.approx([0.3, 0.5, 0.65])
+
+
+def test_best_first_error_threshold_literal():
+    # Solution A: scores [0.9, 0.4], label first error 1; B: [0.45], no error. Candidates 0.425, 0.5, 0.675.
+    # t=0.5: A predicted 1 (hit), B predicted 0 (miss) -> acc_correct 0 -> F1 0.
+    # t=0.425: A predicted 1 (0.4 < 0.425), B predicted -1 -> both hit -> F1 1.  t=0.675: A hit, B miss -> 0.
+    threshold, f1 = best_first_error_threshold([[0.9, 0.4], [0.45]], [[1.0, 0.0], [1.0]])
+    assert threshold == pytest.approx(0.425) and f1 == 1.0
+    # Already perfect at 0.5 (A: [0.9, 0.1], B: [0.8]): ties keep the threshold nearest 0.5 in logit space,
+    # candidates 0.45 (|logit| 0.20) and 0.5 (0) and 0.85 -> 0.5 itself.
+    assert best_first_error_threshold([[0.9, 0.1], [0.8]], [[1.0, 0.0], [1.0]]) == (0.5, 1.0)
+
+
+def test_fold_threshold_moves_the_decision_point_to_one_half():
+    model = toy_model()
+    examples = toy_examples(6, seed=3)
+    prompts, solutions = [e.prompt for e in examples], [e.completions for e in examples]
+    before = [s for scores in model.score_steps(prompts, solutions) for s in scores]
+    shift = fold_threshold(model, 0.8)
+    after = [s for scores in model.score_steps(prompts, solutions) for s in scores]
+    assert shift == pytest.approx(-math.log(0.8 / 0.2))
+    # sigma(z - logit 0.8) for every step: score >= 0.8 before iff score >= 0.5 after
+    assert after == pytest.approx([1 / (1 + math.exp(-(math.log(b / (1 - b)) + shift))) for b in before], abs=1e-6)
+
+
+def test_train_hidden_false_trains_only_the_bias_and_logp_weights():
+    model = toy_model()
+    cfg = PRMConfig(epochs=1, batch_size=8, head_lr=1e-2, warmup_steps=1, val_fraction=0.0)  # train_hidden=False
+    train_prm(model, toy_examples(32, seed=0), cfg, log=lambda line: None)
+    assert torch.count_nonzero(model.head.weight) == 0  # w stays at its fresh 0
+    assert model.head.bias.item() != 0.0 and torch.count_nonzero(model.logp_weight) > 0  # both started at 0
+    trained = toy_model()
+    train_prm(trained, toy_examples(32, seed=0), PRMConfig(epochs=1, batch_size=8, head_lr=1e-2, warmup_steps=1,
+                                                          val_fraction=0.0, train_hidden=True), log=lambda line: None)
+    assert torch.count_nonzero(trained.head.weight) > 0  # train_hidden=True trains w
+
+
+def test_tune_threshold_folds_the_validation_best_threshold_into_the_bias():
+    lines: list[str] = []
+    cfg = PRMConfig(epochs=1, batch_size=8, head_lr=1e-2, warmup_steps=1, tune_threshold=True)
+    model = toy_model()
+    summary = train_prm(model, toy_examples(40, seed=0), cfg, log=lines.append)
+    assert 0.0 < summary["tuned_threshold"] < 1.0 and any("folded into the bias" in line for line in lines)
+    assert summary["bias_shift"] == pytest.approx(-math.log(summary["tuned_threshold"] / (1 - summary["tuned_threshold"])))
+    # the reported validation metrics are re-measured at 0.5 after folding: the tuned F1 itself, >= the untuned one
+    assert summary["val_first_error_f1"] == pytest.approx(summary["tuned_val_first_error_f1"])
+    assert summary["val_first_error_f1"] >= summary["history"][-1]["val_first_error_f1"]
+    untuned = train_prm(toy_model(), toy_examples(40, seed=0), PRMConfig(epochs=1, batch_size=8, head_lr=1e-2,
+                                                                         warmup_steps=1), log=lambda line: None)
+    assert "tuned_threshold" not in untuned
