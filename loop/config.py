@@ -25,7 +25,7 @@ from prm.config import PRMConfig
 class LoopConfig:
     rounds: int = 2
     """RL rounds (DeepSeekMath Algorithm 1 iterations): label -> retrain reward model -> reset pi_ref -> GRPO -> eval."""
-    rl_steps_per_round: int = 20
+    rl_steps_per_round: int = 15
     """GRPO steps per round (M)."""
     rm_update: str = "iterative"
     """'iterative': retrain the reward model each round on fresh policy samples (+ replay); 'fixed': keep the first."""

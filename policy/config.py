@@ -49,7 +49,7 @@ class SFTConfig:
 class GRPOConfig:
     steps: int = 30
     """Optimizer steps of one GRPO run (one call of ``train``); each step samples a fresh batch of prompts."""
-    prompts_per_step: int = 64
+    prompts_per_step: int = 32
     """Questions per step, over all processes (each process takes an equal contiguous shard)."""
     group_size: int = 8
     """G: completions sampled per question; advantages are normalised within each group. Must be >= 2."""

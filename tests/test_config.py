@@ -59,14 +59,15 @@ def test_saved_config_round_trips(tmp_path):
     assert load_config(path) == cfg
 
 
-@pytest.mark.parametrize("name", ["demo", "quick", "gsm8k_qwen"])
+@pytest.mark.parametrize("name", ["demo", "quick", "compare", "gsm8k_qwen"])
 def test_shipped_configs_load(name):
     load_config(f"configs/{name}.yaml")
 
 
 def test_demo_config_equals_builtin_defaults():
     demo, defaults = load_config("configs/demo.yaml"), ExperimentConfig()
-    assert (demo.data, demo.policy, demo.sft) == (defaults.data, defaults.policy, defaults.sft)
+    for section in ("data", "policy", "sft", "prm", "grpo", "loop", "tracking", "compare"):
+        assert getattr(demo, section) == getattr(defaults, section), section
 
 
 def test_demo_quick_overrides_equal_quick_yaml():
