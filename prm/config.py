@@ -14,7 +14,7 @@ class PRMConfig:
     supervise: str = "through_first_error"
     """Which steps get a loss term: 'through_first_error' (up to the first step labelled < 0.5, as PRM800K's labellers
     stopped there; later steps cannot change a first-error prediction or a min score) or 'all'."""
-    epochs: int = 4
+    epochs: int = 2
     """Passes over the training examples (new data plus replay)."""
     batch_size: int = 32
     """Solutions per optimizer step (per process under accelerate launch)."""
