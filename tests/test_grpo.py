@@ -246,3 +246,16 @@ def test_grpo_job_writes_outputs_and_resumes(tmp_path):
     assert [row["step"] for row in rows] == [0, 1, 2]
     assert (tmp_path / "run" / "policy" / "config.json").is_file()
     assert json.loads((tmp_path / "run" / "grpo_summary.json").read_text())["steps"] == 3
+
+
+@pytest.mark.parametrize("supervision", ["process", "outcome"])
+def test_a_short_run_raises_the_reward_it_is_given(supervision):
+    # A real learning check, fixed seed: the fake PRM (DigitScorer) rewards steps by their digits; 25 steps of GRPO
+    # must raise the mean reward of fresh samples over the first steps' (process: per-step scores; outcome: the
+    # last step's score, as an ORM gives).
+    reward_source = "prm" if supervision == "process" else "orm"
+    trainer = make_trainer(prompts_per_step=4, group_size=8, lr=3e-3, supervision=supervision,
+                           reward_source=reward_source, beta=0.0)
+    rewards = [trainer.train_step(PROBLEMS[(4 * step) % 16 : (4 * step) % 16 + 4], step)["reward"] for step in range(25)]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.1, rewards
