@@ -8,6 +8,7 @@ Soft labels are never rounded anywhere in prmloop.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,3 +95,13 @@ class StepwiseExample:
         example = cls(row["prompt"], row["completions"], labels, meta)
         example.validate(where)
         return example
+
+
+def check_solution_steps(solutions: Sequence[Sequence[str]]) -> None:
+    """UserError naming the solution (and step) index for a solution with no steps or an empty step."""
+    for index, steps in enumerate(solutions):
+        if not steps:
+            raise UserError(f"solution {index}: has no steps")
+        empty = next((j for j, step in enumerate(steps) if not isinstance(step, str) or not step.strip()), None)
+        if empty is not None:
+            raise UserError(f"solution {index}: step {empty} is empty")

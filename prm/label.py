@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
-from data.errors import UserError
+from data.schema import check_solution_steps
 
 FormatPrefix = Callable[[str, list[str]], str]
 Check = Callable[[str, str], bool]
@@ -85,12 +85,7 @@ def validate_inputs(problems: Sequence[tuple[str, str]], solutions: Sequence[lis
         raise ValueError(f"{len(problems)} problems for {len(solutions)} solutions; they must be index-aligned")
     if n < 1:
         raise ValueError(f"n (completions per prefix) must be >= 1, got {n}")
-    for index, steps in enumerate(solutions):
-        if not steps:
-            raise UserError(f"solution {index}: has no steps")
-        empty = next((j for j, step in enumerate(steps) if not isinstance(step, str) or not step.strip()), None)
-        if empty is not None:
-            raise UserError(f"solution {index}: step {empty} is empty")
+    check_solution_steps(solutions)
 
 
 def _count_correct(

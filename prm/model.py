@@ -37,14 +37,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
 )
 
 from data.errors import UserError
+from data.schema import check_solution_steps
 from data.steps import step_end_token_indices, token_char_ends_from_offsets
+from data.vocab import load_tokenizer
 
 PRM_CONFIG_FILE = "prm.json"
 """Marks a directory as a saved StepRewardModel (mode, max_length); the backbone's config.json sits beside it."""
@@ -57,9 +57,6 @@ LOGP_WEIGHT_INIT = (1.0, 0.0, 1.0)
 """Initial (a, c, d): a fresh PRM starts as 'a step is as good as its least likely token' (sensible before training)."""
 HEAD_BIAS_INIT = 1.0
 """Initial b: a step whose tokens are all likely argmax tokens starts near sigmoid(1) = 0.73."""
-GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
-"""Saved tokenizer classes that mean 'exactly this tokenizer.json' (e.g. data/vocab.py's tokenizers)."""
-
 STEP_SELECTIONS: dict[str, Callable[[int], list[int]]] = {
     "process": lambda num_steps: list(range(num_steps)),
     "outcome": lambda num_steps: [num_steps - 1],
@@ -166,12 +163,7 @@ def check_solutions(prompts: list[str], solutions: list[list[str]]) -> None:
     """UserError naming the solution index for an empty solution or an empty step; ValueError if lengths differ."""
     if len(prompts) != len(solutions):
         raise ValueError(f"{len(prompts)} prompts for {len(solutions)} solutions; they must be index-aligned")
-    for index, steps in enumerate(solutions):
-        if not steps:
-            raise UserError(f"solution {index}: has no steps")
-        empty = next((j for j, step in enumerate(steps) if not isinstance(step, str) or not step.strip()), None)
-        if empty is not None:
-            raise UserError(f"solution {index}: step {empty} is empty")
+    check_solution_steps(solutions)
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -185,21 +177,6 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 def is_reward_model_dir(path: str | Path) -> bool:
     """Whether ``path`` holds a saved StepRewardModel (rather than a policy checkpoint or a hub name)."""
     return (Path(path) / PRM_CONFIG_FILE).is_file()
-
-
-def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
-    """The tokenizer saved at ``path_or_name``, as saved.
-
-    transformers 5's AutoTokenizer prefers the class of the model type in config.json (e.g. Qwen2Tokenizer for a
-    qwen2 model) over a generic saved class, and so rebuilds a custom BPE tokenizer with other pre-tokenization
-    rules; a generic saved class is therefore loaded as PreTrainedTokenizerFast, which reads tokenizer.json as is.
-    """
-    config_file = Path(path_or_name) / "tokenizer_config.json"
-    if config_file.is_file():
-        saved_class = json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
-        if saved_class in GENERIC_TOKENIZER_CLASSES:
-            return PreTrainedTokenizerFast.from_pretrained(path_or_name)
-    return AutoTokenizer.from_pretrained(path_or_name)
 
 
 class StepRewardModel(torch.nn.Module):
