@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     grpo.add_argument("--prm", default=None, help="reward model directory (needed unless grpo.reward_source=rule)")
     grpo.add_argument("--out", required=True)
     grpo.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    _common(grpo)
     loop = commands.add_parser("loop", help="iterative rounds for one arm (see the loop and grpo config sections)")
     compare = commands.add_parser("compare", help="run every arm x seed of compare.* and write report.md + PNGs")
     demo = commands.add_parser("demo", help="the default comparison on the embedded task (SFT, PRM, 3 arms x 2 rounds)")

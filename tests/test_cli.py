@@ -57,3 +57,23 @@ def test_convert_writes_stepwise_and_names_bad_rows(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "wrote 1 rows" in printed and "skipped 1" in printed
     assert '"labels": [0.75, true]' in out.read_text()
+
+
+def test_every_command_takes_config_and_set():
+    import argparse
+
+    from loop.cli import build_parser
+
+    def leaves(parser, path):
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            yield path, parser
+            return
+        for name, sub in actions[0].choices.items():
+            yield from leaves(sub, [*path, name])
+
+    found = list(leaves(build_parser(), []))
+    assert len(found) >= 12
+    for path, parser in found:
+        options = {option for action in parser._actions for option in action.option_strings}
+        assert {"--config", "--set"} <= options, " ".join(path)
