@@ -1,6 +1,6 @@
 """Benchmark of the PRM pipeline on the embedded task: batched scoring, Monte Carlo labelling, and the PRM's quality.
 
-Run ``python bench/prm.py [--quick] [--n-problems 300] [--samples 4] [--n 8] [--eval-problems 100] [--bon 16]``.
+Run ``python bench/prm.py [--quick] [--n-problems 300] [--samples 4] [--n 8] [--eval-problems 100] [--bon 16] [--prm-lm-steps 1800]``.
 It warm-starts (or reuses) the SFT policy in ``--sft`` (configs/demo.yaml defaults), samples solutions of training
 problems at temperature 1, labels them three ways (exact step verifier, exhaustive Monte Carlo, binary search; the
 Monte Carlo rollouts at ``--label-temperature``, default 1), trains
@@ -180,6 +180,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sft", default="runs/bench_sft", help="SFT policy directory (created if missing)")
+    parser.add_argument("--prm-init", default=None,
+                        help="causal LM the PRM starts from (default: the SFT policy that is being judged)")
+    parser.add_argument("--prm-lm-steps", type=int, default=0,
+                        help="start the PRM from an LM trained with the SFT recipe for this many steps (cached in "
+                             "runs/bench_prm_lm<N>); 1800 gives a 95%%-accurate LM")
     parser.add_argument("--out", default="runs/bench_prm", help="cache and results directory")
     args = parser.parse_args()
     if args.quick:
@@ -198,7 +203,12 @@ def main() -> None:
     data = label_training_data(cfg, model, tokenizer, args, out)
     labelling = labelling_table(data)
     examples = training_examples(data, args.train_labels)
-    prm = StepRewardModel.from_policy(str(policy_dir), mode="process", max_length=cfg.prm.max_length)
+    prm_init = args.prm_init or str(policy_dir)
+    if args.prm_lm_steps:  # a stronger LM for the PRM: the same SFT recipe, trained longer (cached)
+        lm_cfg = load_config("configs/demo.yaml", [*args.set, f"sft.steps={args.prm_lm_steps}"])
+        prm_init = str(ensure_sft(lm_cfg, Path(f"runs/bench_prm_lm{args.prm_lm_steps}")))
+    print(f"PRM starts from {prm_init}", flush=True)
+    prm = StepRewardModel.from_policy(prm_init, mode="process", max_length=cfg.prm.max_length)
     torch.manual_seed(cfg.prm.seed)
     summary = train_prm(prm, examples, cfg.prm, log=lambda line: print(line, flush=True))
     groups = held_out_groups(cfg, model, tokenizer, args)

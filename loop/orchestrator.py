@@ -99,7 +99,8 @@ def prepare_shared(cfg: ExperimentConfig, out: Path, arms: list[Arm], train: lis
         for mode in modes:
             if not ledger.done(f"train_{names[mode]}"):
                 log(f"training the first reward model ({mode}) on {len(labels)} labelled solutions")
-                train_reward_model(policy_dir, mode, labels, [], cfg, run_dir / names[mode], cfg.seed, log)
+                train_reward_model(cfg.prm.init or policy_dir, mode, labels, [], cfg, run_dir / names[mode], cfg.seed,
+                                   log)
                 ledger.commit(f"train_{names[mode]}")
     return Shared(policy_dir, {m: run_dir / names[m] for m in modes}, _examples(run_dir / "labels.jsonl"))
 

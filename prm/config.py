@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 @dataclass
 class PRMConfig:
+    init: str = ""
+    """Causal LM the first reward model starts from: '' = the warm-started policy (the model being judged), else a
+    local directory or hub name (e.g. a stronger LM: `prmloop policy sft --set sft.steps=1800` gives a 95%-accurate one)."""
     mode: str = "process"
     """'process' (a PRM: every step is supervised and scored) or 'outcome' (an ORM: only the final step)."""
     label_type: str = "soft"
