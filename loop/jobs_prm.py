@@ -32,15 +32,6 @@ def load_stepwise(path: str | Path) -> list[StepwiseExample]:
     return examples
 
 
-def init_reward_model(init: str, cfg: ExperimentConfig):
-    """Continue from a saved PRM directory (it has prm.json) or start from a policy checkpoint with a fresh head."""
-    from prm.model import StepRewardModel, is_reward_model_dir
-
-    if is_reward_model_dir(init):
-        return StepRewardModel.from_pretrained(init), "continued"
-    return StepRewardModel.from_policy(init, mode=cfg.prm.mode, max_length=cfg.prm.max_length), "from_policy"
-
-
 def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | None, replay_path: str | None) -> dict:
     """Train a reward model on ``data_path`` (+ replay from ``replay_path``) from ``init``; save it with
     config.yaml and prm_metrics.json in ``out``."""
@@ -52,7 +43,9 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         init = cfg.policy.model
     examples = load_stepwise(data_path)
     replay = load_stepwise(replay_path) if replay_path else None
-    model, how = init_reward_model(init, cfg)
+    from loop.stages import init_reward_model
+
+    model, how = init_reward_model(init, cfg.prm.mode, cfg.prm.max_length)
     torch.manual_seed(cfg.prm.seed)
     summary = train_prm(model, examples, cfg.prm, replay=replay)
     out_dir = model.save_pretrained(out)

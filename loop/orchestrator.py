@@ -164,8 +164,9 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
         if arm.rm_update == "iterative" and arm.uses_reward_model and not ledger.done(f"{stage}/rm"):
             _collect_labels(ledger, stage, trainer.policy, tokenizer, train, cfg.loop.label_problems, cfg, round_seed,
                             round_index, log)
-            fresh = [e for e in _examples(run_dir / "labels.jsonl") if e.meta.get("round") == round_index]
-            history = shared.labels + [e for e in _examples(run_dir / "labels.jsonl") if e.meta.get("round") != round_index]
+            labelled = _examples(run_dir / "labels.jsonl")
+            fresh = [e for e in labelled if e.meta.get("round") == round_index]
+            history = shared.labels + [e for e in labelled if e.meta.get("round") != round_index]
             rm_out = run_dir / "rm" / f"round{round_index}"
             summary = train_reward_model(rm_path, arm.reward_model_mode, fresh, history, cfg, rm_out, round_seed, log)
             tracker.log_eval({f"rm_{k}": v for k, v in summary.items() if isinstance(v, (int, float))},

@@ -6,7 +6,7 @@ with the same (round, rl_step) are merged, later values winning (a resumed run m
 may be split over calls). A round's value is the last measurement in that round.
 Statistics: over seeds, mean ± 95% CI half width = t_{0.975, n-1} · s / sqrt(n) with the sample std s (ddof 1); one
 seed has no CI. Curves over seeds use only the points (rl_step or round) that every seed of the arm logged.
-Plots use matplotlib's object API (``Figure`` + Agg canvas), so no global backend or pyplot state is touched.
+The PNGs are drawn by loop/plots.py.
 """
 
 from __future__ import annotations
@@ -288,98 +288,6 @@ def hacking_section(arms: list[Arm]) -> list[str]:
             "![PRM score vs accuracy](prm_score_vs_accuracy.png)", ""]
 
 
-LEGEND_OUTSIDE = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
-"""Legend to the right of the axes, so many arms never hide the curves."""
-
-
-# ---- plots -----------------------------------------------------------------------------------------------------
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def plot_accuracy(arms: list[Arm], path: Path) -> bool:
-    """Seed-mean held-out accuracy vs RL step per arm, band = min..max over seeds; dashed line = outcome target."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(9, 4.5))
-    ax = fig.add_subplot()
-    drawn = False
-    for index, arm in enumerate(arms):
-        curve = seed_curve(arm.per_seed("accuracy", "rl_step"))
-        if not curve:
-            continue
-        xs, means, lows, highs = zip(*curve)
-        ax.plot(xs, means, marker="o", color=f"C{index}", label=f"{arm.info.arm} (n={len(arm.seeds)})")
-        if len(arm.seeds) > 1:
-            ax.fill_between(xs, lows, highs, color=f"C{index}", alpha=0.2, linewidth=0)
-        drawn = True
-    reference = reference_arm(arms)
-    if reference is not None and reference.finals():
-        ax.axhline(mean_ci(reference.finals())[0], color="grey", linestyle="--", linewidth=1,
-                   label=f"final mean of {reference.info.arm}")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
-    ax.set(xlabel="RL step", ylabel="held-out accuracy", title="Held-out accuracy (line: seed mean, band: min–max)")
-    ax.grid(alpha=0.3)
-    ax.legend(**LEGEND_OUTSIDE)
-    if drawn:
-        _save(fig, path)
-    return drawn
-
-
-def plot_f1(arms: list[Arm], path: Path) -> bool:
-    """Seed-mean PRM first-error F1 per round per arm, band = min..max over seeds."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(9, 4.5))
-    ax = fig.add_subplot()
-    drawn = False
-    for index, arm in enumerate(arms):
-        curve = seed_curve(arm.per_seed("prm_first_error_f1"))
-        if not curve:
-            continue
-        xs, means, lows, highs = zip(*curve)
-        ax.plot(xs, means, marker="o", color=f"C{index}", label=arm.info.arm)
-        if len(arm.seeds) > 1:
-            ax.fill_between(xs, lows, highs, color=f"C{index}", alpha=0.2, linewidth=0)
-        drawn = True
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="round", ylabel="first-error F1", title="PRM first-error F1 (line: seed mean, band: min–max)")
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(**LEGEND_OUTSIDE)
-        _save(fig, path)
-    return drawn
-
-
-def plot_hacking(arms: list[Arm], path: Path) -> bool:
-    """One panel per arm with PRM scores: seed-mean PRM solution score and true accuracy per round."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    panels = [(i, arm, *hacking_curves(arm)) for i, arm in enumerate(arms)]
-    panels = [panel for panel in panels if panel[2]]
-    if not panels:
-        return False
-    fig = Figure(figsize=(max(6.0, 4.0 * len(panels)), 4.2))
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    for ax, (index, arm, scores, accuracy, key) in zip(axes, panels):
-        ax.plot(list(scores), list(scores.values()), marker="o", color=f"C{index}", label="PRM mean score")
-        ax.plot(list(accuracy), list(accuracy.values()), marker="s", linestyle="--", color="black",
-                label=f"true accuracy ({key})")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="round", title=arm.info.arm, ylim=(0, 1.05))
-        ax.title.set_fontsize(9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("seed mean")
-    fig.suptitle("Reward hacking check: PRM score vs true accuracy", fontsize=11)
-    _save(fig, path)
-    return True
 
 
 # ---- entry point -----------------------------------------------------------------------------------------------
@@ -391,6 +299,8 @@ def write_report(out_dir: str | Path, runs: list[RunInfo], title: str) -> Path:
         raise UserError("report: no runs to compare")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from loop.plots import plot_accuracy, plot_f1, plot_hacking
+
     arms = group_arms(runs)
     plotted = {name: plot(arms, out_dir / name)
                for name, plot in zip(PLOT_FILES, (plot_accuracy, plot_f1, plot_hacking))}

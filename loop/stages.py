@@ -106,28 +106,24 @@ def label_rows(rows: list[dict], method: str, sampler, mc_rollouts: int, estimat
     return examples, rollouts
 
 
+def init_reward_model(init: str | Path, mode: str, max_length: int):
+    """(model, how): continue from a saved reward model (its dir has prm.json), or start one from a causal LM."""
+    from prm.model import StepRewardModel, is_reward_model_dir
+
+    if is_reward_model_dir(init):
+        return StepRewardModel.from_pretrained(init), "continued"
+    return StepRewardModel.from_policy(str(init), mode=mode, max_length=max_length), "from_policy"
+
+
 def train_reward_model(init: str | Path, mode: str, examples: list[StepwiseExample], replay: list[StepwiseExample],
                        cfg: ExperimentConfig, out: Path, seed: int, log=print) -> dict:
     """Train a reward model starting from ``init`` (a policy dir or an earlier reward model) and save it to ``out``."""
-    from prm.model import StepRewardModel, is_reward_model_dir
     from prm.train import train_prm
 
-    if is_reward_model_dir(init):
-        model = StepRewardModel.from_pretrained(init)
-    else:
-        model = StepRewardModel.from_policy(str(init), mode=mode, max_length=cfg.prm.max_length)
-    prm_cfg = _with_seed(cfg.prm, mode, seed)
-    rng = random.Random(seed)
-    shuffled = rng.sample(examples, len(examples))
+    model, _ = init_reward_model(init, mode, cfg.prm.max_length)
+    prm_cfg = dataclasses.replace(cfg.prm, mode=mode, seed=seed)
+    shuffled = random.Random(seed).sample(examples, len(examples))
     n_val = int(len(shuffled) * prm_cfg.val_fraction)
     summary = train_prm(model, shuffled[n_val:], prm_cfg, replay=replay, val_examples=shuffled[:n_val] or None, log=log)
     save_dir_atomically(out, model.save_pretrained)
     return summary
-
-
-def _with_seed(prm_cfg, mode: str, seed: int):
-    import copy
-
-    out = copy.deepcopy(prm_cfg)
-    out.mode, out.seed = mode, seed
-    return out
