@@ -12,9 +12,7 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
 HOSTILE = [
     "__import__('os').system('touch /nonexistent/canary')",
@@ -72,7 +70,7 @@ def time_checks(pairs: list[tuple[str, str]], answers_match) -> float:
 
 def count_symbolic(pairs: list[tuple[str, str]]) -> int:
     """How many pairs the exact path cannot settle (they go to the child process)."""
-    from data.answers import _numeric_verdict, normalize_answer
+    from prmloop.data.answers import _numeric_verdict, normalize_answer
 
     count = 0
     for predicted, reference in pairs:
@@ -120,8 +118,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000, help="checks in the realistic mix")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-    from data.answers import DEFAULT_TIMEOUT_S, answers_match, extract_answer
+    from prmloop.data.answers import DEFAULT_TIMEOUT_S, answers_match, extract_answer
 
     start = time.perf_counter()
     answers_match("2^3", "8")

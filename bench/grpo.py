@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,16 +23,14 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from data.arith import generate
-from data.config import DataConfig
-from policy.config import GRPOConfig, PolicyConfig
-from policy.grpo import GRPOTrainer, step_problem_indices
-from policy.losses import grpo_loss
-from policy.rewards import check_answer
-from policy.rollout import HFBackend, encode_prompts, forward_logps, left_pad, row_seed
+from prmloop.data.arith import generate
+from prmloop.data.config import DataConfig
+from prmloop.policy.config import GRPOConfig, PolicyConfig
+from prmloop.policy.grpo import GRPOTrainer, step_problem_indices
+from prmloop.policy.losses import grpo_loss
+from prmloop.policy.rewards import check_answer
+from prmloop.policy.rollout import HFBackend, encode_prompts, forward_logps, left_pad, row_seed
 
 
 def sft_policy(out: Path, quick: bool):
@@ -41,8 +38,8 @@ def sft_policy(out: Path, quick: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (out / "model.safetensors").is_file():
-        from loop.config import load_config
-        from loop.jobs import run_sft
+        from prmloop.loop.config import load_config
+        from prmloop.loop.jobs import run_sft
 
         cfg = load_config(None, ["sft.steps=300"] if quick else [])
         print(f"training an SFT policy into {out} ...")
@@ -182,7 +179,7 @@ def time_trl(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, proble
 def reward_run(model, tokenizer, steps: int) -> None:
     """GRPO with the default config (outcome supervision, rule reward) from the SFT policy; held-out accuracy of
     greedy decoding and of 4 samples per problem at temperature 1 (the rule reward), before and after."""
-    from policy.grpo import heldout_accuracy
+    from prmloop.policy.grpo import heldout_accuracy
 
     policy_cfg, cfg = PolicyConfig(), GRPOConfig(steps=steps, supervision="outcome", reward_source="rule")
     held_out = generate(DataConfig(), DataConfig().n_eval, "eval")
@@ -205,7 +202,7 @@ def reward_run(model, tokenizer, steps: int) -> None:
 
 def reward_models(model, tokenizer, max_length: int):
     """A process-mode PRM and an outcome-mode ORM built from the policy (prm.model.StepRewardModel)."""
-    from prm.model import StepRewardModel
+    from prmloop.prm.model import StepRewardModel
 
     return (StepRewardModel.from_model(copy.deepcopy(model), tokenizer, "process", max_length),
             StepRewardModel.from_model(copy.deepcopy(model), tokenizer, "outcome", max_length))

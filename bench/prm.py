@@ -20,25 +20,22 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from data import arith
-from data.schema import StepwiseExample
-from data.verifier import final_answer, split_solution, verify
-from loop.config import load_config
-from loop.jobs import load_policy, run_sft
-from loop.stages import label_rows, sample_rows
-from policy.rollout import PolicySampler
-from prm.evaluate import best_of_n, evaluate_steps
-from prm.metrics import first_error_from_labels
-from prm.model import StepRewardModel
-from prm.train import train_prm
+from prmloop.data import arith
+from prmloop.data.schema import StepwiseExample
+from prmloop.data.verifier import final_answer, split_solution, verify
+from prmloop.loop.config import load_config
+from prmloop.loop.jobs import load_policy, run_sft
+from prmloop.loop.stages import label_rows, sample_rows
+from prmloop.policy.rollout import PolicySampler
+from prmloop.prm.evaluate import best_of_n, evaluate_steps
+from prmloop.prm.metrics import first_error_from_labels
+from prmloop.prm.model import StepRewardModel
+from prmloop.prm.train import train_prm
 
 QUICK = {"n_problems": 60, "samples": 4, "eval_problems": 40, "bon": 16}
 """--quick settings (a smoke pass in a few minutes)."""

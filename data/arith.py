@@ -13,9 +13,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from data.config import DataConfig
-from data.errors import UserError
-from data.schema import Problem
+from prmloop.data.config import DataConfig
+from prmloop.data.errors import UserError
+from prmloop.data.schema import Problem
 
 SPLITS = ("train", "eval")
 QUESTION_SUFFIX = " = ? (left to right)"

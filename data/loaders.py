@@ -27,10 +27,10 @@ from typing import Any
 
 import datasets
 
-from data.errors import UserError
-from data.formats import OPTION_CHOICES, ROW_PARSERS, BadRow, RowParser
-from data.jsonl import write_jsonl
-from data.schema import Problem, StepwiseExample
+from prmloop.data.errors import UserError
+from prmloop.data.formats import OPTION_CHOICES, ROW_PARSERS, BadRow, RowParser
+from prmloop.data.jsonl import write_jsonl
+from prmloop.data.schema import Problem, StepwiseExample
 
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 """Local file suffix -> the ``datasets`` builder that reads it."""

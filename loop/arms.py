@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from data.errors import UserError
-from loop.config import ExperimentConfig
+from prmloop.data.errors import UserError
+from prmloop.loop.config import ExperimentConfig
 
 SUPERVISIONS = ("process", "outcome")
 REWARD_SOURCES = ("prm", "orm", "rule")

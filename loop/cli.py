@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from data.errors import UserError
+from prmloop.data.errors import UserError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -91,13 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> None:
-    from loop.config import load_config
+    from prmloop.loop.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.command == "demo" and args.config is None:
         cfg.name = "demo-quick" if args.quick else "demo"
     _quiet_libraries()
-    from loop import jobs
+    from prmloop.loop import jobs
 
     if args.command == "data" and args.action == "generate":
         count = jobs.generate_problems(cfg, args.n, args.split, args.seed, args.out)
@@ -105,7 +105,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "data" and args.action == "show":
         print(jobs.show_rows(args.file, args.n))
     elif args.command == "data" and args.action == "convert":
-        from data.loaders import convert
+        from prmloop.data.loaders import convert
 
         options = {"neutral_as": args.neutral_as} if args.neutral_as else {}
         written, skipped = convert(args.format, args.source, args.out, skip_bad=args.skip_bad, split=args.split,
@@ -120,7 +120,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "prm":
         _dispatch_prm(cfg, args)
     elif args.command == "grpo":
-        from loop.jobs_grpo import grpo_job
+        from prmloop.loop.jobs_grpo import grpo_job
 
         summary = grpo_job(cfg, args.policy, args.prm, args.out, args.resume)
         print(f"GRPO done: {summary}; saved to {args.out}")
@@ -128,20 +128,20 @@ def dispatch(args: argparse.Namespace) -> None:
         print(f"loop done; outputs in {jobs.loop_job(cfg, args.out, args.resume)}")
     elif args.command in ("compare", "demo"):
         if args.command == "demo" and args.quick:
-            from loop.config import apply_override
+            from prmloop.loop.config import apply_override
 
             for assignment in QUICK_OVERRIDES:
                 apply_override(cfg, assignment)
         started = time.perf_counter()
         report = jobs.compare_job(cfg, args.out, args.resume)
         print(f"{args.command} done in {time.perf_counter() - started:.0f}s; report: {report}")
-        from loop.tracking import wandb_sync_hint
+        from prmloop.loop.tracking import wandb_sync_hint
 
         print(f"W&B runs are under {args.out}/arms/*/seed*/wandb; to upload them: {wandb_sync_hint(args.out)}")
 
 
 def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
-    from loop import jobs_prm
+    from prmloop.loop import jobs_prm
 
     if args.action == "train":
         summary = jobs_prm.train_prm_job(cfg, args.data, args.out, args.init, args.replay)

@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
-from data.config import DataConfig
-from data.errors import UserError
-from data.jsonl import atomic_write_text
-from policy.config import GRPOConfig, PolicyConfig, SFTConfig
-from prm.config import PRMConfig
+from prmloop.data.config import DataConfig
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import atomic_write_text
+from prmloop.policy.config import GRPOConfig, PolicyConfig, SFTConfig
+from prmloop.prm.config import PRMConfig
 
 
 @dataclass

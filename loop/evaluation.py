@@ -15,12 +15,12 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from data.arith import parse_question
-from data.schema import Problem
-from data.verifier import final_answer, split_solution, verify, verify_steps
-from policy.config import PolicyConfig
-from policy.sampling import generate_texts
-from prm.metrics import (
+from prmloop.data.arith import parse_question
+from prmloop.data.schema import Problem
+from prmloop.data.verifier import final_answer, split_solution, verify, verify_steps
+from prmloop.policy.config import PolicyConfig
+from prmloop.policy.sampling import generate_texts
+from prmloop.prm.metrics import (
     aggregate_min,
     best_of_n_accuracy,
     first_error_from_labels,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from data import arith
-from data.errors import UserError
-from data.jsonl import read_jsonl, write_jsonl
-from data.schema import Problem, StepwiseExample
-from data.verifier import verify
-from loop.config import ExperimentConfig, save_config
+from prmloop.data import arith
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import read_jsonl, write_jsonl
+from prmloop.data.schema import Problem, StepwiseExample
+from prmloop.data.verifier import verify
+from prmloop.loop.config import ExperimentConfig, save_config
 
 
 def generate_problems(cfg: ExperimentConfig, n: int, split: str, seed: int, out: str) -> int:
@@ -68,7 +68,7 @@ def load_policy(model_name: str, dtype: str):
     """Model and tokenizer from a hub name or a local save_pretrained directory; one-line error when absent."""
     from transformers import AutoModelForCausalLM
 
-    from data.vocab import load_tokenizer
+    from prmloop.data.vocab import load_tokenizer
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
@@ -85,7 +85,7 @@ def load_policy(model_name: str, dtype: str):
 
 
 def init_policy(cfg: ExperimentConfig, out: str) -> Path:
-    from policy.tiny import init_policy as write_tiny
+    from prmloop.policy.tiny import init_policy as write_tiny
 
     path = write_tiny(cfg.policy, out, cfg.sft.seed)
     save_config(cfg, out)
@@ -94,9 +94,9 @@ def init_policy(cfg: ExperimentConfig, out: str) -> Path:
 
 def run_sft(cfg: ExperimentConfig, out: str) -> dict:
     """Warm-start the policy on reference solutions; saves model, tokenizer, config and sft_metrics.json in ``out``."""
-    from data.vocab import build_task_tokenizer
-    from policy.sft import train_sft
-    from policy.tiny import build_tiny_llama
+    from prmloop.data.vocab import build_task_tokenizer
+    from prmloop.policy.sft import train_sft
+    from prmloop.policy.tiny import build_tiny_llama
 
     train, held_out = load_problems(cfg)
     if cfg.policy.model == "tiny":
@@ -127,8 +127,8 @@ def _experiment_dir(out: str, resume: bool) -> Path:
 
 def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     """`prmloop loop`: one arm (grpo.supervision/reward_source/credit, loop.rm_update) for loop.rounds rounds."""
-    from loop.arms import arm_from_config
-    from loop.orchestrator import run_experiment
+    from prmloop.loop.arms import arm_from_config
+    from prmloop.loop.orchestrator import run_experiment
 
     path = _experiment_dir(out, resume)
     train, held_out = load_problems(cfg)
@@ -138,9 +138,9 @@ def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
 
 def compare_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     """`prmloop compare` (and the demo): every arm x seed, then report.md and the PNGs."""
-    from loop.arms import parse_arm
-    from loop.orchestrator import run_experiment
-    from loop.report import RunInfo, write_report
+    from prmloop.loop.arms import parse_arm
+    from prmloop.loop.orchestrator import run_experiment
+    from prmloop.loop.report import RunInfo, write_report
 
     path = _experiment_dir(out, resume)
     arms = [parse_arm(spec) for spec in cfg.compare.arms]

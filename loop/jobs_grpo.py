@@ -12,10 +12,10 @@ import math
 import time
 from pathlib import Path
 
-from data.errors import UserError
-from loop.config import ExperimentConfig, save_config
-from loop.jobs import load_policy, load_problems
-from policy.config import GRPOConfig
+from prmloop.data.errors import UserError
+from prmloop.loop.config import ExperimentConfig, save_config
+from prmloop.loop.jobs import load_policy, load_problems
+from prmloop.policy.config import GRPOConfig
 
 
 def _json_safe(metrics: dict) -> dict:
@@ -28,14 +28,14 @@ def _load_scorer(prm_dir: str | None, grpo_cfg: GRPOConfig):
         if grpo_cfg.reward_source != "rule":
             raise UserError(f"grpo.reward_source: '{grpo_cfg.reward_source}' needs a reward model directory (--prm)")
         return None
-    from prm.model import StepRewardModel  # lazy: the PRM package is only needed with a reward model
+    from prmloop.prm.model import StepRewardModel  # lazy: the PRM package is only needed with a reward model
 
     return StepRewardModel.from_pretrained(prm_dir)
 
 
 def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str, resume: bool) -> dict:
     """Run ``cfg.grpo.steps`` GRPO steps from ``policy_dir`` (continuing ``out/checkpoint`` when ``resume``)."""
-    from policy.grpo import GRPOTrainer, heldout_accuracy
+    from prmloop.policy.grpo import GRPOTrainer, heldout_accuracy
 
     grpo_cfg = getattr(cfg, "grpo", None) or GRPOConfig()
     out_dir = Path(out)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from data.errors import UserError
-from data.jsonl import atomic_write_text, read_jsonl, write_jsonl
-from data.loaders import load
-from data.schema import Problem, StepwiseExample
-from loop.config import ExperimentConfig, save_config
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import atomic_write_text, read_jsonl, write_jsonl
+from prmloop.data.loaders import load
+from prmloop.data.schema import Problem, StepwiseExample
+from prmloop.loop.config import ExperimentConfig, save_config
 
 LABEL_METHODS = {"exhaustive": "mc", "binary": "mc_binary", "exact": "exact"}
 """CLI labelling method -> the loop's labeller name (loop.stages.label_rows)."""
@@ -35,7 +35,7 @@ def load_stepwise(path: str | Path) -> list[StepwiseExample]:
 def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | None, replay_path: str | None) -> dict:
     """Train a reward model on ``data_path`` (+ replay from ``replay_path``) from ``init``; save it with
     config.yaml and prm_metrics.json in ``out``."""
-    from prm.train import train_prm
+    from prmloop.prm.train import train_prm
 
     if init is None:
         if cfg.policy.model == "tiny":
@@ -43,7 +43,7 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         init = cfg.policy.model
     examples = load_stepwise(data_path)
     replay = load_stepwise(replay_path) if replay_path else None
-    from loop.stages import init_reward_model
+    from prmloop.loop.stages import init_reward_model
 
     model, how = init_reward_model(init, cfg.prm.mode, cfg.prm.max_length)
     torch.manual_seed(cfg.prm.seed)
@@ -70,9 +70,9 @@ def label_job(
     label their steps: ``exact`` (step verifier, embedded task), ``exhaustive`` (Math-Shepherd MC with ``n``
     completions per prefix, estimate = prm.label_type) or ``binary`` (binary search, ``n`` per probe). Writes
     stepwise JSONL to ``out``."""
-    from loop.jobs import load_policy
-    from loop.stages import label_rows, sample_rows
-    from policy.rollout import PolicySampler
+    from prmloop.loop.jobs import load_policy
+    from prmloop.loop.stages import label_rows, sample_rows
+    from prmloop.policy.rollout import PolicySampler
 
     if method not in LABEL_METHODS:
         raise UserError(f"prm label --method: {method!r} is not one of {', '.join(LABEL_METHODS)}")
@@ -96,8 +96,8 @@ def label_job(
 
 def eval_prm_job(cfg: ExperimentConfig, prm_dir: str, data_path: str, fmt: str) -> dict:
     """Step metrics and ProcessBench first-error metrics of the saved reward model on a labelled file."""
-    from prm.evaluate import evaluate_file
-    from prm.model import StepRewardModel
+    from prmloop.prm.evaluate import evaluate_file
+    from prmloop.prm.model import StepRewardModel
 
     model = StepRewardModel.from_pretrained(prm_dir)
     template = "{question}" if fmt.lower().replace("-", "_") == "trl_stepwise" else cfg.policy.prompt_template

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data.errors import UserError
-from data.jsonl import atomic_write_text
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import atomic_write_text
 
 
 class Ledger:

@@ -23,13 +23,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.jsonl import append_jsonl, read_jsonl_tolerant
-from data.schema import Problem, StepwiseExample
-from loop.arms import Arm, arm_config
-from loop.config import ExperimentConfig, save_config
-from loop.evaluation import evaluate_round
-from loop.ledger import Ledger
-from loop.stages import label_rows, sample_rows, train_reward_model, warm_start
+from prmloop.data.jsonl import append_jsonl, read_jsonl_tolerant
+from prmloop.data.schema import Problem, StepwiseExample
+from prmloop.loop.arms import Arm, arm_config
+from prmloop.loop.config import ExperimentConfig, save_config
+from prmloop.loop.evaluation import evaluate_round
+from prmloop.loop.ledger import Ledger
+from prmloop.loop.stages import label_rows, sample_rows, train_reward_model, warm_start
 
 APPEND_ONLY = ["samples.jsonl", "labels.jsonl", "metrics.jsonl"]
 
@@ -52,13 +52,13 @@ def _examples(path: Path) -> list[StepwiseExample]:
 
 
 def _load_policy(path: Path):
-    from loop.jobs import load_policy
+    from prmloop.loop.jobs import load_policy
 
     return load_policy(str(path), "float32")
 
 
 def _sampler(model, tokenizer, cfg: ExperimentConfig):
-    from policy.rollout import PolicySampler
+    from prmloop.policy.rollout import PolicySampler
 
     return PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, temperature=1.0, top_p=1.0, batch_size=256)
 
@@ -111,7 +111,7 @@ def _run_id(out: Path, arm: Arm, seed: int) -> str:
 
 
 def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, out: Path):
-    from loop.tracking import Tracker
+    from prmloop.loop.tracking import Tracker
 
     config = {**arm.as_config(seed), "experiment": cfg.name, "rl_steps_per_round": cfg.loop.rl_steps_per_round,
               "rounds": cfg.loop.rounds, "group_size": cfg.grpo.group_size, "beta": cfg.grpo.beta, "lr": cfg.grpo.lr}
@@ -123,8 +123,8 @@ def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, out: Pat
 def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, train: list[Problem],
             held_out: list[Problem], out: Path, log=print) -> Path:
     """All rounds of one arm and seed (resumable); returns the run directory."""
-    from policy.grpo import GRPOTrainer
-    from prm.model import StepRewardModel
+    from prmloop.policy.grpo import GRPOTrainer
+    from prmloop.prm.model import StepRewardModel
 
     cfg = arm_config(base_cfg, arm, seed)
     run_dir = out / "arms" / arm.name / f"seed{seed}"

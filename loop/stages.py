@@ -15,19 +15,19 @@ from pathlib import Path
 
 import torch
 
-from data.arith import parse_question
-from data.errors import UserError
-from data.schema import Problem, StepwiseExample
-from data.verifier import final_answer, split_solution, verify_steps
-from loop.config import ExperimentConfig
-from loop.ledger import save_dir_atomically
-from policy.config import PolicyConfig
-from policy.sampling import generate_texts
+from prmloop.data.arith import parse_question
+from prmloop.data.errors import UserError
+from prmloop.data.schema import Problem, StepwiseExample
+from prmloop.data.verifier import final_answer, split_solution, verify_steps
+from prmloop.loop.config import ExperimentConfig
+from prmloop.loop.ledger import save_dir_atomically
+from prmloop.policy.config import PolicyConfig
+from prmloop.policy.sampling import generate_texts
 
 
 def warm_start(cfg: ExperimentConfig, log=print) -> Path:
     """The SFT policy directory for cfg's data/policy/sft sections, trained once and cached under loop.cache_dir."""
-    from loop.jobs import run_sft
+    from prmloop.loop.jobs import run_sft
 
     if cfg.policy.model != "tiny" and cfg.sft.steps == 0:
         return Path(cfg.policy.model)
@@ -81,7 +81,7 @@ def label_rows(rows: list[dict], method: str, sampler, mc_rollouts: int, estimat
 
     Rows whose completion has no steps are dropped (nothing to label).
     """
-    from prm.label import label_binary_search, label_exhaustive
+    from prmloop.prm.label import label_binary_search, label_exhaustive
 
     kept = [(row, split_solution(row["completion"])) for row in rows]
     kept = [(row, steps) for row, steps in kept if steps]
@@ -108,7 +108,7 @@ def label_rows(rows: list[dict], method: str, sampler, mc_rollouts: int, estimat
 
 def init_reward_model(init: str | Path, mode: str, max_length: int):
     """(model, how): continue from a saved reward model (its dir has prm.json), or start one from a causal LM."""
-    from prm.model import StepRewardModel, is_reward_model_dir
+    from prmloop.prm.model import StepRewardModel, is_reward_model_dir
 
     if is_reward_model_dir(init):
         return StepRewardModel.from_pretrained(init), "continued"
@@ -118,7 +118,7 @@ def init_reward_model(init: str | Path, mode: str, max_length: int):
 def train_reward_model(init: str | Path, mode: str, examples: list[StepwiseExample], replay: list[StepwiseExample],
                        cfg: ExperimentConfig, out: Path, seed: int, log=print) -> dict:
     """Train a reward model starting from ``init`` (a policy dir or an earlier reward model) and save it to ``out``."""
-    from prm.train import train_prm
+    from prmloop.prm.train import train_prm
 
     model, _ = init_reward_model(init, mode, cfg.prm.max_length)
     prm_cfg = dataclasses.replace(cfg.prm, mode=mode, seed=seed)

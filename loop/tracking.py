@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from data.errors import UserError
-from data.jsonl import append_jsonl, truncate_torn_tail, write_jsonl
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import append_jsonl, truncate_torn_tail, write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -38,13 +38,13 @@ from accelerate import Accelerator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from data.errors import UserError
-from data.schema import Problem
-from policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
-from policy.config import GRPOConfig, PolicyConfig
-from policy.losses import grpo_loss, masked_mean
-from policy.rewards import Rewards, StepScorer, check_answer, check_reward_setup, compute_rewards
-from policy.rollout import HFBackend, PolicySampler, Rollout, encode_prompts, forward_logps, sample_rollout
+from prmloop.data.errors import UserError
+from prmloop.data.schema import Problem
+from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
+from prmloop.policy.config import GRPOConfig, PolicyConfig
+from prmloop.policy.losses import grpo_loss, masked_mean
+from prmloop.policy.rewards import Rewards, StepScorer, check_answer, check_reward_setup, compute_rewards
+from prmloop.policy.rollout import HFBackend, PolicySampler, Rollout, encode_prompts, forward_logps, sample_rollout
 
 
 def validate_config(cfg: GRPOConfig) -> None:

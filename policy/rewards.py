@@ -20,10 +20,10 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from data.answers import answers_match, extract_answer
-from data.errors import UserError
-from data.schema import Problem
-from data.verifier import final_answer
+from prmloop.data.answers import answers_match, extract_answer
+from prmloop.data.errors import UserError
+from prmloop.data.schema import Problem
+from prmloop.data.verifier import final_answer
 
 
 class StepScorer(Protocol):

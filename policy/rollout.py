@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from data.steps import align_steps, split_steps
+from prmloop.data.steps import align_steps, split_steps
 
 _MASK64 = (1 << 64) - 1
 

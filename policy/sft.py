@@ -16,11 +16,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from data.arith import parse_question
-from data.schema import Problem
-from data.verifier import verify
-from policy.config import PolicyConfig, SFTConfig
-from policy.sampling import generate_texts
+from prmloop.data.arith import parse_question
+from prmloop.data.schema import Problem
+from prmloop.data.verifier import verify
+from prmloop.policy.config import PolicyConfig, SFTConfig
+from prmloop.policy.sampling import generate_texts
 
 
 def solution_text(steps: tuple[str, ...] | list[str]) -> str:

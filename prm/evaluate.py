@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from data.errors import UserError
-from data.loaders import load
-from data.schema import Label, StepwiseExample
-from prm.metrics import (
+from prmloop.data.errors import UserError
+from prmloop.data.loaders import load
+from prmloop.data.schema import Label, StepwiseExample
+from prmloop.prm.metrics import (
     AGGREGATIONS,
     best_of_n_accuracy,
     first_error_from_labels,
@@ -28,7 +28,7 @@ from prm.metrics import (
     processbench_metrics,
     step_metrics,
 )
-from prm.model import StepRewardModel
+from prmloop.prm.model import StepRewardModel
 
 
 def scored_prefix(scores: list[float], labels: list[Label]) -> tuple[list[float], list[Label]]:

@@ -41,10 +41,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from data.errors import UserError
-from data.schema import check_solution_steps
-from data.steps import step_end_token_indices, token_char_ends_from_offsets
-from data.vocab import load_tokenizer
+from prmloop.data.errors import UserError
+from prmloop.data.schema import check_solution_steps
+from prmloop.data.steps import step_end_token_indices, token_char_ends_from_offsets
+from prmloop.data.vocab import load_tokenizer
 
 PRM_CONFIG_FILE = "prm.json"
 """Marks a directory as a saved StepRewardModel (mode, max_length); the backbone's config.json sits beside it."""

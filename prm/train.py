@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from data.errors import UserError
-from data.schema import Label, StepwiseExample
-from prm.config import PRMConfig
-from prm.model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
+from prmloop.data.errors import UserError
+from prmloop.data.schema import Label, StepwiseExample
+from prmloop.prm.config import PRMConfig
+from prmloop.prm.model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
 
 
 def hard_targets(labels: list[Label]) -> list[float]:
@@ -185,7 +185,7 @@ def best_first_error_threshold(scores: list[list[float]], labels: list[list[Labe
 
     Example: scores [[0.9, 0.4]] (label first error 1) and [[0.45]] (no error): at 0.5 the second is a false alarm
     (F1 0); any t in (0.4, 0.45] gets both right (F1 1); the candidate is the midpoint 0.425."""
-    from prm.metrics import first_error_from_labels, first_error_index, processbench_metrics
+    from prmloop.prm.metrics import first_error_from_labels, first_error_index, processbench_metrics
 
     actual = [first_error_from_labels(solution) for solution in labels]
     best = (-math.inf, 0.0, 0.5)
@@ -213,7 +213,7 @@ def fold_threshold(model: StepRewardModel, threshold: float) -> float:
 
 def tune_threshold(model: StepRewardModel, examples: list[StepwiseExample], batch_size: int) -> dict:
     """Pick the first-error-F1-best threshold on ``examples`` and fold it into ``model``'s bias."""
-    from prm.evaluate import scored_prefix
+    from prmloop.prm.evaluate import scored_prefix
 
     scores = model.score_steps([e.prompt for e in examples], [e.completions for e in examples], batch_size)
     pairs = [scored_prefix(s, e.labels) for s, e in zip(scores, examples)]
@@ -285,7 +285,7 @@ def train_prm(
 
 def _validate(model: StepRewardModel, examples: list[StepwiseExample], cfg: PRMConfig, log) -> dict:
     """Validation metrics (prefixed ``val_``) of the unwrapped model; logged as one line."""
-    from prm.evaluate import evaluate_steps
+    from prmloop.prm.evaluate import evaluate_steps
 
     metrics = evaluate_steps(model, examples, cfg.threshold, cfg.eval_batch_size)
     log(f"prm validation: step acc {metrics['step_acc']:.3f}, step F1 (error) {metrics['step_f1_error']:.3f}, "

@@ -8,21 +8,20 @@ so the losses must agree.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from data.arith import generate
-from data.config import DataConfig
-from data.vocab import build_task_tokenizer
-from policy.config import GRPOConfig, PolicyConfig
-from policy.grpo import GRPOTrainer
-from policy.tiny import tiny_random_model
+from prmloop.data.arith import generate
+from prmloop.data.config import DataConfig
+from prmloop.data.vocab import build_task_tokenizer
+from prmloop.policy.config import GRPOConfig, PolicyConfig
+from prmloop.policy.grpo import GRPOTrainer
+from prmloop.policy.tiny import tiny_random_model
 
 
 class DigitScorer:
@@ -43,6 +42,12 @@ def main(out_path: str, steps: int = 3) -> None:
     history = trainer.train(problems, steps=steps)
     if trainer.accelerator.is_main_process:
         Path(out_path).write_text(json.dumps({"processes": trainer.accelerator.num_processes, "history": history}))
+    trainer.accelerator.end_training()
+    # torch 2.13's gloo teardown at interpreter exit sometimes aborts one rank ("terminate called without an active
+    # exception") and leaves the other waiting forever; the outputs are written, so leave without that teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from policy.advantages import (
+from prmloop.policy.advantages import (
     CREDIT,
     get_credit,
     mix_outcome,

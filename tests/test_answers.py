@@ -11,8 +11,8 @@ from fractions import Fraction
 
 import pytest
 
-from data._answer_worker import symbolic_match
-from data.answers import answers_match, extract_answer, normalize_answer, parse_number
+from prmloop.data._answer_worker import symbolic_match
+from prmloop.data.answers import answers_match, extract_answer, normalize_answer, parse_number
 
 HOSTILE_CEILING_S = 3.0  # a generous sanity ceiling over the ~1 s bound (timeout + child restart), not a benchmark
 
@@ -240,7 +240,7 @@ def test_from_a_forked_daemon_process_after_the_parent_used_its_own_children():
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
 def test_children_exit_with_their_parent():
-    script = "from data.answers import answers_match; import data._answer_worker as w; answers_match('2^3', '8'); "
+    script = "from prmloop.data.answers import answers_match; import prmloop.data._answer_worker as w; answers_match('2^3', '8'); "
     script += "print(w._POOL.idle[0].proc.pid)"
     pid = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     deadline = time.monotonic() + 10
@@ -259,7 +259,7 @@ def _is_running(pid: int) -> bool:
 
 def test_a_child_that_cannot_import_math_verify_is_a_user_error_not_a_silent_false():
     script = (
-        "import sys\nfrom data.answers import answers_match\nfrom data.errors import UserError\n"
+        "import sys\nfrom prmloop.data.answers import answers_match\nfrom prmloop.data.errors import UserError\n"
         "sys.path[:] = [p for p in sys.path if '-packages' not in p]  # the child gets this path\n"
         "try:\n    answers_match('2^3', '8')\nexcept UserError as error:\n    print('UserError', error)\n"
     )

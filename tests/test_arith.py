@@ -4,10 +4,10 @@ import dataclasses
 
 import pytest
 
-from data.arith import ArithProblem, check_config, generate, parse_question, split_of
-from data.config import DataConfig
-from data.errors import UserError
-from data.verifier import verify
+from prmloop.data.arith import ArithProblem, check_config, generate, parse_question, split_of
+from prmloop.data.config import DataConfig
+from prmloop.data.errors import UserError
+from prmloop.data.verifier import verify
 
 
 def test_same_seed_gives_identical_problems():

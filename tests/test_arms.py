@@ -2,9 +2,9 @@
 
 import pytest
 
-from data.errors import UserError
-from loop.arms import Arm, arm_config, parse_arm
-from loop.config import ExperimentConfig
+from prmloop.data.errors import UserError
+from prmloop.loop.arms import Arm, arm_config, parse_arm
+from prmloop.loop.config import ExperimentConfig
 
 
 def test_parse_arm_defaults_credit_to_sum():

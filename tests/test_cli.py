@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from loop.cli import main
+from prmloop.loop.cli import main
 
 
 def test_generate_is_deterministic_and_show_prints_steps(tmp_path, capsys):
@@ -28,7 +28,7 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
         ["data", "generate", "--n", "5", "--out", str(tmp_path / "x.jsonl"), "--set", "data.operators=/"],
     ]
     for argv in cases:
-        result = subprocess.run([sys.executable, "-m", "loop.cli", *argv], capture_output=True, text=True, check=False)
+        result = subprocess.run([sys.executable, "-m", "prmloop.loop.cli", *argv], capture_output=True, text=True, check=False)
         assert result.returncode == 2, (argv, result.stderr)
         assert "Traceback" not in result.stderr
         lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -62,7 +62,7 @@ def test_convert_writes_stepwise_and_names_bad_rows(tmp_path, capsys):
 def test_every_command_takes_config_and_set():
     import argparse
 
-    from loop.cli import build_parser
+    from prmloop.loop.cli import build_parser
 
     def leaves(parser, path):
         actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from data.errors import UserError
-from loop.config import ExperimentConfig, load_config, save_config
+from prmloop.data.errors import UserError
+from prmloop.loop.config import ExperimentConfig, load_config, save_config
 
 
 def write(tmp_path, text):
@@ -71,7 +71,7 @@ def test_demo_config_equals_builtin_defaults():
 
 
 def test_demo_quick_overrides_equal_quick_yaml():
-    from loop.cli import QUICK_OVERRIDES
+    from prmloop.loop.cli import QUICK_OVERRIDES
 
     quick, overridden = load_config("configs/quick.yaml"), load_config(None, QUICK_OVERRIDES)
     assert (quick.data, quick.policy, quick.sft) == (overridden.data, overridden.policy, overridden.sft)

@@ -2,7 +2,7 @@
 
 import math
 
-from loop.evaluation import prm_sample_metrics
+from prmloop.loop.evaluation import prm_sample_metrics
 
 
 def test_prm_sample_metrics_hand_computed():

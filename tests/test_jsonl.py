@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from data.errors import UserError
-from data.jsonl import append_jsonl, read_jsonl, read_jsonl_tolerant, truncate_torn_tail
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import append_jsonl, read_jsonl, read_jsonl_tolerant, truncate_torn_tail
 
 
 def test_append_creates_then_appends_whole_lines(tmp_path: Path):

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from data.errors import UserError
-from prm.label import (
+from prmloop.data.errors import UserError
+from prmloop.prm.label import (
     get_estimate,
     get_labeller,
     hard_estimate,
@@ -13,7 +13,7 @@ from prm.label import (
     label_exhaustive,
     soft_estimate,
 )
-from prm.metrics import first_error_from_labels
+from prmloop.prm.metrics import first_error_from_labels
 
 QUESTION = "What is 40 + 2?"
 REFERENCE = "42"

@@ -7,11 +7,11 @@ from pathlib import Path
 import datasets
 import pytest
 
-from data import loaders
-from data.errors import UserError
-from data.formats import last_boxed
-from data.loaders import convert, format_names, load
-from data.schema import Problem, StepwiseExample
+from prmloop.data import loaders
+from prmloop.data.errors import UserError
+from prmloop.data.formats import last_boxed
+from prmloop.data.loaders import convert, format_names, load
+from prmloop.data.schema import Problem, StepwiseExample
 from tests.fixtures_formats import (
     GSM8K_ROWS,
     MATH500_ROWS,
@@ -148,7 +148,7 @@ def test_math_shepherd_steps_and_labels(tmp_path):
 
 
 def test_math_shepherd_mixed_labels_read_at_shifted_offsets():
-    from data.formats import parse_math_shepherd
+    from prmloop.data.formats import parse_math_shepherd
 
     row = {
         "input": "Q? Step 1: a ки\nStep 2: b ки\nStep 3: c ки",

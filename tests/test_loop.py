@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from data.jsonl import read_jsonl
+from prmloop.data.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 ARM = Path("arms/process-prm-iterative/seed0")
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loop.cli", *args]
+    return [sys.executable, "-m", "prmloop.loop.cli", *args]
 
 
 def _env() -> dict:

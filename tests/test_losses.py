@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from policy.losses import grpo_loss, kl_k3, masked_mean
+from prmloop.policy.losses import grpo_loss, kl_k3, masked_mean
 
 LOG = math.log
 

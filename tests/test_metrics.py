@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from prm.metrics import (
+from prmloop.prm.metrics import (
     AGGREGATIONS,
     best_of_n_accuracy,
     first_error_from_labels,

@@ -5,19 +5,19 @@ import math
 import pytest
 import torch
 
-from data.arith import generate
-from data.config import DataConfig
-from data.errors import UserError
-from data.jsonl import write_jsonl
-from data.schema import StepwiseExample
-from data.vocab import build_task_tokenizer
-from loop.config import ExperimentConfig
-from loop.jobs_prm import eval_prm_job, label_job, load_stepwise
-from policy.config import PolicyConfig
-from policy.tiny import init_policy, tiny_random_model
-from prm.config import PRMConfig
-from prm.evaluate import best_of_n, evaluate_file, evaluate_steps
-from prm.model import StepRewardModel
+from prmloop.data.arith import generate
+from prmloop.data.config import DataConfig
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import write_jsonl
+from prmloop.data.schema import StepwiseExample
+from prmloop.data.vocab import build_task_tokenizer
+from prmloop.loop.config import ExperimentConfig
+from prmloop.loop.jobs_prm import eval_prm_job, label_job, load_stepwise
+from prmloop.policy.config import PolicyConfig
+from prmloop.policy.tiny import init_policy, tiny_random_model
+from prmloop.prm.config import PRMConfig
+from prmloop.prm.evaluate import best_of_n, evaluate_file, evaluate_steps
+from prmloop.prm.model import StepRewardModel
 from tests.fixtures_formats import PROCESSBENCH_ROWS
 
 NAN = math.nan

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.errors import UserError
-from data.schema import StepwiseExample
-from data.vocab import build_bpe_tokenizer, build_task_tokenizer
-from policy.sft import solution_text
-from policy.tiny import tiny_random_model
-from prm.model import (
+from prmloop.data.errors import UserError
+from prmloop.data.schema import StepwiseExample
+from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from prmloop.policy.sft import solution_text
+from prmloop.policy.tiny import tiny_random_model
+from prmloop.prm.model import (
     StepRewardModel,
     encode_solution,
     format_solution,
@@ -22,7 +22,7 @@ from prm.model import (
     step_tensors,
     token_logp_and_margin,
 )
-from prm.train import build_items, collate_items
+from prmloop.prm.train import build_items, collate_items
 
 BPE_CORPUS = ["7 + 5 = 12\n12 * 3 = 36\nAnswer: 36", "3 × 4 = 12\n√16 = 4\nAnswer: 12"] * 20
 PROMPT = "Q?\n"
@@ -164,7 +164,7 @@ def test_training_and_scoring_read_the_same_tokens(bpe):
 
 LOAD_AND_SCORE = """
 import json, sys
-from prm.model import StepRewardModel
+from prmloop.prm.model import StepRewardModel
 model = StepRewardModel.from_pretrained(sys.argv[1])
 print(json.dumps({"mode": model.mode, "max_length": model.max_length,
                   "scores": model.score_steps(json.loads(sys.argv[2]), json.loads(sys.argv[3]))}))

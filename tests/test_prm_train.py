@@ -7,17 +7,17 @@ import random
 import pytest
 import torch
 
-import prm.train
-from data.errors import UserError
-from data.jsonl import write_jsonl
-from data.schema import StepwiseExample
-from data.vocab import build_task_tokenizer
-from loop.config import ExperimentConfig
-from loop.jobs_prm import train_prm_job
-from policy.tiny import tiny_random_model
-from prm.config import PRMConfig
-from prm.model import StepRewardModel
-from prm.train import (
+import prmloop.prm.train
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import write_jsonl
+from prmloop.data.schema import StepwiseExample
+from prmloop.data.vocab import build_task_tokenizer
+from prmloop.loop.config import ExperimentConfig
+from prmloop.loop.jobs_prm import train_prm_job
+from prmloop.policy.tiny import tiny_random_model
+from prmloop.prm.config import PRMConfig
+from prmloop.prm.model import StepRewardModel
+from prmloop.prm.train import (
     best_first_error_threshold,
     build_items,
     collate_items,
@@ -127,7 +127,7 @@ def test_train_prm_feeds_labels_to_the_loss_and_mixes_replay(monkeypatch, label_
         seen.extend(targets.tolist())
         return step_bce_loss(logits, targets)
 
-    monkeypatch.setattr(prm.train, "step_bce_loss", recording_loss)
+    monkeypatch.setattr(prmloop.prm.train, "step_bce_loss", recording_loss)
     new, history = toy_examples(16, seed=0, soft=True), toy_examples(40, seed=1)
     cfg = PRMConfig(epochs=1, batch_size=8, replay_fraction=0.25, val_fraction=0.0, label_type=label_type, supervise="all")
     summary = train_prm(toy_model(), new, cfg, replay=history, log=lambda line: None)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from data.errors import UserError
-from data.jsonl import append_jsonl
-from loop.report import RunInfo, mean_ci, seed_curve, steps_to_reach, t_quantile_975, write_report
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import append_jsonl
+from prmloop.loop.report import RunInfo, mean_ci, seed_curve, steps_to_reach, t_quantile_975, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

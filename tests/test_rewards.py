@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from data.errors import UserError
-from data.schema import Problem
-from policy.rewards import Rewards, check_answer, check_reward_setup, compute_rewards
+from prmloop.data.errors import UserError
+from prmloop.data.schema import Problem
+from prmloop.policy.rewards import Rewards, check_answer, check_reward_setup, compute_rewards
 
 PROBLEM = Problem("p0", "1 + 2 = ? (left to right)", "3", ("1 + 2 = 3", "Answer: 3"))
 

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from data.steps import split_steps
-from data.vocab import build_bpe_tokenizer, build_task_tokenizer
-from policy.rollout import (
+from prmloop.data.steps import split_steps
+from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from prmloop.policy.rollout import (
     HFBackend,
     PolicySampler,
     encode_prompts,
@@ -17,7 +17,7 @@ from policy.rollout import (
     sample_next,
     sample_rollout,
 )
-from policy.tiny import tiny_random_model
+from prmloop.policy.tiny import tiny_random_model
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def one_thread():
 def test_row_seed_is_splitmix64_and_depends_on_every_part():
     # splitmix64 from state 0 gives 0xE220A8397B1DCDAF (the reference first output); four rounds of zeros are
     # deterministic, and the seed keeps 63 bits.
-    from policy.rollout import _splitmix64
+    from prmloop.policy.rollout import _splitmix64
 
     assert _splitmix64(0) == 0xE220A8397B1DCDAF
     seeds = {row_seed(*parts) for parts in [(0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1)]}

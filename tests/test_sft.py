@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from data.arith import generate
-from data.config import DataConfig
-from data.schema import Problem
-from data.vocab import build_task_tokenizer
-from policy.config import PolicyConfig, SFTConfig
-from policy.sampling import generate_texts
-from policy.sft import collate, encode_sft_examples, evaluate_greedy, lr_at, solution_text, train_sft
-from policy.tiny import build_tiny_llama
+from prmloop.data.arith import generate
+from prmloop.data.config import DataConfig
+from prmloop.data.schema import Problem
+from prmloop.data.vocab import build_task_tokenizer
+from prmloop.policy.config import PolicyConfig, SFTConfig
+from prmloop.policy.sampling import generate_texts
+from prmloop.policy.sft import collate, encode_sft_examples, evaluate_greedy, lr_at, solution_text, train_sft
+from prmloop.policy.tiny import build_tiny_llama
 
 
 def test_collate_masks_prompt_and_padding():

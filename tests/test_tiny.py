@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from data.vocab import build_task_tokenizer
-from policy.config import PolicyConfig
-from policy.tiny import build_tiny_llama, init_policy, tiny_random_model
+from prmloop.data.vocab import build_task_tokenizer
+from prmloop.policy.config import PolicyConfig
+from prmloop.policy.tiny import build_tiny_llama, init_policy, tiny_random_model
 
 
 def test_init_policy_reloads_with_same_logits(tmp_path):

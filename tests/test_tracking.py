@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.errors import UserError
-from data.jsonl import read_jsonl_tolerant
-from loop.tracking import Tracker, metrics_row, resolve_mode, wandb_sync_hint
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import read_jsonl_tolerant
+from prmloop.loop.tracking import Tracker, metrics_row, resolve_mode, wandb_sync_hint
 
 ARGS = {"project": "prmloop-test", "group": "exp", "name": "process-prm-iterative-sum-s0", "job_type": "process",
         "tags": ["test"], "config": {"supervision": "process", "reward_source": "prm", "rm_update": "iterative",
@@ -79,7 +79,7 @@ def test_wandb_mode_from_environment_is_respected(tmp_path: Path, clean_env, mon
 
 def test_wandb_import_failure_warns_and_keeps_local_log(tmp_path: Path, clean_env, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
-    with caplog.at_level(logging.WARNING, logger="loop.tracking"):
+    with caplog.at_level(logging.WARNING, logger="prmloop.loop.tracking"):
         tracker = Tracker(tmp_path, mode="offline", **ARGS)
     assert not tracker.wandb_active
     assert len(caplog.records) == 1 and "start failed" in caplog.text and "metrics.jsonl" in caplog.text
@@ -91,7 +91,7 @@ def test_wandb_import_failure_warns_and_keeps_local_log(tmp_path: Path, clean_en
 
 def test_wandb_init_failure_warns_and_keeps_local_log(tmp_path: Path, clean_env, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_MODE", "sideways")  # wandb rejects this mode inside init
-    with caplog.at_level(logging.WARNING, logger="loop.tracking"):
+    with caplog.at_level(logging.WARNING, logger="prmloop.loop.tracking"):
         tracker = Tracker(tmp_path, mode="offline", **ARGS)
     assert tracker.mode == "sideways" and not tracker.wandb_active
     assert len(caplog.records) == 1 and "start failed" in caplog.text

@@ -2,8 +2,8 @@
 
 import time
 
-from data.arith import ArithProblem
-from data.verifier import final_answer, split_solution, verify
+from prmloop.data.arith import ArithProblem
+from prmloop.data.verifier import final_answer, split_solution, verify
 
 # 7 + 5 * 3 - 4: 7 + 5 = 12, 12 * 3 = 36, 36 - 4 = 32
 PROBLEM = ArithProblem(7, (("+", 5), ("*", 3), ("-", 4)))

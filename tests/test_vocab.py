@@ -2,7 +2,7 @@
 
 from transformers import AutoTokenizer
 
-from data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
 
 TEXTS = ["7 + 5 * 3 - 4 = ? (left to right)\n", "7 + 5 = 12\n12 * 3 = 36\n36 - 4 = 32\nAnswer: 32", "  a  b\n\n"]
 

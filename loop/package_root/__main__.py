@@ -1,0 +1,6 @@
+"""``python -m prmloop ...`` (and ``accelerate launch -m prmloop ...``): the same CLI as the ``prmloop`` command."""
+
+from prmloop.loop.cli import main
+
+if __name__ == "__main__":
+    main()
