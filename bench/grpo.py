@@ -26,20 +26,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
+from prmloop.data.tasks import get_task
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer, step_problem_indices
 from prmloop.policy.losses import grpo_loss
-from prmloop.policy.rewards import check_answer
 from prmloop.policy.rollout import HFBackend, encode_prompts, forward_logps, left_pad, row_seed
 
+ARITH = get_task(DataConfig())
 
 def sft_policy(out: Path, quick: bool):
-    """The SFT policy of runs/bench_sft (trained here with loop.jobs.run_sft if absent)."""
+    """The SFT policy of runs/bench_sft (trained here with loop.stages.run_sft if absent)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (out / "model.safetensors").is_file():
         from prmloop.loop.config import load_config
-        from prmloop.loop.jobs import run_sft
+        from prmloop.loop.stages import run_sft
 
         cfg = load_config(None, ["sft.steps=300"] if quick else [])
         print(f"training an SFT policy into {out} ...")
@@ -53,7 +54,7 @@ def batch_of(problems, cfg: GRPOConfig, step: int):
 
 def trainer_runner(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, scorer, problems):
     """One trainer step per call: step, sample and score seconds, generated tokens/s."""
-    trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg, scorer)
+    trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg, ARITH, scorer)
 
     def run(step: int) -> dict:
         row = trainer.train_step(batch_of(problems, cfg, step), step)
@@ -72,7 +73,7 @@ def bare_runner(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, pro
 
     def run(step: int) -> dict:
         batch = batch_of(problems, cfg, step)
-        prompt_ids = encode_prompts(tokenizer, [policy_cfg.prompt_template.format(question=p.question) for p in batch])
+        prompt_ids = encode_prompts(tokenizer, [policy_cfg.prompt_template.replace("{question}", p.question) for p in batch])
         rows = [ids for ids in prompt_ids for _ in range(cfg.group_size)]
         seeds = [row_seed(cfg.seed, step, i // cfg.group_size, i % cfg.group_size) for i in range(len(rows))]
         started = time.perf_counter()
@@ -100,7 +101,7 @@ def hf_generate_runner(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConf
 
     def run(step: int) -> dict:
         batch = batch_of(problems, cfg, step)
-        prompts = [policy_cfg.prompt_template.format(question=p.question) for p in batch for _ in range(cfg.group_size)]
+        prompts = [policy_cfg.prompt_template.replace("{question}", p.question) for p in batch for _ in range(cfg.group_size)]
         inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
         started = time.perf_counter()
         with torch.no_grad():
@@ -137,7 +138,7 @@ def time_trl(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, proble
     except ImportError:
         return None
     model = copy.deepcopy(model)
-    by_prompt = {policy_cfg.prompt_template.format(question=p.question): p for p in problems}
+    by_prompt = {policy_cfg.prompt_template.replace("{question}", p.question): p for p in problems}
     generated = {"seconds": [], "tokens": []}
     original_generate = model.generate
 
@@ -160,7 +161,7 @@ def time_trl(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, proble
             step_seconds.append(time.perf_counter() - self.started)
 
     def rule_reward(prompts, completions, **kwargs):
-        return [float(check_answer(by_prompt[p], c)) for p, c in zip(prompts, completions)]
+        return [float(ARITH.is_correct(c, by_prompt[p].answer)) for p, c in zip(prompts, completions)]
 
     with tempfile.TemporaryDirectory() as out:
         args = trl.GRPOConfig(output_dir=out, per_device_train_batch_size=cfg.prompts_per_step * cfg.group_size,
@@ -179,17 +180,20 @@ def time_trl(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, proble
 def reward_run(model, tokenizer, steps: int) -> None:
     """GRPO with the default config (outcome supervision, rule reward) from the SFT policy; held-out accuracy of
     greedy decoding and of 4 samples per problem at temperature 1 (the rule reward), before and after."""
-    from prmloop.policy.grpo import heldout_accuracy
+    from prmloop.data.prompts import Prompter
+    from prmloop.policy.evaluate import heldout_accuracy
 
     policy_cfg, cfg = PolicyConfig(), GRPOConfig(steps=steps, supervision="outcome", reward_source="rule")
     held_out = generate(DataConfig(), DataConfig().n_eval, "eval")
 
     def evaluate(policy) -> tuple[float, float]:
-        return (heldout_accuracy(policy, tokenizer, held_out, policy_cfg),
-                heldout_accuracy(policy, tokenizer, held_out, policy_cfg, temperature=1.0, samples=4, seed=123))
+        prompter = Prompter.of(policy_cfg, tokenizer)
+        return (heldout_accuracy(policy, tokenizer, prompter, ARITH, held_out, policy_cfg.max_new_tokens),
+                heldout_accuracy(policy, tokenizer, prompter, ARITH, held_out, policy_cfg.max_new_tokens,
+                                 temperature=1.0, samples=4, seed=123))
 
     before = evaluate(model)
-    trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg)
+    trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg, ARITH)
     started = time.perf_counter()
     history = trainer.train(generate(DataConfig(), DataConfig().n_train, "train"))
     seconds = time.perf_counter() - started

@@ -26,11 +26,13 @@ from pathlib import Path
 import torch
 
 from prmloop.data import arith
+from prmloop.data.prompts import Prompter
 from prmloop.data.schema import StepwiseExample
+from prmloop.data.tasks import get_task
 from prmloop.data.verifier import final_answer, split_solution, verify
 from prmloop.loop.config import load_config
-from prmloop.loop.jobs import load_policy, run_sft
-from prmloop.loop.stages import label_rows, sample_rows
+from prmloop.loop.stages import label_rows, run_sft, sample_rows
+from prmloop.policy.load import load_policy
 from prmloop.policy.rollout import PolicySampler
 from prmloop.prm.evaluate import best_of_n, evaluate_steps
 from prmloop.prm.metrics import first_error_from_labels
@@ -59,14 +61,16 @@ def label_training_data(cfg, model, tokenizer, args, out: Path) -> dict:
         return json.loads(cache.read_text())
     train = arith.generate(cfg.data, cfg.data.n_train, "train")
     started = time.perf_counter()
-    rows = sample_rows(model, tokenizer, train, cfg.policy, args.n_problems, args.samples, args.seed)
+    rows = sample_rows(model, tokenizer, Prompter.of(cfg.policy, tokenizer), train, cfg.policy.max_new_tokens,
+                       args.n_problems, args.samples, args.seed)
     sample_seconds = time.perf_counter() - started
     result = {"rows": rows, "sample_seconds": sample_seconds}
     for method, estimate in (("exact", "soft"), ("mc", "soft"), ("mc_binary", "hard")):
         sampler = PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, temperature=args.label_temperature,
                                  seed=args.seed)
         started = time.perf_counter()
-        examples, rollouts = label_rows(rows, method, sampler, args.n, estimate, cfg.policy, 0)
+        examples, rollouts = label_rows(rows, method, sampler, args.n, estimate, get_task(cfg.data),
+                                        Prompter.of(cfg.policy, tokenizer), 0)
         result[method] = {"labels": [e.labels for e in examples], "rollouts": rollouts,
                           "seconds": time.perf_counter() - started}
         print(f"labelled {len(examples)} solutions with {method}: {rollouts} rollouts, "
@@ -120,7 +124,8 @@ def training_examples(data: dict, which: str) -> list[StepwiseExample]:
 def held_out_groups(cfg, model, tokenizer, args) -> dict:
     """``--bon`` fresh samples per held-out problem with exact step labels, correctness and final answers."""
     problems = arith.generate(cfg.data, cfg.data.n_eval, "eval")[: args.eval_problems]
-    rows = sample_rows(model, tokenizer, problems, cfg.policy, len(problems), args.bon, args.seed + 1000)
+    rows = sample_rows(model, tokenizer, Prompter.of(cfg.policy, tokenizer), problems, cfg.policy.max_new_tokens,
+                       len(problems), args.bon, args.seed + 1000)
     by_problem: dict[str, list[dict]] = {}
     for row in rows:
         by_problem.setdefault(row["problem_id"], []).append(row)

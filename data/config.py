@@ -1,4 +1,4 @@
-"""DataConfig: the embedded arithmetic task's knobs and dataset sizes."""
+"""DataConfig: which task supplies problems (the embedded task or a dataset), its source and splits, and sizes."""
 
 from __future__ import annotations
 
@@ -8,15 +8,29 @@ from dataclasses import dataclass
 @dataclass
 class DataConfig:
     task: str = "arith"
-    """Which task supplies problems: 'arith' (embedded, offline) or a loader format such as 'gsm8k'."""
+    """Which task supplies problems: 'arith' (embedded, offline), 'gsm8k', 'math' (MATH, MATH-500, any \\boxed{}
+    answers) or 'problems' (any file or hub dataset with a question and an answer column)."""
     source: str = ""
-    """For a loader format: a hub dataset name or a local JSON/JSONL/parquet path (unused for 'arith')."""
+    """Dataset tasks: a hub dataset name or a local .json/.jsonl/.parquet path ('' = the task's hub default)."""
+    split: str = "train"
+    """Dataset tasks: the split training problems come from."""
+    eval_split: str = "test"
+    """Dataset tasks: the held-out split; '' = no such split, hold out the hash bucket 0 of 10 of ``split`` instead."""
+    subset: str = ""
+    """Dataset tasks: the hub dataset's subset/config name ('' = the task's default, e.g. 'main' for GSM8K)."""
+    question_column: str = "question"
+    """'problems' task: the column holding the question."""
+    answer_column: str = "answer"
+    """'problems' task: the column holding the reference final answer."""
+    step_split: str = ""
+    """How completions split into steps: 'newline', 'blank_line' or 'step_marker' ('' = the task's default:
+    newline for arith, gsm8k and problems, blank_line for math)."""
     seed: int = 0
     """Seed of the problem generator; the same seed gives byte-identical problems."""
     n_train: int = 4000
-    """Number of training problems."""
+    """Number of training problems (dataset tasks: at most this many, the first ones of the split)."""
     n_eval: int = 200
-    """Number of held-out problems (never overlapping the training ones)."""
+    """Number of held-out problems, never overlapping the training ones (dataset tasks: at most this many)."""
     min_steps: int = 2
     """Fewest operations in an arithmetic problem (each operation is one solution step)."""
     max_steps: int = 3

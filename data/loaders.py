@@ -29,6 +29,7 @@ import datasets
 
 from prmloop.data.errors import UserError
 from prmloop.data.formats import OPTION_CHOICES, ROW_PARSERS, BadRow, RowParser
+from prmloop.data.hub import require_hub
 from prmloop.data.jsonl import write_jsonl
 from prmloop.data.schema import Problem, StepwiseExample
 
@@ -187,6 +188,7 @@ def iter_rows(source: str | Path, split: str = "train", subset: str | None = Non
 
 
 def _hub_rows(name: str, split: str, subset: str | None) -> Rows:
+    require_hub(name, "dataset source")
     subset = subset or HUB_SUBSETS.get(name)
     try:
         dataset = datasets.load_dataset(name, subset, split=split)

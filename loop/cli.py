@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     prm_train.add_argument("--out", required=True)
     prm_label = prm.add_parser("label", help="sample solutions from a policy and label their steps")
     prm_label.add_argument("--policy", required=True, help="policy directory (save_pretrained) or hub name")
-    prm_label.add_argument("--problems", required=True, help="problems JSONL (from `prmloop data generate`)")
+    prm_label.add_argument("--problems", default=None, help="problems file in the task's format (arith: `prmloop data "
+                           "generate` JSONL; gsm8k/math/problems: that dataset's rows); default: the task's train split")
     prm_label.add_argument("--out", required=True, help="stepwise JSONL to write")
     prm_label.add_argument("--method", default="exhaustive", choices=["exhaustive", "binary", "exact"],
                            help="Monte Carlo (exhaustive or binary search) or the exact verifier (embedded task)")
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     prm_eval.add_argument("--prm", required=True, help="PRM directory")
     prm_eval.add_argument("--data", required=True, help="labelled file")
     prm_eval.add_argument("--format", default="trl_stepwise", help="trl_stepwise, processbench, prm800k, math_shepherd")
+    prm_eval.add_argument("--split", default="train", help="split of a hub dataset (ProcessBench: gsm8k, math, ...)")
     for sub in (prm_train, prm_label, prm_eval):
         _common(sub)
 
@@ -114,9 +116,12 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "policy" and args.action == "init":
         print(f"wrote a tiny policy to {jobs.init_policy(cfg, args.out)}")
     elif args.command == "policy":
-        summary = jobs.run_sft(cfg, args.out)
-        print(f"SFT done in {summary['seconds']}s: held-out greedy accuracy {summary['eval_accuracy']:.3f}, "
-              f"first errors by step {summary['first_error_counts']}; saved to {args.out}")
+        from prmloop.loop.stages import run_sft
+
+        summary = run_sft(cfg, args.out)
+        errors = f", first errors by step {summary['first_error_counts']}" if "first_error_counts" in summary else ""
+        print(f"SFT done in {summary['seconds']}s: held-out greedy accuracy {summary['eval_accuracy']:.3f}{errors}; "
+              f"saved to {args.out}")
     elif args.command == "prm":
         _dispatch_prm(cfg, args)
     elif args.command == "grpo":
@@ -150,7 +155,7 @@ def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
         summary = jobs_prm.label_job(cfg, args.policy, args.problems, args.out, args.n, args.method, args.samples)
         print(f"labelled: {summary}; wrote {args.out}")
     else:
-        summary = jobs_prm.eval_prm_job(cfg, args.prm, args.data, args.format)
+        summary = jobs_prm.eval_prm_job(cfg, args.prm, args.data, args.format, args.split)
         print("\n".join(f"{key}: {value}" for key, value in summary.items()))
 
 

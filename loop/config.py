@@ -29,9 +29,10 @@ class LoopConfig:
     """GRPO steps per round (M)."""
     rm_update: str = "iterative"
     """'iterative': retrain the reward model each round on fresh policy samples (+ replay); 'fixed': keep the first."""
-    labeller: str = "exact"
-    """How fresh samples get step labels: 'exact' (the embedded task's step verifier), 'mc' (Math-Shepherd Monte
-    Carlo with the policy, exhaustive) or 'mc_binary' (OmegaPRM-style binary search)."""
+    labeller: str = "auto"
+    """How fresh samples get step labels: 'exact' (the task's step verifier; only the embedded task has one), 'mc'
+    (Math-Shepherd Monte Carlo with the policy, exhaustive), 'mc_binary' (OmegaPRM-style binary search) or 'auto'
+    (exact where the task has a verifier, else mc)."""
     mc_rollouts: int = 8
     """Monte Carlo labelling: completions per step prefix (N)."""
     label_problems: int = 64
@@ -44,6 +45,13 @@ class LoopConfig:
     """Held-out problems evaluated each round (at most data.n_eval)."""
     eval_k: int = 8
     """Samples per held-out problem for maj@k, pass@k and the PRM metrics."""
+    eval_mc_solutions: int = 32
+    """Tasks without a step verifier: held-out samples given Monte Carlo labels each round for the PRM's
+    first-error F1 (loop.mc_rollouts completions per step prefix; 0 = skip)."""
+    prm_eval_data: str = ""
+    """A labelled file (e.g. ProcessBench's gsm8k/math split) the PRM is also evaluated on each round ('' = none)."""
+    prm_eval_format: str = "processbench"
+    """Format of loop.prm_eval_data (a data.loaders format: processbench, trl_stepwise, math_shepherd, prm800k)."""
     cache_dir: str = "runs/cache"
     """Where warm-started policies are cached (keyed by a hash of the data, policy and sft sections)."""
 

@@ -1,25 +1,27 @@
-"""The loop's per-round evaluation: held-out greedy accuracy, maj@k, PRM first-error F1 and the reward-hacking gap.
+"""The loop's per-round evaluation: held-out greedy accuracy, maj@k, pass@k, PRM quality and the reward-hacking gap.
 
-One sampling pass serves several metrics: k samples per held-out problem (temperature 1) give maj@k and pass@k, and
-the same samples, labelled by the exact step verifier (embedded task), measure the current PRM on the current
-policy's fresh outputs: ProcessBench first-error F1, Best-of-k with min aggregation, and the reward-hacking gap =
-mean PRM solution score (min over steps, PURE's aggregation) minus the true accuracy of those samples. A gap that
-grows over rounds means the policy is learning to please the PRM rather than to be right.
+One sampling pass serves several metrics: k samples per held-out problem (temperature 1) give maj@k and pass@k (the
+task's answer check), and the same samples measure the current PRM on the current policy's fresh outputs:
+- step labels come from the task's exact verifier where it has one (the embedded task), else from Monte Carlo
+  rollouts of the current policy (Math-Shepherd hard estimate, the task's answer check) on the first
+  ``mc_solutions`` samples; then ProcessBench first-error F1 against those labels;
+- Best-of-k with min aggregation, and the reward-hacking gap = mean PRM solution score (min over steps, PURE's
+  aggregation) minus the true accuracy of the same samples, need only the answer check, so they use every sample.
+A gap that grows over rounds means the policy is learning to please the PRM rather than to be right.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import random
+from dataclasses import dataclass
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-from prmloop.data.arith import parse_question
+from prmloop.data.answers import normalize_answer
+from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
-from prmloop.data.verifier import final_answer, split_solution, verify, verify_steps
-from prmloop.policy.config import PolicyConfig
-from prmloop.policy.sampling import generate_texts
+from prmloop.data.tasks import Task
+from prmloop.policy.evaluate import complete_problems, correctness
+from prmloop.policy.rollout import PolicySampler
 from prmloop.prm.metrics import (
     aggregate_min,
     best_of_n_accuracy,
@@ -31,55 +33,48 @@ from prmloop.prm.metrics import (
 )
 
 
-def greedy_accuracy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem], policy_cfg: PolicyConfig
-) -> tuple[float, list[str]]:
-    """Fraction of problems answered right with greedy decoding, and the completions."""
-    prompts = [policy_cfg.prompt_template.format(question=p.question) for p in problems]
-    completions = generate_texts(model, tokenizer, prompts, policy_cfg.max_new_tokens)
-    correct = [verify(parse_question(p.question), text).final_correct for p, text in zip(problems, completions)]
-    return sum(correct) / max(1, len(problems)), completions
+@dataclass
+class EvalSetup:
+    """What a round's evaluation reads: the task, the prompts, the held-out problems and the sample budget."""
+
+    task: Task
+    prompter: Prompter
+    problems: list[Problem]
+    max_new_tokens: int
+    k: int
+    """Samples per problem (temperature 1) for maj@k, pass@k and the PRM metrics."""
+    mc_rollouts: int = 8
+    """Without a step verifier: completions per step prefix for the Monte Carlo labels."""
+    mc_solutions: int = 32
+    """Without a step verifier: how many of the samples get Monte Carlo labels (0 = no first-error F1)."""
 
 
-def sample_solutions(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    problems: Sequence[Problem],
-    policy_cfg: PolicyConfig,
-    k: int,
-    seed: int,
-) -> list[list[str]]:
-    """k completions per problem at temperature 1 (seeded), grouped by problem."""
-    prompts = [policy_cfg.prompt_template.format(question=p.question) for p in problems for _ in range(k)]
-    torch.manual_seed(seed)
-    texts = generate_texts(model, tokenizer, prompts, policy_cfg.max_new_tokens, temperature=1.0)
-    return [texts[i * k : (i + 1) * k] for i in range(len(problems))]
+def prm_sample_metrics(scores: list[list[float]], labels: list[list[bool] | None], correct: list[bool],
+                       group_size: int) -> dict[str, float]:
+    """PRM quality on samples (pure): first-error F1 (labelled samples), BoN-k (min), mean score and hacking gap.
 
-
-def prm_sample_metrics(
-    scores: list[list[float]], labels: list[list[bool]], correct: list[bool], group_size: int
-) -> dict[str, float]:
-    """PRM quality on labelled samples (pure): first-error F1, BoN-k (min), mean solution score and hacking gap.
-
-    ``scores``/``labels`` are per solution (solutions of one problem adjacent, ``group_size`` each); a solution with no
-    steps or a NaN score (did not fit the PRM) is left out of the PRM metrics.
+    ``scores``/``labels``/``correct`` are per solution (solutions of one problem adjacent, ``group_size`` each); a
+    solution with no steps or a NaN score (did not fit the PRM) is left out; ``labels[i]`` None = not labelled.
     """
-    usable = [i for i, s in enumerate(scores) if s and labels[i] and not any(math.isnan(x) for x in s)]
-    predicted = [first_error_index(scores[i]) for i in usable]
-    truth = [first_error_from_labels(labels[i]) for i in usable]
-    bench = processbench_metrics(predicted, truth) if usable else {"f1": math.nan}
-    solution_scores = [aggregate_min(scores[i]) for i in usable]
+    scored = [i for i, s in enumerate(scores) if s and not any(math.isnan(x) for x in s)]
+    labelled = [i for i in scored if labels[i]]
+    predicted = [first_error_index(scores[i]) for i in labelled]
+    truth = [first_error_from_labels(labels[i]) for i in labelled]
+    f1 = processbench_metrics(predicted, truth)["f1"] if labelled else math.nan
+    solution_scores = [aggregate_min(scores[i]) for i in scored]
     mean_score = sum(solution_scores) / len(solution_scores) if solution_scores else math.nan
-    accuracy = sum(correct[i] for i in usable) / len(usable) if usable else math.nan
+    accuracy = sum(correct[i] for i in scored) / len(scored) if scored else math.nan
+    usable = set(scored)
     groups = [list(range(start, start + group_size)) for start in range(0, len(scores), group_size)]
-    complete = [g for g in groups if all(i in set(usable) for i in g)]
+    complete = [g for g in groups if all(i in usable for i in g)]
     bon = (
         best_of_n_accuracy([[scores[i] for i in g] for g in complete], [[correct[i] for i in g] for g in complete], "min")
         if complete
         else math.nan
     )
     return {
-        "prm_first_error_f1": bench["f1"],
+        "prm_first_error_f1": f1,
+        "prm_labelled_samples": float(len(labelled)),
         "prm_bon_min": bon,
         "prm_score_mean": mean_score,
         "sample_accuracy": accuracy,
@@ -87,43 +82,62 @@ def prm_sample_metrics(
     }
 
 
-def evaluate_round(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    scorer,
-    problems: Sequence[Problem],
-    policy_cfg: PolicyConfig,
-    k: int,
-    seed: int,
-) -> tuple[dict[str, float], list[dict]]:
+def _step_labels(model, tokenizer, setup: EvalSetup, problems: list[Problem], steps: list[list[str]],
+                 seed: int) -> list[list[bool] | None]:
+    """Exact labels for every sample with steps, or hard MC labels for the first ``mc_solutions`` of them."""
+    task = setup.task
+    if task.has_verifier:
+        return [task.verify_steps(p, s) if s else None for p, s in zip(problems, steps)]
+    from prmloop.loop.stages import format_prefix_for
+    from prmloop.prm.label import label_exhaustive
+
+    chosen = [i for i, s in enumerate(steps) if s]
+    chosen = sorted(random.Random(seed).sample(chosen, min(setup.mc_solutions, len(chosen))))
+    labels: list[list[bool] | None] = [None] * len(steps)
+    if not chosen:
+        return labels
+    sampler = PolicySampler(model, tokenizer, setup.max_new_tokens, temperature=1.0, seed=seed)
+    estimates, _ = label_exhaustive([(problems[i].question, problems[i].answer) for i in chosen],
+                                    [steps[i] for i in chosen], sampler, setup.mc_rollouts,
+                                    format_prefix_for(setup.prompter, task), task.is_correct, "hard")
+    for i, row in zip(chosen, estimates):
+        labels[i] = [value >= 0.5 for value in row]
+    return labels
+
+
+def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int) -> tuple[dict[str, float], list[dict]]:
     """All round metrics (see the module docstring) and a few completion rows for the tracker's table.
 
     ``scorer`` is anything with ``score_steps(prompts, solutions)`` (a process-mode PRM) or None to skip PRM metrics.
     """
-    accuracy, greedy = greedy_accuracy(model, tokenizer, problems, policy_cfg)
-    grouped = sample_solutions(model, tokenizer, problems, policy_cfg, k, seed)
-    parsed = [parse_question(p.question) for p in problems]
-    answers = [[final_answer(text) for text in texts] for texts in grouped]
-    correct = [[a is not None and int(a) == pq.answer for a in row] for row, pq in zip(answers, parsed)]
+    task, problems, k = setup.task, setup.problems, setup.k
+    greedy = [texts[0] for texts in complete_problems(model, tokenizer, setup.prompter, problems, setup.max_new_tokens)]
+    greedy_right = [row[0] for row in correctness(task, problems, [[text] for text in greedy])]
+    grouped = complete_problems(model, tokenizer, setup.prompter, problems, setup.max_new_tokens, k, 1.0, seed)
+    correct = correctness(task, problems, grouped)
+    answers = [[_vote_key(task.final_answer(text)) for text in texts] for texts in grouped]
     metrics = {
-        "accuracy": accuracy,
+        "accuracy": sum(greedy_right) / max(1, len(problems)),
         f"maj_at_{k}": majority_vote_accuracy(answers, correct),
         f"pass_at_{k}": pass_at_n(correct),
         "num_problems": float(len(problems)),
     }
-    flat_steps = [split_solution(text) for texts in grouped for text in texts]
-    flat_correct = [ok for row in correct for ok in row]
     if scorer is not None:
-        prompts = [policy_cfg.prompt_template.format(question=p.question) for p in problems for _ in range(k)]
-        flat_labels = [verify_steps(parsed[i // k], steps) for i, steps in enumerate(flat_steps)]
+        flat_problems = [p for p in problems for _ in range(k)]
+        flat_steps = [task.split(text) for texts in grouped for text in texts]
+        prompts = [setup.prompter(p.question) for p in flat_problems]
         nonempty = [i for i, steps in enumerate(flat_steps) if steps]
         scored = scorer.score_steps([prompts[i] for i in nonempty], [flat_steps[i] for i in nonempty]) if nonempty else []
         scores: list[list[float]] = [[] for _ in flat_steps]
         for i, step_scores in zip(nonempty, scored):
             scores[i] = list(step_scores)
-        metrics.update(prm_sample_metrics(scores, flat_labels, flat_correct, k))
-    table = [
-        {"prompt": p.question, "completion": text, "correct": verify(pq, text).final_correct}
-        for p, pq, text in list(zip(problems, parsed, greedy))[:8]
-    ]
+        labels = _step_labels(model, tokenizer, setup, flat_problems, flat_steps, seed + 1)
+        metrics.update(prm_sample_metrics(scores, labels, [ok for row in correct for ok in row], k))
+    table = [{"prompt": p.question, "completion": text, "correct": ok}
+             for p, text, ok in list(zip(problems, greedy, greedy_right))[:8]]
     return metrics, table
+
+
+def _vote_key(answer: str | None) -> str | None:
+    """The form answers are voted in (``data.answers.normalize_answer``), so '45' and '45.0 ' share a vote."""
+    return None if answer is None else normalize_answer(answer)

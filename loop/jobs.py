@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-
-import torch
 
 from prmloop.data import arith
 from prmloop.data.errors import UserError
 from prmloop.data.jsonl import read_jsonl, write_jsonl
 from prmloop.data.schema import Problem, StepwiseExample
+from prmloop.data.tasks import get_task
 from prmloop.data.verifier import verify
 from prmloop.loop.config import ExperimentConfig, save_config
 
@@ -57,64 +54,12 @@ def _mark(label: bool | float | None) -> str:
     return f"{label:.2f}"
 
 
-def load_problems(cfg: ExperimentConfig) -> tuple[list[Problem], list[Problem]]:
-    """Train and held-out problems for the configured task."""
-    if cfg.data.task == "arith":
-        return arith.generate(cfg.data, cfg.data.n_train, "train"), arith.generate(cfg.data, cfg.data.n_eval, "eval")
-    raise UserError(f"data.task: {cfg.data.task!r} is not supported for training yet; use 'arith'")
-
-
-def load_policy(model_name: str, dtype: str):
-    """Model and tokenizer from a hub name or a local save_pretrained directory; one-line error when absent."""
-    from transformers import AutoModelForCausalLM
-
-    from prmloop.data.vocab import load_tokenizer
-
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in dtypes:
-        raise UserError(f"policy.dtype: {dtype!r} is not one of {sorted(dtypes)}")
-    try:
-        tokenizer = load_tokenizer(model_name)
-        model = AutoModelForCausalLM.from_pretrained(model_name, dtype=dtypes[dtype])
-    except (OSError, ValueError) as err:
-        raise UserError(f"policy.model: cannot load {model_name!r} ({str(err).splitlines()[0][:160]})") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return model, tokenizer
-
-
 def init_policy(cfg: ExperimentConfig, out: str) -> Path:
     from prmloop.policy.tiny import init_policy as write_tiny
 
     path = write_tiny(cfg.policy, out, cfg.sft.seed)
     save_config(cfg, out)
     return path
-
-
-def run_sft(cfg: ExperimentConfig, out: str) -> dict:
-    """Warm-start the policy on reference solutions; saves model, tokenizer, config and sft_metrics.json in ``out``."""
-    from prmloop.data.vocab import build_task_tokenizer
-    from prmloop.policy.sft import train_sft
-    from prmloop.policy.tiny import build_tiny_llama
-
-    train, held_out = load_problems(cfg)
-    if cfg.policy.model == "tiny":
-        tokenizer = build_task_tokenizer()
-        model = build_tiny_llama(cfg.policy, tokenizer, cfg.sft.seed)
-    else:
-        model, tokenizer = load_policy(cfg.policy.model, cfg.policy.dtype)
-    started = time.perf_counter()
-    history = train_sft(model, tokenizer, train, held_out, cfg.policy, cfg.sft)
-    seconds = time.perf_counter() - started
-    out_dir = Path(out)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    save_config(cfg, out_dir)
-    final = [row for row in history if "eval_accuracy" in row][-1]
-    summary = {"seconds": round(seconds, 1), **final, "history": history}
-    (out_dir / "sft_metrics.json").write_text(json.dumps(summary, indent=1))
-    return summary
 
 
 def _experiment_dir(out: str, resume: bool) -> Path:
@@ -131,8 +76,7 @@ def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     from prmloop.loop.orchestrator import run_experiment
 
     path = _experiment_dir(out, resume)
-    train, held_out = load_problems(cfg)
-    [run_dir] = run_experiment(cfg, [arm_from_config(cfg)], [cfg.seed], path, train, held_out)
+    [run_dir] = run_experiment(cfg, [arm_from_config(cfg)], [cfg.seed], path, get_task(cfg.data))
     return run_dir
 
 
@@ -151,8 +95,7 @@ def compare_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     if cfg.compare.seeds < 1:
         raise UserError(f"compare.seeds: must be >= 1, got {cfg.compare.seeds}")
     seeds = [cfg.seed + i for i in range(cfg.compare.seeds)]
-    train, held_out = load_problems(cfg)
-    run_experiment(cfg, arms, seeds, path, train, held_out)
+    run_experiment(cfg, arms, seeds, path, get_task(cfg.data))
     runs = [RunInfo(arm=arm.name, seed=seed, supervision=arm.supervision, reward_source=arm.reward_source,
                     rm_update=arm.rm_update, credit=arm.credit, run_dir=path / "arms" / arm.name / f"seed{seed}")
             for arm in arms for seed in seeds]

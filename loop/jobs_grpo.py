@@ -2,7 +2,8 @@
 
 Outputs in ``out``: ``checkpoint/`` (resumable trainer state), ``grpo_metrics.jsonl`` (one row per step, non-finite
 values written as null), ``policy/`` (the final policy, save_pretrained), ``config.yaml`` and ``grpo_summary.json``
-(held-out accuracy before and after, at temperature 0, judged by ``policy.rewards.check_answer``).
+(held-out greedy accuracy before and after, judged by the task's answer check). A run in which every update was
+skipped (non-finite rewards or gradients) ends in a UserError saying why, after its outputs are written.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import time
 from pathlib import Path
 
 from prmloop.data.errors import UserError
+from prmloop.data.tasks import get_task
 from prmloop.loop.config import ExperimentConfig, save_config
-from prmloop.loop.jobs import load_policy, load_problems
 from prmloop.policy.config import GRPOConfig
+from prmloop.policy.evaluate import heldout_accuracy
+from prmloop.policy.load import load_policy
 
 
 def _json_safe(metrics: dict) -> dict:
@@ -23,27 +26,28 @@ def _json_safe(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def _load_scorer(prm_dir: str | None, grpo_cfg: GRPOConfig):
+def _load_scorer(prm_dir: str | None, grpo_cfg: GRPOConfig, max_length: int):
     if prm_dir is None:
         if grpo_cfg.reward_source != "rule":
             raise UserError(f"grpo.reward_source: '{grpo_cfg.reward_source}' needs a reward model directory (--prm)")
         return None
     from prmloop.prm.model import StepRewardModel  # lazy: the PRM package is only needed with a reward model
 
-    return StepRewardModel.from_pretrained(prm_dir)
+    return StepRewardModel.from_pretrained(prm_dir, max_length)
 
 
 def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str, resume: bool) -> dict:
     """Run ``cfg.grpo.steps`` GRPO steps from ``policy_dir`` (continuing ``out/checkpoint`` when ``resume``)."""
-    from prmloop.policy.grpo import GRPOTrainer, heldout_accuracy
+    from prmloop.policy.grpo import GRPOTrainer
 
     grpo_cfg = getattr(cfg, "grpo", None) or GRPOConfig()
     out_dir = Path(out)
     checkpoint = out_dir / "checkpoint"
+    task = get_task(cfg.data)
+    train, held_out = task.problems()
     model, tokenizer = load_policy(policy_dir, cfg.policy.dtype)
-    scorer = _load_scorer(prm_dir, grpo_cfg)
-    train, held_out = load_problems(cfg)
-    trainer = GRPOTrainer(model, tokenizer, grpo_cfg, cfg.policy, scorer)
+    scorer = _load_scorer(prm_dir, grpo_cfg, cfg.prm.max_length)
+    trainer = GRPOTrainer(model, tokenizer, grpo_cfg, cfg.policy, task, scorer)
     if scorer is not None and hasattr(scorer, "to"):
         scorer.to(trainer.accelerator.device)
     if resume and (checkpoint / "trainer_state.pt").is_file():
@@ -54,7 +58,10 @@ def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: s
         out_dir.mkdir(parents=True, exist_ok=True)
         if trainer.step == 0:
             metrics_path.write_text("")
-    start_accuracy = heldout_accuracy(trainer.policy, tokenizer, held_out, cfg.policy)
+    def accuracy() -> float:
+        return heldout_accuracy(trainer.policy, tokenizer, trainer.prompter, task, held_out, cfg.policy.max_new_tokens)
+
+    start_accuracy = accuracy()
 
     def write_row(metrics: dict[str, float]) -> None:
         if is_main:
@@ -64,7 +71,7 @@ def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: s
     started = time.perf_counter()
     history = trainer.train(train, steps=grpo_cfg.steps, on_metrics=write_row, checkpoint_dir=checkpoint)
     seconds = time.perf_counter() - started
-    final_accuracy = heldout_accuracy(trainer.policy, tokenizer, held_out, cfg.policy)
+    final_accuracy = accuracy()
     summary = {"start_accuracy": start_accuracy, "final_accuracy": final_accuracy, "steps": trainer.step,
                "steps_this_run": len(history), "seconds": round(seconds, 1), "skipped_updates": trainer.skipped_updates,
                "last": _json_safe(history[-1]) if history else {}}
@@ -73,4 +80,8 @@ def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: s
         tokenizer.save_pretrained(out_dir / "policy")
         save_config(cfg, out_dir)
         (out_dir / "grpo_summary.json").write_text(json.dumps(summary, indent=1))
+    if history and sum(trainer.skip_reasons.values()) >= len(history):
+        reasons = "; ".join(f"{count} x {why}" for why, count in trainer.skip_reasons.most_common())
+        raise UserError(f"grpo: all {len(history)} updates of this run were skipped ({reasons}); the policy did not "
+                        f"change (outputs in {out_dir})")
     return summary

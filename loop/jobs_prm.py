@@ -1,13 +1,16 @@
 """The CLI's reward-model jobs: label policy samples, train a PRM/ORM, evaluate one on a labelled file (no math here).
 
 Files: stepwise JSONL rows are ``{prompt, completions, labels, **meta}`` where ``prompt`` is the full text the policy
-was conditioned on (``policy.prompt_template`` already applied), as the loop's labels.jsonl stores it; so a
+was conditioned on (the prompt template or chat template already applied), as the loop's labels.jsonl stores it; so a
 ``trl_stepwise`` file is read as is, while the other labelled formats (ProcessBench, PRM800K, Math-Shepherd) hold the
-bare problem text and get ``policy.prompt_template`` applied before the PRM reads them.
+bare problem text and get the policy's prompt (``data.prompts.Prompter``) applied before the PRM reads them.
+Problems to label come from ``--problems FILE`` read as the configured task's format (``data.task``: a prmloop
+problems JSONL for arith, GSM8K rows for gsm8k, ...), or, without it, from the task's training split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,8 +20,11 @@ import torch
 from prmloop.data.errors import UserError
 from prmloop.data.jsonl import atomic_write_text, read_jsonl, write_jsonl
 from prmloop.data.loaders import load
+from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem, StepwiseExample
+from prmloop.data.tasks import get_task
 from prmloop.loop.config import ExperimentConfig, save_config
+from prmloop.policy.load import load_policy
 
 LABEL_METHODS = {"exhaustive": "mc", "binary": "mc_binary", "exact": "exact"}
 """CLI labelling method -> the loop's labeller name (loop.stages.label_rows)."""
@@ -43,8 +49,11 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         init = cfg.policy.model
     examples = load_stepwise(data_path)
     replay = load_stepwise(replay_path) if replay_path else None
-    from prmloop.loop.stages import init_reward_model
+    from prmloop.loop.stages import init_reward_model, outcome_examples
 
+    if cfg.prm.mode == "outcome":
+        examples = outcome_examples(examples)
+        replay = outcome_examples(replay) if replay else replay
     model, how = init_reward_model(init, cfg.prm.mode, cfg.prm.max_length)
     torch.manual_seed(cfg.prm.seed)
     summary = train_prm(model, examples, cfg.prm, replay=replay)
@@ -55,22 +64,26 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
     return summary
 
 
-def read_problems(path: str | Path) -> list[Problem]:
-    """A problems JSONL file (from ``prmloop data generate``)."""
-    problems = [Problem.from_row(row, f"{path}:{line}") for line, row in read_jsonl(path)]
+def read_problems(cfg: ExperimentConfig, path: str | None) -> list[Problem]:
+    """Problems to label: ``path`` in the configured task's format, or the task's training problems."""
+    task = get_task(cfg.data)
+    if path is None:
+        problems, _ = task.problems()
+    elif task.name == "arith":
+        problems = [Problem.from_row(row, f"{path}:{line}") for line, row in read_jsonl(path)]
+    else:
+        problems = task.load_split(dataclasses.replace(cfg.data, source=path), cfg.data.split)
     if not problems:
-        raise UserError(f"{path}: no problems")
+        raise UserError(f"{path or cfg.data.source}: no problems")
     return problems
 
 
-def label_job(
-    cfg: ExperimentConfig, policy_dir: str, problems_path: str, out: str, n: int, method: str, samples_per_problem: int
-) -> dict:
+def label_job(cfg: ExperimentConfig, policy_dir: str, problems_path: str | None, out: str, n: int, method: str,
+              samples_per_problem: int) -> dict:
     """Sample ``samples_per_problem`` solutions per problem from the policy (temperature 1, seeded by cfg.seed) and
-    label their steps: ``exact`` (step verifier, embedded task), ``exhaustive`` (Math-Shepherd MC with ``n``
-    completions per prefix, estimate = prm.label_type) or ``binary`` (binary search, ``n`` per probe). Writes
-    stepwise JSONL to ``out``."""
-    from prmloop.loop.jobs import load_policy
+    label their steps: ``exact`` (the task's step verifier), ``exhaustive`` (Math-Shepherd MC with ``n`` completions
+    per prefix, estimate = prm.label_type, the task's answer check) or ``binary`` (binary search, ``n`` per probe).
+    Writes stepwise JSONL to ``out``."""
     from prmloop.loop.stages import label_rows, sample_rows
     from prmloop.policy.rollout import PolicySampler
 
@@ -78,28 +91,37 @@ def label_job(
         raise UserError(f"prm label --method: {method!r} is not one of {', '.join(LABEL_METHODS)}")
     if n < 1 or samples_per_problem < 1:
         raise UserError(f"prm label: --n and --samples must be >= 1, got {n} and {samples_per_problem}")
-    problems = read_problems(problems_path)
-    model, tokenizer = load_policy(policy_dir, cfg.policy.dtype)
+    task = get_task(cfg.data)
+    if method == "exact" and not task.has_verifier:
+        raise UserError(f"prm label --method exact: task '{task.name}' has no step verifier; use exhaustive or binary")
+    problems = read_problems(cfg, problems_path)
+    model, tokenizer = load_policy(policy_dir, cfg.policy.dtype, key="--policy")
+    prompter = Prompter.of(cfg.policy, tokenizer)
     started = time.perf_counter()
-    rows = sample_rows(model, tokenizer, problems, cfg.policy, len(problems), samples_per_problem, cfg.seed)
+    rows = sample_rows(model, tokenizer, prompter, problems, cfg.policy.max_new_tokens, len(problems),
+                       samples_per_problem, cfg.seed)
     sampler = PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, temperature=1.0, seed=cfg.seed)
-    examples, rollouts = label_rows(rows, LABEL_METHODS[method], sampler, n, cfg.prm.label_type, cfg.policy, 0)
+    examples, rollouts = label_rows(rows, LABEL_METHODS[method], sampler, n, cfg.prm.label_type, task, prompter, 0)
     for example in examples:
         example.meta["label_method"] = method
     write_jsonl(out, (example.to_row() for example in examples))
+    positive = [label for e in examples for label in e.labels]
     return {
         "n_problems": len(problems), "n_samples": len(rows), "n_labelled": len(examples),
         "n_skipped_empty": len(rows) - len(examples), "rollouts": rollouts,
+        "positive_step_share": round(sum(float(x) >= 0.5 for x in positive) / max(1, len(positive)), 4),
+        "final_answer_accuracy": round(sum(e.meta["final_answer_correct"] for e in examples) / max(1, len(examples)), 4),
         "seconds": round(time.perf_counter() - started, 1), "out": str(out),
     }
 
 
-def eval_prm_job(cfg: ExperimentConfig, prm_dir: str, data_path: str, fmt: str) -> dict:
-    """Step metrics and ProcessBench first-error metrics of the saved reward model on a labelled file."""
+def eval_prm_job(cfg: ExperimentConfig, prm_dir: str, data_path: str, fmt: str, split: str = "train") -> dict:
+    """Step metrics and ProcessBench first-error metrics of the saved reward model on a labelled file (``split`` of
+    a hub dataset, e.g. ProcessBench's ``gsm8k``/``math``)."""
     from prmloop.prm.evaluate import evaluate_file
     from prmloop.prm.model import StepRewardModel
 
-    model = StepRewardModel.from_pretrained(prm_dir)
-    template = "{question}" if fmt.lower().replace("-", "_") == "trl_stepwise" else cfg.policy.prompt_template
-    return evaluate_file(model, data_path, fmt, prompt_template=template, threshold=cfg.prm.threshold,
+    model = StepRewardModel.from_pretrained(prm_dir, cfg.prm.max_length)
+    prompt_of = None if fmt.lower().replace("-", "_") == "trl_stepwise" else Prompter.of(cfg.policy, model.tokenizer)
+    return evaluate_file(model, data_path, fmt, split, prompt_of=prompt_of, threshold=cfg.prm.threshold,
                          batch_size=cfg.prm.eval_batch_size)

@@ -23,13 +23,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prmloop.data.errors import UserError
 from prmloop.data.jsonl import append_jsonl, read_jsonl_tolerant
+from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem, StepwiseExample
+from prmloop.data.tasks import Task
 from prmloop.loop.arms import Arm, arm_config
 from prmloop.loop.config import ExperimentConfig, save_config
-from prmloop.loop.evaluation import evaluate_round
+from prmloop.loop.evaluation import EvalSetup, evaluate_round
 from prmloop.loop.ledger import Ledger
 from prmloop.loop.stages import label_rows, sample_rows, train_reward_model, warm_start
+from prmloop.policy.load import load_policy
+from prmloop.policy.rollout import PolicySampler
 
 APPEND_ONLY = ["samples.jsonl", "labels.jsonl", "metrics.jsonl"]
 
@@ -51,39 +56,47 @@ def _examples(path: Path) -> list[StepwiseExample]:
     return [StepwiseExample.from_row(row, f"{path}:{i + 1}") for i, row in enumerate(read_jsonl_tolerant(path))]
 
 
-def _load_policy(path: Path):
-    from prmloop.loop.jobs import load_policy
-
-    return load_policy(str(path), "float32")
+def _load_policy(path: Path, cfg: ExperimentConfig):
+    return load_policy(str(path), cfg.policy.dtype)
 
 
-def _sampler(model, tokenizer, cfg: ExperimentConfig):
-    from prmloop.policy.rollout import PolicySampler
+def labeller_for(cfg: ExperimentConfig, task: Task) -> str:
+    """loop.labeller with 'auto' resolved; 'exact' on a task without a step verifier is a UserError."""
+    labeller = cfg.loop.labeller
+    if labeller == "auto":
+        return "exact" if task.has_verifier else "mc"
+    if labeller == "exact" and not task.has_verifier:
+        raise UserError(f"loop.labeller: 'exact' needs a step verifier, and task '{task.name}' has none; use mc, "
+                        "mc_binary or auto")
+    return labeller
 
-    return PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, temperature=1.0, top_p=1.0, batch_size=256)
 
-
-def _collect_labels(ledger: Ledger, stage: str, model, tokenizer, problems: list[Problem], n_problems: int,
-                    cfg: ExperimentConfig, seed: int, round_index: int, log) -> None:
+def _collect_labels(ledger: Ledger, stage: str, model, tokenizer, task: Task, problems: list[Problem],
+                    n_problems: int, cfg: ExperimentConfig, seed: int, round_index: int, log) -> None:
     """Sample from the policy and label the samples: two committed stages writing samples.jsonl and labels.jsonl."""
     run_dir = ledger.run_dir
+    prompter = Prompter.of(cfg.policy, tokenizer)
     if not ledger.done(f"{stage}/sample"):
-        rows = sample_rows(model, tokenizer, problems, cfg.policy, n_problems, cfg.loop.samples_per_problem, seed)
+        rows = sample_rows(model, tokenizer, prompter, problems, cfg.policy.max_new_tokens, n_problems,
+                           cfg.loop.samples_per_problem, seed)
         append_jsonl(run_dir / "samples.jsonl", [{"round": round_index, **row} for row in rows])
         ledger.commit(f"{stage}/sample")
     if not ledger.done(f"{stage}/label"):
         rows = [row for row in read_jsonl_tolerant(run_dir / "samples.jsonl") if row["round"] == round_index]
-        sampler = _sampler(model, tokenizer, cfg) if cfg.loop.labeller != "exact" else None
+        labeller = labeller_for(cfg, task)
+        sampler = None if labeller == "exact" else PolicySampler(model, tokenizer, cfg.policy.max_new_tokens,
+                                                                  temperature=1.0, seed=seed)
         started = time.perf_counter()
-        examples, rollouts = label_rows(rows, cfg.loop.labeller, sampler, cfg.loop.mc_rollouts, cfg.prm.label_type,
-                                        cfg.policy, round_index)
+        examples, rollouts = label_rows(rows, labeller, sampler, cfg.loop.mc_rollouts, cfg.prm.label_type, task,
+                                        prompter, round_index)
         append_jsonl(run_dir / "labels.jsonl", [e.to_row() for e in examples])
-        log(f"{stage}: labelled {len(examples)} solutions ({cfg.loop.labeller}, {rollouts} rollouts, "
+        log(f"{stage}: labelled {len(examples)} solutions ({labeller}, {rollouts} rollouts, "
             f"{time.perf_counter() - started:.1f}s)")
         ledger.commit(f"{stage}/label")
 
 
-def prepare_shared(cfg: ExperimentConfig, out: Path, arms: list[Arm], train: list[Problem], log=print) -> Shared:
+def prepare_shared(cfg: ExperimentConfig, out: Path, arms: list[Arm], task: Task, train: list[Problem],
+                   log=print) -> Shared:
     """Warm start (cached), samples of the warm-started policy, their labels, and the first reward model(s)."""
     policy_dir = warm_start(cfg, log)
     run_dir = out / "shared"
@@ -93,8 +106,9 @@ def prepare_shared(cfg: ExperimentConfig, out: Path, arms: list[Arm], train: lis
     modes = sorted({arm.reward_model_mode for arm in arms} | {"process"})
     names = {"process": "prm0", "outcome": "orm0"}
     if not all(ledger.done(f"train_{names[m]}") for m in modes):
-        model, tokenizer = _load_policy(policy_dir)
-        _collect_labels(ledger, "init", model, tokenizer, train, cfg.loop.init_label_problems, cfg, cfg.seed, 0, log)
+        model, tokenizer = _load_policy(policy_dir, cfg)
+        _collect_labels(ledger, "init", model, tokenizer, task, train, cfg.loop.init_label_problems, cfg, cfg.seed, 0,
+                        log)
         labels = _examples(run_dir / "labels.jsonl")
         for mode in modes:
             if not ledger.done(f"train_{names[mode]}"):
@@ -120,7 +134,7 @@ def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, out: Pat
                    config=config, mode=cfg.tracking.mode, run_id=_run_id(out, arm, seed))
 
 
-def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, train: list[Problem],
+def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, task: Task, train: list[Problem],
             held_out: list[Problem], out: Path, log=print) -> Path:
     """All rounds of one arm and seed (resumable); returns the run directory."""
     from prmloop.policy.grpo import GRPOTrainer
@@ -137,19 +151,21 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
         log(f"{arm.name} seed {seed}: already finished")
         return run_dir
     tracker = _tracker(cfg, arm, seed, run_dir, out)
-    model, tokenizer = _load_policy(shared.policy_dir)  # the latest GRPO checkpoint is loaded into it below
+    model, tokenizer = _load_policy(shared.policy_dir, cfg)  # the latest GRPO checkpoint is loaded into it below
     rm_path = Path(ledger.info.get("rm_path", shared.reward_models[arm.reward_model_mode]))
-    reward_model = StepRewardModel.from_pretrained(rm_path)
+    reward_model = StepRewardModel.from_pretrained(rm_path, cfg.prm.max_length)
     eval_prm = reward_model if arm.reward_model_mode == "process" else StepRewardModel.from_pretrained(
-        shared.reward_models["process"])
-    trainer = GRPOTrainer(model, tokenizer, cfg.grpo, cfg.policy, reward_model if arm.uses_reward_model else None)
+        shared.reward_models["process"], cfg.prm.max_length)
+    trainer = GRPOTrainer(model, tokenizer, cfg.grpo, cfg.policy, task, reward_model if arm.uses_reward_model else None)
     if ledger.info.get("policy_round"):
         trainer.load(run_dir / "policy")
-    eval_problems = held_out[: cfg.loop.eval_problems]
+    setup = EvalSetup(task, trainer.prompter, held_out[: cfg.loop.eval_problems], cfg.policy.max_new_tokens,
+                      cfg.loop.eval_k, cfg.loop.mc_rollouts, cfg.loop.eval_mc_solutions)
 
     def evaluate(round_index: int) -> None:
-        metrics, table = evaluate_round(trainer.policy, tokenizer, eval_prm, eval_problems, cfg.policy, cfg.loop.eval_k,
-                                        seed=10_000 + round_index)
+        metrics, table = evaluate_round(trainer.policy, tokenizer, eval_prm, setup, seed=10_000 + round_index)
+        if cfg.loop.prm_eval_data:
+            metrics.update(_file_metrics(eval_prm, cfg, trainer.prompter))
         tracker.log_eval(metrics, rl_step=round_index * cfg.loop.rl_steps_per_round, round=round_index)
         tracker.log_completions(table, round=round_index)
         log(f"{arm.name} s{seed} round {round_index}: accuracy {metrics['accuracy']:.3f}, "
@@ -162,8 +178,8 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
         stage = f"r{round_index}"
         round_seed = seed * 1_000 + round_index
         if arm.rm_update == "iterative" and arm.uses_reward_model and not ledger.done(f"{stage}/rm"):
-            _collect_labels(ledger, stage, trainer.policy, tokenizer, train, cfg.loop.label_problems, cfg, round_seed,
-                            round_index, log)
+            _collect_labels(ledger, stage, trainer.policy, tokenizer, task, train, cfg.loop.label_problems, cfg,
+                            round_seed, round_index, log)
             labelled = _examples(run_dir / "labels.jsonl")
             fresh = [e for e in labelled if e.meta.get("round") == round_index]
             history = shared.labels + [e for e in labelled if e.meta.get("round") != round_index]
@@ -172,7 +188,7 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
             tracker.log_eval({f"rm_{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
                              rl_step=(round_index - 1) * cfg.loop.rl_steps_per_round, round=round_index)
             rm_path = rm_out
-            reward_model = StepRewardModel.from_pretrained(rm_path)
+            reward_model = StepRewardModel.from_pretrained(rm_path, cfg.prm.max_length)
             trainer.scorer = reward_model
             if arm.reward_model_mode == "process":
                 eval_prm = reward_model
@@ -194,11 +210,23 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tra
     return run_dir
 
 
-def run_experiment(cfg: ExperimentConfig, arms: list[Arm], seeds: list[int], out: str | Path,
-                   train: list[Problem], held_out: list[Problem], log=print) -> list[Path]:
-    """Shared preparation, then every arm x seed in turn; returns the run directories."""
+def _file_metrics(prm, cfg: ExperimentConfig, prompter: Prompter) -> dict[str, float]:
+    """The PRM on loop.prm_eval_data (e.g. ProcessBench), as ``prm_file_*`` metrics."""
+    from prmloop.prm.evaluate import evaluate_file
+
+    prompt_of = None if cfg.loop.prm_eval_format == "trl_stepwise" else prompter
+    metrics = evaluate_file(prm, cfg.loop.prm_eval_data, cfg.loop.prm_eval_format, prompt_of=prompt_of,
+                            threshold=cfg.prm.threshold, batch_size=cfg.prm.eval_batch_size)
+    return {f"prm_file_{key}": float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+
+
+def run_experiment(cfg: ExperimentConfig, arms: list[Arm], seeds: list[int], out: str | Path, task: Task,
+                   log=print) -> list[Path]:
+    """The task's problems, shared preparation, then every arm x seed in turn; returns the run directories."""
     out = Path(out)
+    train, held_out = task.problems()
+    labeller_for(cfg, task)  # fail before any work on a labeller the task cannot serve
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    shared = prepare_shared(cfg, out, arms, train, log)
-    return [run_arm(cfg, arm, seed, shared, train, held_out, out, log) for arm in arms for seed in seeds]
+    shared = prepare_shared(cfg, out, arms, task, train, log)
+    return [run_arm(cfg, arm, seed, shared, task, train, held_out, out, log) for arm in arms for seed in seeds]

@@ -10,25 +10,49 @@ import dataclasses
 import hashlib
 import json
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from prmloop.data.arith import parse_question
 from prmloop.data.errors import UserError
+from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem, StepwiseExample
-from prmloop.data.verifier import final_answer, split_solution, verify_steps
-from prmloop.loop.config import ExperimentConfig
+from prmloop.data.tasks import Task, get_task
+from prmloop.loop.config import ExperimentConfig, save_config
 from prmloop.loop.ledger import save_dir_atomically
-from prmloop.policy.config import PolicyConfig
-from prmloop.policy.sampling import generate_texts
+from prmloop.policy.load import load_policy
+from prmloop.policy.rollout import PolicySampler
+
+
+def run_sft(cfg: ExperimentConfig, out: str) -> dict:
+    """Warm-start the policy on the task's reference solutions; saves model, tokenizer, config and sft_metrics.json."""
+    from prmloop.data.vocab import build_task_tokenizer
+    from prmloop.policy.sft import train_sft
+    from prmloop.policy.tiny import build_tiny_llama
+
+    task = get_task(cfg.data)
+    train, held_out = task.problems()
+    if cfg.policy.model == "tiny":
+        tokenizer = build_task_tokenizer()
+        model = build_tiny_llama(cfg.policy, tokenizer, cfg.sft.seed)
+    else:
+        model, tokenizer = load_policy(cfg.policy.model, cfg.policy.dtype)
+    started = time.perf_counter()
+    history = train_sft(model, tokenizer, train, held_out, cfg.policy, cfg.sft, task)
+    seconds = time.perf_counter() - started
+    out_dir = Path(out)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    save_config(cfg, out_dir)
+    final = [row for row in history if "eval_accuracy" in row][-1]
+    summary = {"seconds": round(seconds, 1), **final, "history": history}
+    (out_dir / "sft_metrics.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def warm_start(cfg: ExperimentConfig, log=print) -> Path:
-    """The SFT policy directory for cfg's data/policy/sft sections, trained once and cached under loop.cache_dir."""
-    from prmloop.loop.jobs import run_sft
-
+    """The SFT policy directory for cfg's data/policy/sft sections, trained once and cached under loop.cache_dir
+    (``sft.steps: 0`` with a hub or local ``policy.model`` starts from that model as it is)."""
     if cfg.policy.model != "tiny" and cfg.sft.steps == 0:
         return Path(cfg.policy.model)
     key_cfg = ExperimentConfig(data=cfg.data, policy=cfg.policy, sft=cfg.sft)
@@ -43,67 +67,72 @@ def warm_start(cfg: ExperimentConfig, log=print) -> Path:
     return path
 
 
-def prompt_of(problem: Problem, policy_cfg: PolicyConfig) -> str:
-    return policy_cfg.prompt_template.format(question=problem.question)
-
-
-def sample_rows(
-    model, tokenizer, problems: Sequence[Problem], policy_cfg: PolicyConfig, n_problems: int, per_problem: int, seed: int
-) -> list[dict]:
+def sample_rows(model, tokenizer, prompter: Prompter, problems: Sequence[Problem], max_new_tokens: int,
+                n_problems: int, per_problem: int, seed: int) -> list[dict]:
     """Policy samples (temperature 1, seeded) on ``n_problems`` problems drawn from ``problems``, as JSON rows."""
     chosen = random.Random(seed).sample(list(problems), min(n_problems, len(problems)))
-    prompts = [prompt_of(p, policy_cfg) for p in chosen for _ in range(per_problem)]
-    torch.manual_seed(seed)
-    texts = generate_texts(model, tokenizer, prompts, policy_cfg.max_new_tokens, temperature=1.0)
+    prompts = [prompter(p.question) for p in chosen]
+    sampler = PolicySampler(model, tokenizer, max_new_tokens, temperature=1.0, seed=seed)
+    grouped = sampler.complete(prompts, per_problem)
     return [
         {"problem_id": p.id, "question": p.question, "answer": p.answer, "prompt": prompt, "completion": text}
-        for p, prompt, text in zip((p for p in chosen for _ in range(per_problem)), prompts, texts)
+        for p, prompt, texts in zip(chosen, prompts, grouped) for text in texts
     ]
 
 
-def format_prefix_for(policy_cfg: PolicyConfig):
-    """The text a policy continues after a step prefix: the prompt, then each step on its own line."""
+def format_prefix_for(prompter: Prompter, task: Task):
+    """The text a policy continues after a step prefix: the prompt, then each step followed by the separator."""
 
     def format_prefix(question: str, steps: list[str]) -> str:
-        return policy_cfg.prompt_template.format(question=question) + "".join(step + "\n" for step in steps)
+        return prompter(question) + "".join(step + task.separator for step in steps)
 
     return format_prefix
 
 
-def answer_check(text: str, reference: str) -> bool:
-    """Embedded task: the last 'Answer:' line of the text equals the reference."""
-    return final_answer(text) == str(reference)
+LABELLERS = ("exact", "mc", "mc_binary")
 
 
-def label_rows(rows: list[dict], method: str, sampler, mc_rollouts: int, estimate: str, policy_cfg: PolicyConfig,
-               round_index: int) -> tuple[list[StepwiseExample], int]:
-    """Step labels for sampled rows: 'exact' (step verifier), 'mc' or 'mc_binary' (prm.label); returns (examples, rollouts).
-
-    Rows whose completion has no steps are dropped (nothing to label).
-    """
+def label_rows(rows: list[dict], method: str, sampler, mc_rollouts: int, estimate: str, task: Task,
+               prompter: Prompter, round_index: int) -> tuple[list[StepwiseExample], int]:
+    """Step labels for sampled rows: 'exact' (the task's step verifier), 'mc' or 'mc_binary' (Monte Carlo with the
+    task's answer check, prm.label); returns (examples, rollouts). Rows whose completion has no steps are dropped.
+    Each example's meta holds ``final_answer_correct``: the task's answer check on the whole completion."""
     from prmloop.prm.label import label_binary_search, label_exhaustive
 
-    kept = [(row, split_solution(row["completion"])) for row in rows]
+    if method not in LABELLERS:
+        raise UserError(f"loop.labeller: {method!r} is not one of {', '.join(LABELLERS)}")
+    kept = [(row, task.split(row["completion"])) for row in rows]
     kept = [(row, steps) for row, steps in kept if steps]
     rollouts = 0
+    problems = [Problem(row["problem_id"], row["question"], str(row["answer"])) for row, _ in kept]
     if method == "exact":
-        labels = [verify_steps(parse_question(row["question"]), steps) for row, steps in kept]
-    elif method in ("mc", "mc_binary"):
-        problems = [(row["question"], str(row["answer"])) for row, _ in kept]
-        solutions = [steps for _, steps in kept]
-        prefix = format_prefix_for(policy_cfg)
-        if method == "mc":
-            labels, rollouts = label_exhaustive(problems, solutions, sampler, mc_rollouts, prefix, answer_check, estimate)
-        else:
-            labels, rollouts = label_binary_search(problems, solutions, sampler, mc_rollouts, prefix, answer_check)
+        labels = [task.verify_steps(problem, steps) for problem, (_, steps) in zip(problems, kept)]
     else:
-        raise UserError(f"loop.labeller: {method!r} is not one of exact, mc, mc_binary")
+        pairs = [(p.question, p.answer) for p in problems]
+        solutions = [steps for _, steps in kept]
+        prefix = format_prefix_for(prompter, task)
+        if method == "mc":
+            labels, rollouts = label_exhaustive(pairs, solutions, sampler, mc_rollouts, prefix, task.is_correct, estimate)
+        else:
+            labels, rollouts = label_binary_search(pairs, solutions, sampler, mc_rollouts, prefix, task.is_correct)
     examples = [
         StepwiseExample(row["prompt"], steps, list(step_labels),
-                        {"problem_id": row["problem_id"], "answer": row["answer"], "round": round_index})
+                        {"problem_id": row["problem_id"], "answer": row["answer"], "round": round_index,
+                         "final_answer_correct": task.is_correct(row["completion"], str(row["answer"]))})
         for (row, steps), step_labels in zip(kept, labels)
     ]
     return examples, rollouts
+
+
+def outcome_examples(examples: list[StepwiseExample]) -> list[StepwiseExample]:
+    """ORM training rows: the last step's label is the completion's answer correctness (meta final_answer_correct,
+    written by ``label_rows``) where it is known; rows without it keep their labels."""
+    result = []
+    for example in examples:
+        correct = example.meta.get("final_answer_correct")
+        labels = list(example.labels) if correct is None else [*example.labels[:-1], bool(correct)]
+        result.append(StepwiseExample(example.prompt, example.completions, labels, example.meta))
+    return result
 
 
 def init_reward_model(init: str | Path, mode: str, max_length: int):
@@ -111,7 +140,7 @@ def init_reward_model(init: str | Path, mode: str, max_length: int):
     from prmloop.prm.model import StepRewardModel, is_reward_model_dir
 
     if is_reward_model_dir(init):
-        return StepRewardModel.from_pretrained(init), "continued"
+        return StepRewardModel.from_pretrained(init, max_length), "continued"
     return StepRewardModel.from_policy(str(init), mode=mode, max_length=max_length), "from_policy"
 
 
@@ -120,6 +149,8 @@ def train_reward_model(init: str | Path, mode: str, examples: list[StepwiseExamp
     """Train a reward model starting from ``init`` (a policy dir or an earlier reward model) and save it to ``out``."""
     from prmloop.prm.train import train_prm
 
+    if mode == "outcome":  # an ORM learns the task's answer check on the whole completion, not a step label
+        examples, replay = outcome_examples(examples), outcome_examples(replay)
     model, _ = init_reward_model(init, mode, cfg.prm.max_length)
     prm_cfg = dataclasses.replace(cfg.prm, mode=mode, seed=seed)
     shuffled = random.Random(seed).sample(examples, len(examples))

@@ -22,7 +22,12 @@ class PolicyConfig:
     max_new_tokens: int = 64
     """Most tokens generated for one completion."""
     prompt_template: str = "{question}\n"
-    """How a question becomes the prompt; '{question}' is replaced. Steps follow, one per line."""
+    """How a question becomes the prompt text ('{question}' is replaced; other braces stay as written). With
+    chat_template it is the user message."""
+    chat_template: bool = False
+    """Build prompts with the tokenizer's chat template (instruct models): [system,] user -> assistant turn."""
+    system_prompt: str = ""
+    """With chat_template: an optional system message ('' = none)."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ import copy
 import random
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
 from itertools import pairwise
@@ -39,12 +40,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from prmloop.data.errors import UserError
+from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
+from prmloop.data.tasks import Task
 from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.losses import grpo_loss, masked_mean
-from prmloop.policy.rewards import Rewards, StepScorer, check_answer, check_reward_setup, compute_rewards
-from prmloop.policy.rollout import HFBackend, PolicySampler, Rollout, encode_prompts, forward_logps, sample_rollout
+from prmloop.policy.rewards import Rewards, StepScorer, check_reward_setup, compute_rewards
+from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, forward_logps, sample_rollout
 
 
 def validate_config(cfg: GRPOConfig) -> None:
@@ -78,12 +81,13 @@ def group_std_mean(values: Tensor, group_size: int) -> float:
 class GRPOTrainer:
     """GRPO on a causal LM policy with rule, ORM or PRM rewards (outcome or process supervision)."""
 
-    def __init__(self, model: Any, tokenizer: Any, cfg: GRPOConfig, policy_cfg: PolicyConfig,
+    def __init__(self, model: Any, tokenizer: Any, cfg: GRPOConfig, policy_cfg: PolicyConfig, task: Task,
                  scorer: StepScorer | None = None, accelerator: Accelerator | None = None) -> None:
         validate_config(cfg)
         if cfg.reward_source != "rule" and scorer is None:
             raise UserError(f"grpo.reward_source: '{cfg.reward_source}' needs a reward model; none was given")
-        self.cfg, self.policy_cfg, self.tokenizer, self.scorer = cfg, policy_cfg, tokenizer, scorer
+        self.cfg, self.policy_cfg, self.tokenizer, self.scorer, self.task = cfg, policy_cfg, tokenizer, scorer, task
+        self.prompter = Prompter.of(policy_cfg, tokenizer)
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
         model.eval()  # no dropout during RL (module docstring)
         self.reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta != 0 else None
@@ -94,6 +98,8 @@ class GRPOTrainer:
         self.backend = HFBackend(self.policy, tokenizer, policy_cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                  cfg.generation_batch_size)
         self.step, self.skipped_updates, self.num_tokens = 0, 0, 0
+        self.skip_reasons: Counter[str] = Counter()
+        """Why updates were skipped (this process's run), for the one-line error when every update was."""
 
     @property
     def policy(self) -> Any:
@@ -111,16 +117,23 @@ class GRPOTrainer:
         """One GRPO step on the given questions (all processes pass the same list); returns global metrics."""
         started = time.perf_counter()
         local, first_index = self._shard(problems)
-        prompts = [self.policy_cfg.prompt_template.format(question=p.question) for p in local]
+        prompts = [self.prompter(p.question) for p in local]
         rollout = self._sample(self._encode(local, prompts), step, first_index)
         sampled = time.perf_counter()
         rewards = self._score(local, prompts, rollout)
         scored = time.perf_counter()
         skip = self._any_process(not rewards.is_finite())
+        if skip:
+            self.skip_reasons["non-finite rewards"] += 1
+        elif rewards.steps is not None and self._all_processes(rewards.steps_beyond_window > 0 and not any(rewards.steps)):
+            skip = True
+            self.skip_reasons["no step fit the PRM's window (raise prm.max_length)"] += 1
         update_stats: dict[str, float] = {}
         advantages = None if skip else self._advantages(rollout, rewards)
         if advantages is not None:
             update_stats, skip = self._update(rollout, advantages)
+            if skip:
+                self.skip_reasons["a non-finite gradient norm"] += 1
         self.skipped_updates += int(skip)
         self.step = step + 1
         times = {"sample": sampled - started, "score": scored - sampled, "update": time.perf_counter() - scored}
@@ -145,14 +158,14 @@ class GRPOTrainer:
     def _sample(self, prompt_ids: list[list[int]], step: int, first_index: int) -> Rollout:
         with self.accelerator.autocast():
             return sample_rollout(self.backend, self.tokenizer, prompt_ids, self.cfg.group_size, self.cfg.seed, step,
-                                  first_index)
+                                  first_index, self.task.step_split)
 
     def _score(self, problems: list[Problem], prompts: list[str], rollout: Rollout) -> Rewards:
         group = self.cfg.group_size
         row_problems = [p for p in problems for _ in range(group)]
         row_prompts = [p for p in prompts for _ in range(group)]
         return compute_rewards(row_problems, row_prompts, rollout.texts, rollout.steps, self.cfg.supervision,
-                               self.cfg.reward_source, self.scorer)
+                               self.cfg.reward_source, self.task.is_correct, self.scorer)
 
     def _advantages(self, rollout: Rollout, rewards: Rewards) -> Tensor:
         """Token advantages (B, T) on the accelerator's device (DeepSeekMath §4.1.2 / §4.1.3, policy.advantages)."""
@@ -161,6 +174,8 @@ class GRPOTrainer:
             advantages = outcome_advantages_batch(rewards.outcome, group)[:, None] * mask  # (B, T)
         else:
             step_ends, step_mask = rollout.step_tensors()  # (B, K)
+            scored = torch.tensor([len(row) for row in rewards.steps or []])[:, None]  # (B, 1) steps that fit the PRM
+            step_mask = step_mask & (torch.arange(step_ends.shape[1])[None, :] < scored)  # (B, K)
             if step_ends.shape[1] == 0:
                 advantages = torch.zeros(mask.shape)  # no completion has a step: nothing to credit
             else:
@@ -227,6 +242,9 @@ class GRPOTrainer:
     def _any_process(self, flag: bool) -> bool:
         return bool(self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), "sum") > 0)
 
+    def _all_processes(self, flag: bool) -> bool:
+        return not self._any_process(not flag)
+
     def _gather(self, values: Tensor) -> Tensor:
         return self.accelerator.gather(values.float().to(self.accelerator.device)).cpu()
 
@@ -261,6 +279,7 @@ class GRPOTrainer:
             step_score = self._gather(torch.tensor([sum(flat), len(flat)]))
             metrics["prm/step_score_mean"] = (step_score[0::2].sum() / step_score[1::2].sum().clamp(min=1)).item()
             metrics["steps/mean_count"] = self._gather(step_counts).mean().item()
+            metrics["prm/steps_beyond_window"] = self._gather(torch.tensor([float(rewards.steps_beyond_window)])).sum().item()
         if advantages is not None:
             zero = (advantages.reshape(-1, group * advantages.shape[1]) == 0).all(dim=1)  # (n_groups,)
             metrics["frac_reward_zero_std"] = self._gather(zero).mean().item()
@@ -335,13 +354,3 @@ def _saved_weights(like: Any, directory: Path) -> dict[str, Tensor]:
     dtype = next(like.parameters()).dtype
     return type(like).from_pretrained(directory, dtype=dtype).state_dict()
 
-
-def heldout_accuracy(model: Any, tokenizer: Any, problems: list[Problem], policy_cfg: PolicyConfig,
-                     temperature: float = 0.0, samples: int = 1, seed: int = 0, batch_size: int = 256) -> float:
-    """Fraction of completions of ``problems`` that pass ``check_answer``: greedy (temperature 0) or ``samples``
-    sampled completions per problem (seeded), the held-out reward of the rule source."""
-    sampler = PolicySampler(model, tokenizer, policy_cfg.max_new_tokens, temperature, 1.0, batch_size, seed)
-    prompts = [policy_cfg.prompt_template.format(question=p.question) for p in problems]
-    groups = sampler.complete(prompts, samples)
-    correct = sum(check_answer(p, text) for p, texts in zip(problems, groups) for text in texts)
-    return correct / max(1, len(problems) * samples)

@@ -13,6 +13,7 @@ detects them and skips the update.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,10 +21,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from prmloop.data.answers import answers_match, extract_answer
 from prmloop.data.errors import UserError
 from prmloop.data.schema import Problem
-from prmloop.data.verifier import final_answer
 
 
 class StepScorer(Protocol):
@@ -36,16 +35,8 @@ class StepScorer(Protocol):
     def score_steps(self, prompts: list[str], solutions: list[list[str]]) -> list[list[float]]: ...
 
 
-def check_answer(problem: Problem, text: str) -> bool:
-    """Whether ``text``'s final answer equals the problem's reference answer.
-
-    The answer is the last ``Answer: N`` line when there is one (the embedded task's format, read by
-    ``data.verifier.final_answer``), else whatever ``data.answers.extract_answer`` finds (boxed, ``####``, ...).
-    """
-    answer = final_answer(text)
-    if answer is None:
-        answer = extract_answer(text)
-    return answer is not None and answers_match(answer, problem.answer)
+AnswerCheck = Callable[[str, str], bool]
+"""(completion text, reference answer) -> right? The task's one check (``data.tasks.Task.is_correct``)."""
 
 
 @dataclass
@@ -57,7 +48,9 @@ class Rewards:
     outcome: Tensor | None
     """(B,) one reward per completion (outcome supervision), else None."""
     steps: list[list[float]] | None
-    """One reward per step of each completion (process supervision), else None."""
+    """One reward per step of each completion (process supervision), else None; only the steps that fit the PRM."""
+    steps_beyond_window: int = 0
+    """Process supervision: steps that did not fit the PRM's window and got no reward."""
 
     def is_finite(self) -> bool:
         """False if any outcome or step reward is NaN or infinite."""
@@ -77,9 +70,9 @@ class Rewards:
         return table
 
 
-def rule_rewards(problems: list[Problem], texts: list[str]) -> Tensor:
-    """(B,) 1.0 where ``check_answer`` holds, else 0.0."""
-    return torch.tensor([float(check_answer(p, text)) for p, text in zip(problems, texts)], dtype=torch.float32)
+def rule_rewards(problems: list[Problem], texts: list[str], check: AnswerCheck) -> Tensor:
+    """(B,) 1.0 where the task's answer check holds, else 0.0."""
+    return torch.tensor([float(check(text, p.answer)) for p, text in zip(problems, texts)], dtype=torch.float32)
 
 
 def _scored(prompts: list[str], steps: list[list[str]], scorer: StepScorer | None, source: str) -> list[list[float]]:
@@ -96,10 +89,9 @@ def _scored(prompts: list[str], steps: list[list[str]], scorer: StepScorer | Non
     return result
 
 
-def outcome_from_rule(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
-                      scorer: StepScorer | None) -> Tensor:
-    """Outcome reward from the answer check: 1.0 / 0.0."""
-    return rule_rewards(problems, texts)
+def outcome_from_rule(rule: Tensor, prompts: list[str], steps: list[list[str]], scorer: StepScorer | None) -> Tensor:
+    """Outcome reward = the answer check's 1.0 / 0.0."""
+    return rule.clone()
 
 
 def _last_step_scores(prompts: list[str], steps: list[list[str]], scorer: StepScorer | None, source: str) -> Tensor:
@@ -108,26 +100,28 @@ def _last_step_scores(prompts: list[str], steps: list[list[str]], scorer: StepSc
     return torch.tensor([row[-1] if row else 0.0 for row in scores], dtype=torch.float32)
 
 
-def outcome_from_orm(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
-                     scorer: StepScorer | None) -> Tensor:
+def outcome_from_orm(rule: Tensor, prompts: list[str], steps: list[list[str]], scorer: StepScorer | None) -> Tensor:
     """Outcome reward = the ORM's score of the whole solution (its last step)."""
     return _last_step_scores(prompts, steps, scorer, "orm")
 
 
-def outcome_from_prm(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
-                     scorer: StepScorer | None) -> Tensor:
+def outcome_from_prm(rule: Tensor, prompts: list[str], steps: list[list[str]], scorer: StepScorer | None) -> Tensor:
     """Outcome reward = the PRM's score of the last step."""
     return _last_step_scores(prompts, steps, scorer, "prm")
 
 
 def process_from_prm(prompts: list[str], steps: list[list[str]], scorer: StepScorer | None) -> list[list[float]]:
-    """Step rewards = the PRM's per-step probabilities; [] for a completion without steps."""
+    """Step rewards = the PRM's per-step probabilities; [] for a completion without steps.
+
+    Steps beyond the PRM's window (scored NaN) are cut off: a completion is rewarded for the steps that fit, so its
+    list can be shorter than its steps (``Rewards.steps_beyond_window`` counts the cut ones; their tokens get no
+    process advantage)."""
     scores = _scored(prompts, steps, scorer, "prm")
     for i, (row_scores, row_steps) in enumerate(zip(scores, steps)):
         if len(row_scores) != len(row_steps):
             raise ValueError(f"completion {i}: {len(row_scores)} step scores for {len(row_steps)} steps "
                              "(process supervision needs a process-mode PRM, not an ORM)")
-    return scores
+    return [row[: next((j for j, x in enumerate(row) if math.isnan(x)), len(row))] for row in scores]
 
 
 OUTCOME_SOURCES: dict[str, Callable[..., Tensor]] = {
@@ -135,7 +129,7 @@ OUTCOME_SOURCES: dict[str, Callable[..., Tensor]] = {
     "orm": outcome_from_orm,
     "prm": outcome_from_prm,
 }
-"""Outcome-reward sources by name: (problems, prompts, texts, steps, scorer) -> (B,)."""
+"""Outcome-reward sources by name: (rule rewards, prompts, steps, scorer) -> (B,)."""
 PROCESS_SOURCES: dict[str, Callable[..., list[list[float]]]] = {"prm": process_from_prm}
 """Step-reward sources by name: (prompts, steps, scorer) -> one list of step rewards per completion."""
 SUPERVISIONS = ("outcome", "process")
@@ -152,14 +146,16 @@ def check_reward_setup(supervision: str, reward_source: str) -> None:
 
 
 def compute_rewards(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
-                    supervision: str, reward_source: str, scorer: StepScorer | None = None) -> Rewards:
-    """Rewards of B completions; row i answers ``problems[i]`` (prompt ``prompts[i]``, text, steps)."""
+                    supervision: str, reward_source: str, check: AnswerCheck,
+                    scorer: StepScorer | None = None) -> Rewards:
+    """Rewards of B completions; row i answers ``problems[i]`` (prompt ``prompts[i]``, text, steps); ``check`` is the
+    task's answer check."""
     check_reward_setup(supervision, reward_source)
     if not len(problems) == len(prompts) == len(texts) == len(steps):
         raise ValueError(f"{len(problems)} problems, {len(prompts)} prompts, {len(texts)} texts, {len(steps)} step lists")
-    rule = rule_rewards(problems, texts)
+    rule = rule_rewards(problems, texts, check)
     if supervision == "outcome":
-        source = OUTCOME_SOURCES[reward_source]
-        outcome = rule.clone() if source is outcome_from_rule else source(problems, prompts, texts, steps, scorer)
-        return Rewards(rule, outcome, None)
-    return Rewards(rule, None, PROCESS_SOURCES[reward_source](prompts, steps, scorer))
+        return Rewards(rule, OUTCOME_SOURCES[reward_source](rule, prompts, steps, scorer), None)
+    step_rewards = PROCESS_SOURCES[reward_source](prompts, steps, scorer)
+    beyond = sum(len(row_steps) - len(row) for row_steps, row in zip(steps, step_rewards))
+    return Rewards(rule, None, step_rewards, beyond)

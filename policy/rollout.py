@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from prmloop.data.prompts import encode_prompt
 from prmloop.data.steps import align_steps, split_steps
 
 _MASK64 = (1 << 64) - 1
@@ -276,8 +277,8 @@ class Rollout:
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
-    """Token ids of each prompt, as the SFT warm start encoded them (``tokenizer(prompt)['input_ids']``)."""
-    return [list(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
+    """Token ids of each prompt text, exactly as SFT encodes them (``data.prompts.encode_prompt``: BOS never twice)."""
+    return [encode_prompt(tokenizer, prompt) for prompt in prompts]
 
 
 def completion_token_lists(generation: Generation, tokenizer: Any, eos_ids: list[int]) -> list[list[int]]:
@@ -341,7 +342,8 @@ def forward_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completio
 
 
 class PolicySampler:
-    """``prm.label.Sampler`` over the policy: ``complete(prompts, n)`` -> n sampled continuation texts per prompt.
+    """THE way prmloop generates text outside GRPO's rollouts (labelling, evaluation, SFT checks): ``complete(prompts,
+    n)`` -> n continuation texts per prompt (``prm.label.Sampler``); temperature 0 is greedy.
 
     Call k of this sampler seeds prompt i's sample g with ``row_seed(seed, k, i, g)``: reproducible, and fresh per call.
     """

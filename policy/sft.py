@@ -1,7 +1,9 @@
 """Supervised warm start: train the policy on reference solutions (loss on solution tokens only), then measure it.
 
-The held-out evaluation is greedy accuracy on problems the training never saw, plus where the first error falls
-(step index histogram, from the exact verifier on the embedded task), so we know step rewards have something to teach.
+The held-out evaluation is greedy accuracy on problems the training never saw (the task's answer check), plus, on a
+task with an exact step verifier, step accuracy and where the first error falls, so we know step rewards have
+something to teach. Tokens: the prompt as ``data.prompts`` encodes it, then the reference steps joined by the task's
+separator (no special tokens), then the tokenizer's EOS.
 """
 
 from __future__ import annotations
@@ -16,27 +18,26 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from prmloop.data.arith import parse_question
+from prmloop.data.errors import UserError
+from prmloop.data.prompts import Prompter, encode_prompt
 from prmloop.data.schema import Problem
-from prmloop.data.verifier import verify
+from prmloop.data.tasks import Task
 from prmloop.policy.config import PolicyConfig, SFTConfig
-from prmloop.policy.sampling import generate_texts
-
-
-def solution_text(steps: tuple[str, ...] | list[str]) -> str:
-    """Steps joined one per line: the completion format the policy learns and the step splitter reads."""
-    return "\n".join(steps)
+from prmloop.policy.evaluate import complete_problems, correctness
 
 
 def encode_sft_examples(
-    problems: list[Problem], tokenizer: PreTrainedTokenizerBase, policy_cfg: PolicyConfig
+    problems: list[Problem], tokenizer: PreTrainedTokenizerBase, prompter: Prompter, task: Task, max_length: int
 ) -> list[tuple[list[int], int]]:
-    """(token ids of prompt + solution + eos, prompt length) per problem; over-long examples are dropped."""
+    """(token ids of prompt + solution + eos, prompt length) per problem with reference steps; over-long ones dropped."""
     examples = []
     for problem in problems:
-        prompt_ids = tokenizer(policy_cfg.prompt_template.format(question=problem.question))["input_ids"]
-        solution_ids = tokenizer(solution_text(problem.reference_steps))["input_ids"] + [tokenizer.eos_token_id]
-        if len(prompt_ids) + len(solution_ids) <= policy_cfg.max_length:
+        if not problem.reference_steps:
+            continue
+        prompt_ids = encode_prompt(tokenizer, prompter(problem.question))
+        solution = task.join(problem.reference_steps)
+        solution_ids = tokenizer(solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(prompt_ids) + len(solution_ids) <= max_length:
             examples.append((prompt_ids + solution_ids, len(prompt_ids)))
     return examples
 
@@ -65,32 +66,32 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
 @dataclass
 class EvalResult:
     accuracy: float
-    """Fraction of held-out problems whose final answer is right (greedy decoding)."""
+    """Fraction of held-out problems whose final answer is right (greedy decoding, the task's answer check)."""
     step_accuracy: float
-    """Fraction of generated steps the exact verifier marks correct."""
+    """Fraction of generated steps the exact verifier marks correct (NaN on a task without a verifier)."""
     first_error_counts: dict[int, int]
-    """How many wrong solutions first go wrong at each step index."""
+    """How many wrong solutions first go wrong at each step index (empty without a verifier)."""
     seconds: float
 
 
-def evaluate_greedy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], policy_cfg: PolicyConfig
-) -> EvalResult:
-    """Greedy held-out accuracy and first-error positions, judged by the exact verifier (embedded task only)."""
+def evaluate_greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompter: Prompter, task: Task,
+                    problems: list[Problem], max_new_tokens: int) -> EvalResult:
+    """Greedy held-out accuracy; step accuracy and first-error positions where the task has a step verifier."""
     started = time.perf_counter()
-    prompts = [policy_cfg.prompt_template.format(question=p.question) for p in problems]
-    completions = generate_texts(model, tokenizer, prompts, policy_cfg.max_new_tokens)
-    correct, good_steps, total_steps, first_errors = 0, 0, 0, Counter()
-    for problem, completion in zip(problems, completions):
-        verdict = verify(parse_question(problem.question), completion)
-        correct += verdict.final_correct
-        good_steps += sum(verdict.step_labels)
-        total_steps += len(verdict.step_labels)
-        if verdict.first_error >= 0:
-            first_errors[verdict.first_error] += 1
+    completions = [texts[0] for texts in complete_problems(model, tokenizer, prompter, problems, max_new_tokens)]
+    right = [row[0] for row in correctness(task, problems, [[text] for text in completions])]
+    good_steps, total_steps, first_errors = 0, 0, Counter()
+    if task.has_verifier:
+        for problem, completion in zip(problems, completions):
+            labels = task.verify_steps(problem, task.split(completion))
+            good_steps += sum(labels)
+            total_steps += len(labels)
+            first_error = next((index for index, ok in enumerate(labels) if not ok), -1)
+            if first_error >= 0:
+                first_errors[first_error] += 1
     return EvalResult(
-        accuracy=correct / max(1, len(problems)),
-        step_accuracy=good_steps / max(1, total_steps),
+        accuracy=sum(right) / max(1, len(problems)),
+        step_accuracy=good_steps / total_steps if total_steps else math.nan,
         first_error_counts=dict(sorted(first_errors.items())),
         seconds=time.perf_counter() - started,
     )
@@ -103,12 +104,17 @@ def train_sft(
     eval_problems: list[Problem],
     policy_cfg: PolicyConfig,
     sft_cfg: SFTConfig,
+    task: Task,
     log=print,
 ) -> list[dict]:
     """Train in place; returns the log rows (loss per logged step, evaluations). Device = the model's device."""
-    examples = encode_sft_examples(train_problems, tokenizer, policy_cfg)
+    if not any(p.reference_steps for p in train_problems):
+        raise UserError(f"data.task: '{task.name}' gives no reference solutions to train on; set sft.steps=0 to start "
+                        "from policy.model as it is")
+    prompter = Prompter.of(policy_cfg, tokenizer)
+    examples = encode_sft_examples(train_problems, tokenizer, prompter, task, policy_cfg.max_length)
     if not examples:
-        raise ValueError("no training example fits policy.max_length")
+        raise UserError(f"policy.max_length: no reference solution fits in {policy_cfg.max_length} tokens")
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay, betas=(0.9, 0.98))
     rng = random.Random(sft_cfg.seed)
@@ -133,10 +139,15 @@ def train_sft(
             progress.set_postfix(loss=f"{loss.item():.4f}")
         last = step == sft_cfg.steps - 1
         if last or (sft_cfg.eval_every and (step + 1) % sft_cfg.eval_every == 0):
-            result = evaluate_greedy(model, tokenizer, eval_problems[: sft_cfg.eval_problems], policy_cfg)
-            history.append({"step": step, "eval_accuracy": result.accuracy, "eval_step_accuracy": result.step_accuracy,
-                            "first_error_counts": result.first_error_counts})
-            log(f"step {step + 1}: held-out greedy accuracy {result.accuracy:.3f}, step accuracy "
-                f"{result.step_accuracy:.3f}, first errors by step {result.first_error_counts}")
+            result = evaluate_greedy(model, tokenizer, prompter, task, eval_problems[: sft_cfg.eval_problems],
+                                     policy_cfg.max_new_tokens)
+            row = {"step": step, "eval_accuracy": result.accuracy}
+            message = f"step {step + 1}: held-out greedy accuracy {result.accuracy:.3f}"
+            if task.has_verifier:
+                row.update(eval_step_accuracy=result.step_accuracy, first_error_counts=result.first_error_counts)
+                message += (f", step accuracy {result.step_accuracy:.3f}, first errors by step "
+                            f"{result.first_error_counts}")
+            history.append(row)
+            log(message)
             model.train()
     return history

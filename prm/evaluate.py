@@ -13,6 +13,7 @@ up with labels. Conventions:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from prmloop.data.errors import UserError
@@ -105,9 +106,9 @@ def best_of_n(
     return result
 
 
-def apply_template(examples: list[StepwiseExample], prompt_template: str) -> list[StepwiseExample]:
-    """Copies whose prompt is ``prompt_template`` with ``{question}`` replaced by the stored problem text."""
-    return [StepwiseExample(prompt_template.format(question=e.prompt), e.completions, e.labels, e.meta) for e in examples]
+def apply_prompt(examples: list[StepwiseExample], prompt_of: Callable[[str], str]) -> list[StepwiseExample]:
+    """Copies whose prompt is ``prompt_of(stored problem text)`` (e.g. a ``data.prompts.Prompter``)."""
+    return [StepwiseExample(prompt_of(e.prompt), e.completions, e.labels, e.meta) for e in examples]
 
 
 def evaluate_file(
@@ -115,18 +116,19 @@ def evaluate_file(
     path: str | Path,
     format: str = "processbench",
     split: str = "train",
-    prompt_template: str = "{question}\n",
+    prompt_of: Callable[[str], str] | None = None,
     threshold: float = 0.5,
     batch_size: int = 64,
     skip_bad: bool = False,
 ) -> dict:
     """``evaluate_steps`` on a labelled file (ProcessBench, TRL stepwise, Math-Shepherd, PRM800K) read by
-    ``data.loaders.load``; the stored problem text goes through ``prompt_template`` first, as the policy saw it."""
+    ``data.loaders.load``; the stored problem text goes through ``prompt_of`` first, as the policy saw it (None: the
+    stored text is the prompt, as in prmloop's own stepwise files)."""
     items, n_rows_skipped = load(format, path, split, skip_bad=skip_bad)
     if any(not isinstance(item, StepwiseExample) for item in items):
         raise UserError(f"{path}: format {format!r} holds problems without step labels; nothing to evaluate a PRM on")
     if not items:
         raise UserError(f"{path}: no labelled solutions to evaluate")
-    metrics = evaluate_steps(model, apply_template(items, prompt_template), threshold, batch_size)
+    metrics = evaluate_steps(model, items if prompt_of is None else apply_prompt(items, prompt_of), threshold, batch_size)
     metrics["n_rows_skipped"] = n_rows_skipped
     return metrics

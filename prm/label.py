@@ -20,8 +20,9 @@ Two labellers, both batched so the policy sees as few generate calls as possible
 The caller supplies the formatting and the answer check, so the same code serves the embedded task and hub models:
 - ``format_prefix(question, steps) -> str``: the prompt text the policy continues after the given steps
   (``steps`` may be every step of the solution: that text is what ``check`` reads for the solution itself).
-- ``check(text, reference) -> bool``: whether ``text`` (prefix prompt + completion, i.e. everything the policy would
-  have shown) ends in the reference answer. It must read the LAST answer in the text.
+- ``check(text, reference) -> bool``: whether ``text`` ends in the reference answer (it must read the LAST answer).
+  ``text`` is the solution as the policy wrote it: the prefix's steps and the completion, WITHOUT the bare prompt
+  (``format_prefix(question, [])``), so an instruction such as "put your answer in \\boxed{}" is never read as one.
 Problems and solutions are index-aligned: ``problems[i]`` is the (question, reference answer) of ``solutions[i]``;
 G samples of one question repeat its problem G times. Identical prefixes are not deduplicated.
 """
@@ -111,14 +112,23 @@ def _count_correct(
     for (i, j), prompt, texts in zip(probes, prompts, completions):
         if len(texts) != n:
             raise ValueError(f"sampler returned {len(texts)} completions, not {n}, for solution {i} prefix {j}")
-        counts.append(sum(bool(check(prompt + text, problems[i][1])) for text in texts))
+        written = _solution_part(prompt, problems[i][0], format_prefix)
+        counts.append(sum(bool(check(written + text, problems[i][1])) for text in texts))
     return counts
+
+
+def _solution_part(prefix: str, question: str, format_prefix: FormatPrefix) -> str:
+    """The steps part of a prefix text: what follows the bare prompt ``format_prefix(question, [])``."""
+    bare = format_prefix(question, [])
+    if not prefix.startswith(bare):
+        raise ValueError("format_prefix(question, steps) must start with format_prefix(question, [])")
+    return prefix[len(bare) :]
 
 
 def _solution_is_correct(
     question: str, reference: str, steps: list[str], format_prefix: FormatPrefix, check: Check
 ) -> bool:
-    return bool(check(format_prefix(question, steps), reference))
+    return bool(check(_solution_part(format_prefix(question, steps), question, format_prefix), reference))
 
 
 def label_exhaustive(

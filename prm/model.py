@@ -42,6 +42,8 @@ from transformers import (
 )
 
 from prmloop.data.errors import UserError
+from prmloop.data.hub import is_local, require_hub
+from prmloop.data.prompts import adds_special_tokens
 from prmloop.data.schema import check_solution_steps
 from prmloop.data.steps import step_end_token_indices, token_char_ends_from_offsets
 from prmloop.data.vocab import load_tokenizer
@@ -104,7 +106,7 @@ def encode_solution(tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"tokenizer {type(tokenizer).__name__}: the PRM needs a fast tokenizer (char offsets)")
     text, step_char_ends = format_solution(prompt, steps)
-    encoding = tokenizer(text, return_offsets_mapping=True)
+    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=adds_special_tokens(tokenizer, text))
     token_ends = token_char_ends_from_offsets(encoding["offset_mapping"])
     indices = [index for index in step_end_token_indices(token_ends, step_char_ends) if index < max_length]
     prompt_end = step_end_token_indices(token_ends, [len(prompt)])[0] if prompt else -1
@@ -174,6 +176,23 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return 0
 
 
+def backbone_positions(lm: PreTrainedModel) -> int | None:
+    """How many positions the LM was built for (``max_position_embeddings`` / ``n_positions``), if it says."""
+    config = lm.config.get_text_config()
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    return None
+
+
+def check_window(lm: PreTrainedModel, max_length: int) -> None:
+    """UserError naming prm.max_length when the window is empty or longer than the backbone's positions."""
+    positions = backbone_positions(lm)
+    if max_length < 1 or (positions is not None and max_length > positions):
+        raise UserError(f"prm.max_length: {max_length} tokens does not fit the PRM backbone "
+                        f"({positions} positions); use 1..{positions}")
+
+
 def is_reward_model_dir(path: str | Path) -> bool:
     """Whether ``path`` holds a saved StepRewardModel (rather than a policy checkpoint or a hub name)."""
     return (Path(path) / PRM_CONFIG_FILE).is_file()
@@ -189,6 +208,7 @@ class StepRewardModel(torch.nn.Module):
     ):
         super().__init__()
         get_step_selection(mode)
+        check_window(lm, max_length)
         self.lm = lm
         self.tokenizer = tokenizer
         self.mode = mode
@@ -218,6 +238,8 @@ class StepRewardModel(torch.nn.Module):
     @classmethod
     def from_policy(cls, path_or_name: str, mode: str = "process", max_length: int = 160) -> StepRewardModel:
         """A PRM initialised from a causal LM checkpoint (a local directory or a hub name) with a fresh head."""
+        if not is_local(path_or_name):
+            require_hub(path_or_name, "prm init")
         try:
             lm = AutoModelForCausalLM.from_pretrained(path_or_name)
             tokenizer = load_tokenizer(path_or_name)
@@ -240,8 +262,11 @@ class StepRewardModel(torch.nn.Module):
         return out_dir
 
     @classmethod
-    def from_pretrained(cls, prm_dir: str | Path) -> StepRewardModel:
-        """Load what ``save_pretrained`` wrote; a missing or non-PRM directory is a one-line UserError."""
+    def from_pretrained(cls, prm_dir: str | Path, max_length: int | None = None) -> StepRewardModel:
+        """Load what ``save_pretrained`` wrote; a missing or non-PRM directory is a one-line UserError.
+
+        ``max_length``: the scoring window in tokens (``prm.max_length`` at the time of use); None keeps the saved one.
+        """
         prm_dir = Path(prm_dir)
         if not is_reward_model_dir(prm_dir):
             raise UserError(f"{prm_dir}: not a saved PRM directory (no {PRM_CONFIG_FILE})")
@@ -253,7 +278,8 @@ class StepRewardModel(torch.nn.Module):
         logp_weight = head_state.pop("logp_weight", torch.zeros(len(LOGP_FEATURES)))
         head = torch.nn.Linear(meta["hidden_size"], 1)
         head.load_state_dict(head_state)
-        return cls(lm, tokenizer, meta["mode"], meta["max_length"], head=head, logp_weight=logp_weight)
+        window = meta["max_length"] if max_length is None else max_length
+        return cls(lm, tokenizer, meta["mode"], window, head=head, logp_weight=logp_weight)
 
     def token_logps(self, hidden: torch.Tensor, input_ids: torch.Tensor, needed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) log p(x_t | x_<t) and its argmax margin where ``needed`` (B, T) is true (t >= 1), else 0.

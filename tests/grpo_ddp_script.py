@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
+from prmloop.data.tasks import get_task
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer
@@ -37,7 +38,8 @@ def main(out_path: str, steps: int = 3) -> None:
     model = tiny_random_model("llama", tokenizer, seed=0)
     cfg = GRPOConfig(prompts_per_step=4, group_size=4, lr=1e-2, beta=0.04, supervision="process", reward_source="prm",
                      seed=0)
-    trainer = GRPOTrainer(model, tokenizer, cfg, PolicyConfig(max_new_tokens=12), scorer=DigitScorer())
+    trainer = GRPOTrainer(model, tokenizer, cfg, PolicyConfig(max_new_tokens=12), get_task(DataConfig()),
+                          scorer=DigitScorer())
     problems = generate(DataConfig(), 16, "train")
     history = trainer.train(problems, steps=steps)
     if trainer.accelerator.is_main_process:

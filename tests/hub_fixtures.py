@@ -51,7 +51,19 @@ MISTRAL_TEMPLATE = (
     "{%- else %}{{- raise_exception('after an optional system message, roles must be user or assistant') }}"
     "{%- endif %}{%- endfor %}"
 )
-NAMES = ("Tom", "Maria", "Ken", "Ava", "Liam", "Zoe")
+_LLAMA_ROLES = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}
+SPECIAL_TOKENS = {  # family -> (special tokens in hub id order, tokenizer kwargs); llama/mistral's take ids 0, 1, 2
+    "qwen2": (
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+    ),
+    "llama": (("<unk>", "<s>", "</s>"), _LLAMA_ROLES),
+    "gpt2": (("<|endoftext|>",), dict.fromkeys(("bos_token", "eos_token", "unk_token"), "<|endoftext|>")),
+    "mistral": (("<unk>", "<s>", "</s>"), _LLAMA_ROLES),
+}
+SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+QWEN_SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+NAMES = ("Tom", "Maria", "Ava", "Liam", "Ken", "Zoe")  # problem i uses NAMES[i % 6]: kinds 0 and 2 fit he / she
 
 
 # ---------------------------------------------------------------- GSM8K / MATH rows
@@ -65,25 +77,37 @@ def gsm8k_rows(n: int = 8) -> list[dict[str, str]]:
         if kind == 0:
             a, b, c = 5 + i, 7 + 2 * i, 3 + i // 2
             s, r = a + b, a + b - c
-            question = f"{name} has {a} apples and buys {b} more. Then he gives away {c}. How many apples does he have now?"
-            lines = [f"{name} has {a} + {b} = <<{a}+{b}={s}>>{s} apples.",
-                     f"After giving away {c} he has {s} - {c} = <<{s}-{c}={r}>>{r} apples."]
+            question = (
+                f"{name} has {a} apples and buys {b} more. Then he gives away {c}. How many apples does he have now?"
+            )
+            lines = [
+                f"{name} has {a} + {b} = <<{a}+{b}={s}>>{s} apples.",
+                f"After giving away {c} he has {s} - {c} = <<{s}-{c}={r}>>{r} apples.",
+            ]
         elif kind == 1:
             boxes, per, extra = 25 + i, 48 + 2 * i, 5 + i
             x = boxes * per
             r = x + extra
-            question = (f"A school orders {boxes} boxes of pencils with {per} pencils in each box. It already had {extra} "
-                        "pencils. How many pencils does it have now?")
-            lines = [f"The boxes hold {boxes} * {per} = <<{boxes}*{per}={x}>>{x:,} pencils.",
-                     f"So it has {x} + {extra} = <<{x}+{extra}={r}>>{r:,} pencils in all."]
+            question = (
+                f"A school orders {boxes} boxes of pencils with {per} pencils in each box. It already had {extra} "
+                "pencils. How many pencils does it have now?"
+            )
+            lines = [
+                f"The boxes hold {boxes} * {per} = <<{boxes}*{per}={x}>>{x:,} pencils.",
+                f"So it has {x} + {extra} = <<{x}+{extra}={r}>>{r:,} pencils in all.",
+            ]
         else:
             total, more = 48 + 2 * i, 6 + i
             half = total // 2
             r = half + more
-            question = (f"{name} has {total} stickers and gives half of them to a friend. Then she buys {more} more. "
-                        "How many stickers does she have?")
-            lines = [f"Half of the stickers is {total}/2 = <<{total}/2={half}>>{half} stickers.",
-                     f"She then has {half} + {more} = <<{half}+{more}={r}>>{r} stickers."]
+            question = (
+                f"{name} has {total} stickers and gives half of them to a friend. Then she buys {more} more. "
+                "How many stickers does she have?"
+            )
+            lines = [
+                f"Half of the stickers is {total}/2 = <<{total}/2={half}>>{half} stickers.",
+                f"She then has {half} + {more} = <<{half}+{more}={r}>>{r} stickers.",
+            ]
         rows.append({"question": question, "answer": "\n".join([*lines, f"#### {r:,}"])})
     return rows
 
@@ -94,23 +118,29 @@ def _math_item(i: int) -> tuple[str, list[str], str, str]:
     if kind == 0:
         a, b = 2 + i, 3 + i
         problem = f"Simplify $\\frac{{{a}}}{{{b}}} \\cdot \\frac{{{b}}}{{{2 * a}}}$."
-        paragraphs = [f"We multiply the numerators and the denominators:\n$$\\frac{{{a}}}{{{b}}} \\cdot "
-                      f"\\frac{{{b}}}{{{2 * a}}} = \\frac{{{a * b}}}{{{2 * a * b}}}.$$",
-                      f"Cancelling the common factor ${a * b}$ leaves $\\boxed{{\\frac{{1}}{{2}}}}$."]
+        product = f"\\frac{{{a}}}{{{b}}} \\cdot \\frac{{{b}}}{{{2 * a}}} = \\frac{{{a * b}}}{{{2 * a * b}}}"
+        paragraphs = [
+            f"We multiply the numerators and the denominators:\n$${product}.$$",
+            f"Cancelling the common factor ${a * b}$ leaves $\\boxed{{\\frac{{1}}{{2}}}}$.",
+        ]
         return problem, paragraphs, "\\frac{1}{2}", "Prealgebra"
     if kind == 1:
         k = 8 + i
         total = k * (k + 1) // 2
         problem = f"What is the sum of the first ${k}$ positive integers?"
-        paragraphs = [f"The sum of the first $n$ positive integers is $\\frac{{n(n+1)}}{{2}}$.",
-                      f"With $n = {k}$ this is\n$$\\frac{{{k} \\cdot {k + 1}}}{{2}} = \\frac{{{k * (k + 1)}}}{{2}}.$$",
-                      f"So the sum is $\\boxed{{{total}}}$."]
+        paragraphs = [
+            "The sum of the first $n$ positive integers is $\\frac{n(n+1)}{2}$.",
+            f"With $n = {k}$ this is\n$$\\frac{{{k} \\cdot {k + 1}}}{{2}} = \\frac{{{k * (k + 1)}}}{{2}}.$$",
+            f"So the sum is $\\boxed{{{total}}}$.",
+        ]
         return problem, paragraphs, str(total), "Algebra"
     a, x, b = 3 + i, 4 + i, 2 * i + 1
     c = a * x + b
     problem = f"Solve for $x$: ${a}x + {b} = {c}$."
-    paragraphs = [f"Subtracting ${b}$ from both sides gives ${a}x = {c - b}$.",
-                  f"Dividing both sides by ${a}$ gives $x = \\frac{{{c - b}}}{{{a}}} = \\boxed{{{x}}}$."]
+    paragraphs = [
+        f"Subtracting ${b}$ from both sides gives ${a}x = {c - b}$.",
+        f"Dividing both sides by ${a}$ gives $x = \\frac{{{c - b}}}{{{a}}} = \\boxed{{{x}}}$.",
+    ]
     return problem, paragraphs, str(x), "Algebra"
 
 
@@ -122,18 +152,19 @@ def math_answers(n: int = 6) -> list[str]:
 def math_rows(n: int = 6) -> list[dict[str, str]]:
     """``n`` MATH-format rows ``{problem, solution, level, type}``; solutions are paragraphs ending in ``\\boxed{}``."""
     items = (_math_item(i) for i in range(n))
-    return [{"problem": p, "solution": "\n\n".join(s), "level": f"Level {1 + i % 5}", "type": t}
-            for i, (p, s, _, t) in enumerate(items)]
+    return [
+        {"problem": p, "solution": "\n\n".join(s), "level": f"Level {1 + i % 5}", "type": t}
+        for i, (p, s, _, t) in enumerate(items)
+    ]
 
 
 def math500_rows(n: int = 4) -> list[dict]:
     """``n`` MATH-500-format rows ``{problem, solution, answer, subject, level, unique_id}`` (level is an int)."""
     rows = []
-    for i in range(n):
-        problem, paragraphs, answer, subject = _math_item(i)
+    for i, row in enumerate(math_rows(n)):
+        subject, answer = row.pop("type"), math_answers(n)[i]
         unique_id = f"test/{subject.lower()}/{100 + i}.json"
-        rows.append({"problem": problem, "solution": "\n\n".join(paragraphs), "answer": answer, "subject": subject,
-                     "level": 1 + i % 5, "unique_id": unique_id})
+        rows.append({**row, "answer": answer, "subject": subject, "level": 1 + i % 5, "unique_id": unique_id})
     return rows
 
 
@@ -178,7 +209,8 @@ def build_hub_tokenizer(arch: str) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (vocab ~VOCAB_SIZE) with ``arch``'s hub special-token conventions (no template)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    leading = ["<unk>", "<s>", "</s>"] if arch in ("llama", "mistral") else []  # SentencePiece-style ids 0, 1, 2
+    specials, roles = SPECIAL_TOKENS[arch]
+    bos_added = arch in ("llama", "mistral")
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     if arch == "qwen2":  # what Qwen2.5's tokenizer.json does, so AutoTokenizer's Qwen2Tokenizer rebuild gives same ids
         tokenizer.normalizer = normalizers.NFC()
@@ -187,22 +219,21 @@ def build_hub_tokenizer(arch: str) -> PreTrainedTokenizerFast:
     else:  # no regex split: merges cross spaces and newlines, so one token can span a step boundary
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=leading, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    leading = list(specials) if bos_added else []
+    alphabet, quiet = pre_tokenizers.ByteLevel.alphabet(), {"show_progress": False}
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=leading, initial_alphabet=alphabet, **quiet)
     tokenizer.train_from_iterator(math_corpus(), trainer=trainer)
-    common = {"clean_up_tokenization_spaces": False, "model_max_length": MAX_POSITIONS}
-    if arch == "qwen2":  # special tokens after the BPE vocab, in Qwen's order
-        tokenizer.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-        return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                       additional_special_tokens=["<|im_start|>"], **common)
-    if arch == "gpt2":
-        tokenizer.add_special_tokens(["<|endoftext|>"])
-        return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                       unk_token="<|endoftext|>", **common)
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                             special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   add_bos_token=True, add_eos_token=False, **common)
+    if bos_added:  # tokenizer.json's post-processor adds the BOS; transformers 5 keeps it on reload
+        bos = [("<s>", 1)]
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=bos
+        )
+    else:  # after the BPE vocab, as on the hub
+        tokenizer.add_special_tokens(list(specials))
+    extra = {"additional_special_tokens": ["<|im_start|>"]} if arch == "qwen2" else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, clean_up_tokenization_spaces=False, model_max_length=MAX_POSITIONS, **roles, **extra
+    )
 
 
 # ---------------------------------------------------------------- models
@@ -212,12 +243,10 @@ def _model(arch: str, tokenizer: PreTrainedTokenizerFast, ids: dict[str, int | N
     """A tiny random model of ``arch``; qwen2's embedding is padded past len(tokenizer), as on the hub."""
     vocab = len(tokenizer)
     if arch == "gpt2":
-        config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=MAX_POSITIONS,
-                            bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=None)
-        return GPT2LMHeadModel(config)
-    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,  # noqa: C408
-                  num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, bos_token_id=ids["bos"],
-                  eos_token_id=ids["eos"], pad_token_id=ids["pad"])
+        sizes = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 64, "n_positions": MAX_POSITIONS}
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, bos_token_id=ids["bos"], eos_token_id=ids["eos"], **sizes))
+    token_ids = {f"{role}_token_id": token for role, token in ids.items()}
+    common = {**SIZES, "num_key_value_heads": 2, "max_position_embeddings": MAX_POSITIONS, **token_ids}
     if arch == "qwen2":
         config = Qwen2Config(vocab_size=-(-vocab // 64) * 64, tie_word_embeddings=True, **common)
         return Qwen2ForCausalLM(config)
@@ -241,9 +270,10 @@ def build_hub_model(arch: str, out_dir, seed: int = 0, chat_template: bool | Non
     token_id = tokenizer.convert_tokens_to_ids
     if arch == "qwen2":
         ids = {"bos": token_id("<|endoftext|>"), "eos": token_id("<|im_end|>"), "pad": token_id("<|endoftext|>")}
-        generation = GenerationConfig(  # Qwen2.5-Instruct's generation_config.json, sampling defaults included
-            bos_token_id=ids["bos"], eos_token_id=[ids["eos"], ids["bos"]], pad_token_id=ids["pad"], do_sample=True,
-            temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
+        eos = [ids["eos"], ids["bos"]]  # Qwen2.5-Instruct's generation_config.json, sampling defaults included
+        generation = GenerationConfig(
+            bos_token_id=ids["bos"], eos_token_id=eos, pad_token_id=ids["pad"], **QWEN_SAMPLING
+        )
     else:
         ids = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "pad": None}
         generation = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"])

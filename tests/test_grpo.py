@@ -17,6 +17,7 @@ from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
 from prmloop.data.errors import UserError
 from prmloop.data.schema import Problem
+from prmloop.data.tasks import get_task
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer, group_std_mean, step_problem_indices, validate_config
@@ -24,6 +25,8 @@ from prmloop.policy.tiny import tiny_random_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grpo_ddp_script import DigitScorer
+
+ARITH = get_task(DataConfig())
 
 PROBLEMS = generate(DataConfig(), 16, "train")
 TRL_METRICS = ["reward", "reward_std", "rewards/prm/mean", "kl", "entropy", "clip_ratio/region_mean",
@@ -54,7 +57,7 @@ def make_trainer(scorer=None, policy_cfg=None, **overrides) -> GRPOTrainer:
     model = tiny_random_model("llama", tokenizer, seed=0)
     settings = {"prompts_per_step": 2, "group_size": 4, "lr": 1e-2, "supervision": "process", "reward_source": "prm"}
     cfg = GRPOConfig(**{**settings, **overrides})
-    return GRPOTrainer(model, tokenizer, cfg, policy_cfg or PolicyConfig(max_new_tokens=10),
+    return GRPOTrainer(model, tokenizer, cfg, policy_cfg or PolicyConfig(max_new_tokens=10), ARITH,
                        scorer=DigitScorer() if scorer is None else scorer)
 
 
@@ -78,7 +81,7 @@ def test_validate_config_errors_name_the_key():
     tokenizer = build_task_tokenizer()
     with pytest.raises(UserError, match="needs a reward model"):
         GRPOTrainer(tiny_random_model("llama", tokenizer), tokenizer,
-                    GRPOConfig(supervision="outcome", reward_source="orm"), PolicyConfig(), scorer=None)
+                    GRPOConfig(supervision="outcome", reward_source="orm"), PolicyConfig(), ARITH, scorer=None)
 
 
 def test_step_problem_indices_cover_each_epoch():

@@ -297,7 +297,22 @@ def test_missing_local_file_is_one_line(tmp_path):
         load("gsm8k", tmp_path / "data.csv")
 
 
-def test_hub_name_goes_to_load_dataset(monkeypatch):
+@pytest.fixture
+def hub_online(monkeypatch):
+    monkeypatch.setattr("prmloop.data.hub.hub_reachable", lambda: True)
+
+
+def test_hub_name_offline_fails_at_once_in_one_line(monkeypatch):
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr("prmloop.data.hub.hub_reachable", lambda: False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("must not try the hub"))
+    with pytest.raises(UserError, match=r"^dataset source: 'openai/gsm8k' is not a local path and the hub cannot be "
+                                        r"reached \(offline\)"):
+        load("gsm8k", "openai/gsm8k", split="test")
+
+
+def test_hub_name_goes_to_load_dataset(monkeypatch, hub_online):
     calls = []
 
     def fake_load_dataset(name, subset=None, split=None):
@@ -315,7 +330,7 @@ def test_hub_name_goes_to_load_dataset(monkeypatch):
         load("gsm8k", "openai/gsm8k", split="test")
 
 
-def test_hub_failure_is_one_line(monkeypatch):
+def test_hub_failure_is_one_line(monkeypatch, hub_online):
     def offline(name, subset=None, split=None):
         raise ConnectionError("Couldn't reach 'Qwen/ProcessBench' on the Hub\n(LocalEntryNotFoundError)")
 

@@ -86,7 +86,7 @@ def test_evaluate_file_reads_processbench_with_the_prompt_template(tmp_path):
     write_jsonl(path, PROCESSBENCH_ROWS)
     steps = [step for row in PROCESSBENCH_ROWS for step in row["steps"]]
     scorer = FakeScorer(dict(zip(steps, [0.9, 0.1, 0.1, 0.9, 0.9])))
-    metrics = evaluate_file(scorer, path, "processbench", prompt_template="Q: {question}\n")
+    metrics = evaluate_file(scorer, path, "processbench", prompt_of=lambda question: f"Q: {question}\n")
     # Row 0: predicted first error 1 = label 1; row 1: predicted -1 = label -1.
     assert metrics["first_error_f1"] == 1.0 and metrics["step_acc"] == 1.0 and metrics["n_rows_skipped"] == 0
     assert scorer.calls[0] == [f"Q: {row['problem']}\n" for row in PROCESSBENCH_ROWS]

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from prmloop.data.config import DataConfig
 from prmloop.data.errors import UserError
 from prmloop.data.schema import StepwiseExample
+from prmloop.data.tasks import get_task
 from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
-from prmloop.policy.sft import solution_text
 from prmloop.policy.tiny import tiny_random_model
 from prmloop.prm.model import (
     StepRewardModel,
@@ -51,7 +52,7 @@ def test_format_solution_is_the_policy_completion_format():
     text, ends = format_solution("Q\n", ["1 + 2 = 3", "Answer: 3"])
     # "Q\n" is 2 chars; "1 + 2 = 3" ends at 2 + 9 = 11; "\n" at 11; "Answer: 3" ends at 12 + 9 = 21.
     assert (text, ends) == ("Q\n1 + 2 = 3\nAnswer: 3", [11, 21])
-    assert text == "Q\n" + solution_text(["1 + 2 = 3", "Answer: 3"])
+    assert text == "Q\n" + get_task(DataConfig()).join(["1 + 2 = 3", "Answer: 3"])  # what SFT teaches the policy
 
 
 def test_char_tokenizer_alignment_literal():

@@ -5,11 +5,14 @@ import math
 import pytest
 import torch
 
+from prmloop.data.config import DataConfig
 from prmloop.data.errors import UserError
 from prmloop.data.schema import Problem
-from prmloop.policy.rewards import Rewards, check_answer, check_reward_setup, compute_rewards
+from prmloop.data.tasks import get_task
+from prmloop.policy.rewards import Rewards, check_reward_setup, compute_rewards
 
 PROBLEM = Problem("p0", "1 + 2 = ? (left to right)", "3", ("1 + 2 = 3", "Answer: 3"))
+CHECK = get_task(DataConfig()).is_correct
 
 
 class RecordingScorer:
@@ -24,14 +27,24 @@ class RecordingScorer:
         return [[row[-1]] for row in scores] if self.orm else scores
 
 
-def test_check_answer():
-    assert check_answer(PROBLEM, "1 + 2 = 3\nAnswer: 3")
-    assert not check_answer(PROBLEM, "1 + 2 = 4\nAnswer: 4")
-    assert check_answer(PROBLEM, "Answer: 4\nAnswer: 3")  # the last Answer line counts
-    assert check_answer(PROBLEM, "so the result is \\boxed{3}")  # no Answer line: extract_answer
-    assert check_answer(PROBLEM, "Answer: 3.0")  # not the task's integer line: extract_answer + answers_match
-    assert not check_answer(PROBLEM, "")
-    assert not check_answer(PROBLEM, "1 + 2 = 3")
+def test_rule_reward_is_the_task_answer_check():
+    texts = ["1 + 2 = 3\nAnswer: 3", "1 + 2 = 4\nAnswer: 4", "Answer: 4\nAnswer: 3", "so it is \\boxed{3}", ""]
+    rewards = compute_rewards([PROBLEM] * 5, ["q\n"] * 5, texts, [[]] * 5, check=CHECK, supervision="outcome",
+                              reward_source="rule")
+    assert rewards.rule.tolist() == [float(CHECK(text, "3")) for text in texts] == [1.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_process_rewards_stop_at_the_prm_window():
+    class Windowed:  # steps after the second do not fit: NaN, as StepRewardModel scores them
+        def score_steps(self, prompts, solutions):
+            return [[0.5 if j < 2 else math.nan for j in range(len(steps))] for steps in solutions]
+
+    steps = [["a", "b", "c"], ["a"], []]
+    rewards = compute_rewards([PROBLEM] * 3, ["q\n"] * 3, ["x"] * 3, steps, check=CHECK, supervision="process",
+                              reward_source="prm", scorer=Windowed())
+    assert rewards.steps == [[0.5, 0.5], [0.5], []]
+    assert rewards.steps_beyond_window == 1
+    assert rewards.is_finite()
 
 
 def _batch():
@@ -41,7 +54,7 @@ def _batch():
 
 
 def test_outcome_rule():
-    rewards = compute_rewards(*_batch(), supervision="outcome", reward_source="rule")
+    rewards = compute_rewards(*_batch(), check=CHECK, supervision="outcome", reward_source="rule")
     assert rewards.outcome.tolist() == [1.0, 0.0, 0.0]
     assert rewards.rule.tolist() == [1.0, 0.0, 0.0]
     assert rewards.steps is None
@@ -50,7 +63,7 @@ def test_outcome_rule():
 @pytest.mark.parametrize(("source", "orm"), [("orm", True), ("prm", False)])
 def test_outcome_from_scorer_uses_last_step_and_skips_empty(source, orm):
     scorer = RecordingScorer(orm=orm)
-    rewards = compute_rewards(*_batch(), supervision="outcome", reward_source=source, scorer=scorer)
+    rewards = compute_rewards(*_batch(), check=CHECK, supervision="outcome", reward_source=source, scorer=scorer)
     # last steps "Answer: 3" and "Answer: 4" have 9 chars -> 0.9; the empty completion gets 0 and is never sent
     assert rewards.outcome.tolist() == pytest.approx([0.9, 0.9, 0.0])
     assert rewards.rule.tolist() == [1.0, 0.0, 0.0]
@@ -59,7 +72,7 @@ def test_outcome_from_scorer_uses_last_step_and_skips_empty(source, orm):
 
 def test_process_prm_gives_one_reward_per_step():
     scorer = RecordingScorer()
-    rewards = compute_rewards(*_batch(), supervision="process", reward_source="prm", scorer=scorer)
+    rewards = compute_rewards(*_batch(), check=CHECK, supervision="process", reward_source="prm", scorer=scorer)
     # "1 + 2 = 3" has 9 chars -> 0.9, "Answer: 3" 9 chars -> 0.9
     assert rewards.steps == [pytest.approx([0.9, 0.9]), pytest.approx([0.9, 0.9]), []]
     assert rewards.outcome is None
@@ -69,7 +82,7 @@ def test_process_prm_gives_one_reward_per_step():
 
 def test_process_with_an_orm_is_caught():
     with pytest.raises(ValueError, match="process-mode PRM"):
-        compute_rewards(*_batch(), supervision="process", reward_source="prm", scorer=RecordingScorer(orm=True))
+        compute_rewards(*_batch(), check=CHECK, supervision="process", reward_source="prm", scorer=RecordingScorer(orm=True))
 
 
 @pytest.mark.parametrize(("supervision", "source", "match"), [
@@ -86,7 +99,7 @@ def test_impossible_setups_are_one_line_user_errors(supervision, source, match):
 
 def test_scorer_required():
     with pytest.raises(UserError, match="needs a reward model"):
-        compute_rewards(*_batch(), supervision="outcome", reward_source="orm", scorer=None)
+        compute_rewards(*_batch(), check=CHECK, supervision="outcome", reward_source="orm", scorer=None)
 
 
 def test_non_finite_rewards_are_reported():

@@ -1,16 +1,21 @@
-"""Tests for policy/sft.py (and policy/sampling.py): collate masks, lr schedule, a short SFT run lowering the loss."""
+"""Tests for policy/sft.py: collate masks, prompt/solution encoding, lr schedule, a short SFT run lowering the loss."""
 
 import pytest
 import torch
 
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
+from prmloop.data.errors import UserError
+from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
+from prmloop.data.tasks import get_task
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.policy.config import PolicyConfig, SFTConfig
-from prmloop.policy.sampling import generate_texts
-from prmloop.policy.sft import collate, encode_sft_examples, evaluate_greedy, lr_at, solution_text, train_sft
+from prmloop.policy.evaluate import complete_problems
+from prmloop.policy.sft import collate, encode_sft_examples, evaluate_greedy, lr_at, train_sft
 from prmloop.policy.tiny import build_tiny_llama
+
+ARITH = get_task(DataConfig())
 
 
 def test_collate_masks_prompt_and_padding():
@@ -24,16 +29,23 @@ def test_collate_masks_prompt_and_padding():
 def test_encode_sft_examples_literal():
     tokenizer = build_task_tokenizer()
     problem = Problem("p", "1 + 2 = ? (left to right)", "3", ("1 + 2 = 3", "Answer: 3"))
-    [(ids, prompt_len)] = encode_sft_examples([problem], tokenizer, PolicyConfig())
+    prompter = Prompter(tokenizer)
+    [(ids, prompt_len)] = encode_sft_examples([problem], tokenizer, prompter, ARITH, 160)
     prompt = "1 + 2 = ? (left to right)\n"
     assert prompt_len == len(prompt)
     assert ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids[:-1]) == prompt + "1 + 2 = 3\nAnswer: 3"
-    assert encode_sft_examples([problem], tokenizer, PolicyConfig(max_length=10)) == []
+    assert encode_sft_examples([problem], tokenizer, prompter, ARITH, 10) == []
+    no_reference = Problem("q", "1 + 2 = ? (left to right)", "3")
+    assert encode_sft_examples([no_reference], tokenizer, prompter, ARITH, 160) == []
 
 
-def test_solution_text():
-    assert solution_text(("a", "b")) == "a\nb"
+def test_sft_without_reference_solutions_is_one_clear_error():
+    tokenizer = build_task_tokenizer()
+    model = build_tiny_llama(PolicyConfig(hidden_size=32, num_layers=1, num_heads=2), tokenizer, seed=0)
+    bare = [Problem("q", "1 + 2 = ? (left to right)", "3")]
+    with pytest.raises(UserError, match="no reference solutions.*sft.steps=0"):
+        train_sft(model, tokenizer, bare, bare, PolicyConfig(), SFTConfig(steps=1), ARITH)
 
 
 def test_lr_schedule_literal():
@@ -46,13 +58,13 @@ def test_lr_schedule_literal():
     assert lr_at(500, cfg) == pytest.approx(0.1)
 
 
-def test_generate_texts_greedy_is_deterministic_and_bounded():
+def test_greedy_completions_are_deterministic_and_bounded():
     tokenizer = build_task_tokenizer()
     model = build_tiny_llama(PolicyConfig(hidden_size=32, num_layers=1, num_heads=2), tokenizer, seed=0)
-    prompts = ["7 + 5 = ? (left to right)\n", "1 + 1 = ? (left to right)\n"]
-    first = generate_texts(model, tokenizer, prompts, max_new_tokens=6)
-    assert first == generate_texts(model, tokenizer, prompts, max_new_tokens=6, batch_size=1)
-    assert all(len(text) <= 6 for text in first)  # one char per token
+    problems = [Problem("a", "7 + 5 = ? (left to right)", "12"), Problem("b", "1 + 1 = ? (left to right)", "2")]
+    first = complete_problems(model, tokenizer, Prompter(tokenizer), problems, max_new_tokens=6)
+    assert first == complete_problems(model, tokenizer, Prompter(tokenizer), problems, max_new_tokens=6, batch_size=1)
+    assert all(len(texts) == 1 and len(texts[0]) <= 6 for texts in first)  # one char per token
     assert model.training  # training mode restored
 
 
@@ -74,12 +86,12 @@ def test_short_sft_run_lowers_loss(one_thread):
     model = build_tiny_llama(policy_cfg, tokenizer, seed=0)
     sft_cfg = SFTConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_every=0, eval_problems=8)
     messages = []
-    history = train_sft(model, tokenizer, train, held_out, policy_cfg, sft_cfg, log=messages.append)
+    history = train_sft(model, tokenizer, train, held_out, policy_cfg, sft_cfg, ARITH, log=messages.append)
     losses = [row["loss"] for row in history if "loss" in row]
     assert [row["step"] for row in history if "loss" in row] == [0, 50, 59]
     assert losses[-1] < 0.7 * losses[0]
     evals = [row for row in history if "eval_accuracy" in row]
     assert len(evals) == 1 and len(messages) == 1
     assert 0.0 <= evals[0]["eval_accuracy"] <= 1.0
-    result = evaluate_greedy(model, tokenizer, held_out[:2], policy_cfg)
+    result = evaluate_greedy(model, tokenizer, Prompter(tokenizer), ARITH, held_out[:2], policy_cfg.max_new_tokens)
     assert 0.0 <= result.step_accuracy <= 1.0
