@@ -15,7 +15,10 @@ class DataConfig:
     split: str = "train"
     """Dataset tasks: the split training problems come from."""
     eval_split: str = "test"
-    """Dataset tasks: the held-out split; '' = no such split, hold out the hash bucket 0 of 10 of ``split`` instead."""
+    """Dataset tasks: the held-out split of a hub dataset; '' = none: hold out hash bucket 0 of 10 of ``split``'s
+    questions instead (always so for a local file, which has no splits, unless data.eval_source names another)."""
+    eval_source: str = ""
+    """Dataset tasks: a separate file or hub dataset for held-out problems ('' = data.source)."""
     subset: str = ""
     """Dataset tasks: the hub dataset's subset/config name ('' = the task's default, e.g. 'main' for GSM8K)."""
     question_column: str = "question"

@@ -13,12 +13,14 @@ Tasks by name (``data.task``):
   ``\\boxed{}``; reference steps are the solution's paragraphs; default source ``HuggingFaceH4/MATH-500``.
 - ``problems``: any file or hub dataset with a question and an answer column (``data.question_column``,
   ``data.answer_column``); no reference solutions.
-Held-out problems come from ``data.eval_split``, or, with ``data.eval_split: ''``, from hash bucket 0 of 10 of the
-training split's questions (the same rule as the embedded task), so train and held-out never overlap.
+Held-out problems come from ``data.eval_source`` (a second file or dataset) if given, else from a hub dataset's
+``data.eval_split``; otherwise (a local file has no splits, or ``data.eval_split: ''``) from hash bucket 0 of 10 of
+the training questions (the same rule as the embedded task), so train and held-out never overlap.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ from prmloop.data import arith
 from prmloop.data.answers import answers_match, extract_answer
 from prmloop.data.config import DataConfig
 from prmloop.data.errors import UserError
+from prmloop.data.hub import is_local
 from prmloop.data.loaders import iter_rows, load
 from prmloop.data.schema import Problem
 from prmloop.data.steps import split_steps
@@ -58,7 +61,10 @@ class Task:
         if self.name == "arith":  # generated: its own disjoint splits, exactly n of each
             return self.load_split(self.cfg, "train"), self.load_split(self.cfg, "eval")
         rows = self.load_split(self.cfg, self.cfg.split)
-        if self.cfg.eval_split:
+        if self.cfg.eval_source:
+            eval_cfg = dataclasses.replace(self.cfg, source=self.cfg.eval_source)
+            train, held_out = rows, self.load_split(eval_cfg, self.cfg.eval_split or self.cfg.split)
+        elif self.cfg.eval_split and not is_local(self.cfg.source):
             train, held_out = rows, self.load_split(self.cfg, self.cfg.eval_split)
         else:
             train = [p for p in rows if arith.split_of(p.question) == "train"]

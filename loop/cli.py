@@ -105,7 +105,7 @@ def dispatch(args: argparse.Namespace) -> None:
         count = jobs.generate_problems(cfg, args.n, args.split, args.seed, args.out)
         print(f"wrote {count} {args.task} problems ({args.split}) to {args.out}")
     elif args.command == "data" and args.action == "show":
-        print(jobs.show_rows(args.file, args.n))
+        print(jobs.show_rows(cfg, args.file, args.n))
     elif args.command == "data" and args.action == "convert":
         from prmloop.data.loaders import convert
 

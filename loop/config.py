@@ -52,6 +52,8 @@ class LoopConfig:
     """A labelled file (e.g. ProcessBench's gsm8k/math split) the PRM is also evaluated on each round ('' = none)."""
     prm_eval_format: str = "processbench"
     """Format of loop.prm_eval_data (a data.loaders format: processbench, trl_stepwise, math_shepherd, prm800k)."""
+    prm_eval_split: str = "train"
+    """Split of loop.prm_eval_data (ProcessBench on the hub: gsm8k, math, olympiadbench, omnimath)."""
     cache_dir: str = "runs/cache"
     """Where warm-started policies are cached (keyed by a hash of the data, policy and sft sections)."""
 

@@ -20,8 +20,10 @@ from prmloop.data.answers import normalize_answer
 from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import Task
+from prmloop.loop.stages import format_prefix_for
 from prmloop.policy.evaluate import complete_problems, correctness
 from prmloop.policy.rollout import PolicySampler
+from prmloop.prm.label import label_exhaustive
 from prmloop.prm.metrics import (
     aggregate_min,
     best_of_n_accuracy,
@@ -88,9 +90,6 @@ def _step_labels(model, tokenizer, setup: EvalSetup, problems: list[Problem], st
     task = setup.task
     if task.has_verifier:
         return [task.verify_steps(p, s) if s else None for p, s in zip(problems, steps)]
-    from prmloop.loop.stages import format_prefix_for
-    from prmloop.prm.label import label_exhaustive
-
     chosen = [i for i, s in enumerate(steps) if s]
     chosen = sorted(random.Random(seed).sample(chosen, min(setup.mc_solutions, len(chosen))))
     labels: list[list[bool] | None] = [None] * len(steps)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from prmloop.data import arith
 from prmloop.data.errors import UserError
 from prmloop.data.jsonl import read_jsonl, write_jsonl
 from prmloop.data.schema import Problem, StepwiseExample
 from prmloop.data.tasks import get_task
-from prmloop.data.verifier import verify
 from prmloop.loop.config import ExperimentConfig, save_config
 
 
@@ -17,12 +16,15 @@ def generate_problems(cfg: ExperimentConfig, n: int, split: str, seed: int, out:
     """Write ``n`` embedded-task problems of ``split`` as JSONL (byte-identical for the same arguments)."""
     if cfg.data.task != "arith":
         raise UserError(f"data.task: only 'arith' can be generated, got {cfg.data.task!r}")
-    problems = arith.generate(cfg.data, n, split, seed)
+    data_cfg = dataclasses.replace(cfg.data, seed=seed, n_train=n, n_eval=n)
+    problems = get_task(data_cfg).load_split(data_cfg, split)
     return write_jsonl(out, (p.to_row() for p in problems))
 
 
-def show_rows(path: str, limit: int) -> str:
-    """A readable view of the first ``limit`` rows of a problems file or a TRL stepwise file, with step labels."""
+def show_rows(cfg: ExperimentConfig, path: str, limit: int) -> str:
+    """A readable view of the first ``limit`` rows of a problems file or a TRL stepwise file, with step labels (a
+    problem's reference steps are labelled by the task's step verifier where it has one)."""
+    task = get_task(cfg.data)
     lines: list[str] = []
     for count, (line_number, row) in enumerate(read_jsonl(path)):
         if count == limit:
@@ -37,7 +39,7 @@ def show_rows(path: str, limit: int) -> str:
             lines.append(f"[{line_number}] {problem.id}: {problem.question}   (answer {problem.answer})")
             steps = list(problem.reference_steps)
             try:
-                labels = verify(arith.parse_question(problem.question), "\n".join(steps)).step_labels
+                labels = task.verify_steps(problem, steps)
             except UserError:
                 labels = [None] * len(steps)
         for index, (step, label) in enumerate(zip(steps, labels)):

@@ -215,7 +215,8 @@ def _file_metrics(prm, cfg: ExperimentConfig, prompter: Prompter) -> dict[str, f
     from prmloop.prm.evaluate import evaluate_file
 
     prompt_of = None if cfg.loop.prm_eval_format == "trl_stepwise" else prompter
-    metrics = evaluate_file(prm, cfg.loop.prm_eval_data, cfg.loop.prm_eval_format, prompt_of=prompt_of,
+    metrics = evaluate_file(prm, cfg.loop.prm_eval_data, cfg.loop.prm_eval_format, cfg.loop.prm_eval_split,
+                            prompt_of=prompt_of,
                             threshold=cfg.prm.threshold, batch_size=cfg.prm.eval_batch_size)
     return {f"prm_file_{key}": float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
 
