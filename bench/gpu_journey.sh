@@ -9,13 +9,16 @@ OUT=${1:-runs/gpu_journey}
 rm -rf "$OUT" && mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 WANDB_SILENT=true TQDM_DISABLE=1
 python - "$OUT" <<'EOF'
-import sys
+import json, sys
 sys.path.insert(0, "tests")
+from fixtures_formats import PROCESSBENCH_ROWS
 from hub_fixtures import build_hub_model, write_gsm8k_file
 out = sys.argv[1]
 build_hub_model("qwen2", f"{out}/Qwen2.5-Math-1.5B-Instruct", seed=0)
 write_gsm8k_file(f"{out}/gsm8k_train.jsonl", n=64)
 write_gsm8k_file(f"{out}/gsm8k_test.jsonl", n=16)
+with open(f"{out}/processbench_gsm8k.jsonl", "w") as handle:
+    handle.writelines(json.dumps(row) + "\n" for row in PROCESSBENCH_ROWS)
 EOF
 MODEL="$OUT/Qwen2.5-Math-1.5B-Instruct"
 # What a GPU box does not need: the stand-ins' paths and CPU-sized settings (the config keeps the paper's sizes).
@@ -36,12 +39,13 @@ step() {  # step NAME COMMAND...
   "$@" > "$OUT/$name.log" 2>&1 || { echo "FAILED: $name (log: $OUT/$name.log)"; tail -5 "$OUT/$name.log"; exit 1; }
   TIMES+=("$name $((SECONDS - start))")
 }
-step sft      prmloop policy sft --config $CONFIG --out "$OUT/sft" "${TINY[@]}" --set sft.steps=60 --set sft.batch_size=8
-step label    prmloop prm label --config $CONFIG --policy "$OUT/sft" --out "$OUT/labels.jsonl" --n 4 --samples 2 "${TINY[@]}" --set data.n_train=8
-step prm      prmloop prm train --config $CONFIG --data "$OUT/labels.jsonl" --init "$OUT/sft" --out "$OUT/prm0" "${TINY[@]}"
-step prm_eval prmloop prm eval --config $CONFIG --prm "$OUT/prm0" --data "$OUT/labels.jsonl" "${TINY[@]}"
-step grpo     prmloop grpo --config $CONFIG --policy "$OUT/sft" --prm "$OUT/prm0" --out "$OUT/grpo" "${TINY[@]}"
-step compare  prmloop compare --config $CONFIG --out "$OUT/compare" "${TINY[@]}" --set "policy.model=$OUT/sft" --set sft.steps=0
+step convert  prmloop data convert --format gsm8k --source "$OUT/gsm8k_test.jsonl" --split test --out "$OUT/test_steps.jsonl"
+step sft      prmloop policy sft --config $CONFIG --set sft.steps=60 --set sft.lr=1e-3 --out "$OUT/sft" "${TINY[@]}"
+step label    prmloop prm label --config $CONFIG --policy "$MODEL" --out "$OUT/labels.jsonl" --n 4 --samples 2 "${TINY[@]}" --set data.n_train=8
+step prm      prmloop prm train --config $CONFIG --data "$OUT/labels.jsonl" --init "$MODEL" --out "$OUT/prm0" "${TINY[@]}"
+step prm_eval prmloop prm eval  --config $CONFIG --prm "$OUT/prm0" --data "$OUT/processbench_gsm8k.jsonl" --format processbench --split gsm8k "${TINY[@]}"
+step grpo     prmloop grpo    --config $CONFIG --policy "$MODEL" --prm "$OUT/prm0" --out "$OUT/grpo" "${TINY[@]}"
+step compare  prmloop compare --config $CONFIG --out "$OUT/compare" "${TINY[@]}"
 echo
 echo "| command | wall s |"
 echo "|---|---|"

@@ -177,6 +177,12 @@ def apply_override(cfg: Any, assignment: str) -> None:
     tp = typing.get_type_hints(type(target))[parts[-1]]
     if dataclasses.is_dataclass(tp):
         raise UserError(f"--set: key '{key}' is a section; set one of its keys")
+    if tp is str:  # text as typed: YAML would turn 'no' (accelerate's mixed_precision) into False
+        value = raw.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        setattr(target, parts[-1], value)
+        return
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

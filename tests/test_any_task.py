@@ -151,3 +151,34 @@ def test_chat_template_missing_is_one_clear_error(tmp_path, capsys):
                  "--set", "data.task=gsm8k", "--set", "policy.chat_template=true"])
     assert code == 2
     assert "policy.chat_template: the tokenizer of" in capsys.readouterr().err
+
+
+def test_llama_prompts_carry_one_bos_and_sample_without_a_pad_token(tmp_path):
+    from prmloop.data.prompts import Prompter
+    from prmloop.data.schema import Problem
+    from prmloop.data.tasks import get_task
+    from prmloop.policy.evaluate import complete_problems
+    from prmloop.policy.load import load_policy
+    from prmloop.policy.sft import encode_sft_examples
+    from prmloop.prm.model import encode_solution
+
+    model, tokenizer = load_policy(str(build_hub_model("llama", tmp_path / "llama")), "float32")
+    bos = tokenizer.bos_token_id
+    assert tokenizer.pad_token == tokenizer.eos_token  # the checkpoint has no pad token: EOS pads (masked)
+    for prompter in (Prompter(tokenizer), Prompter(tokenizer, chat_template=True)):
+        text = prompter("Tom has 3 apples. How many?")
+        ids = prompter.encode([text])[0]
+        assert ids[0] == bos and ids.count(bos) == 1, (text, ids[:3])
+        task = get_task(load_config(None, ["data.task=gsm8k"]).data)
+        problem = Problem("p", "Tom has 3 apples. How many?", "3", ("He has 3 apples.", "The answer is 3."))
+        [(sft_ids, prompt_len)] = encode_sft_examples([problem], tokenizer, prompter, task, 256)
+        assert sft_ids[:prompt_len] == ids and sft_ids.count(bos) == 1 and sft_ids[-1] == tokenizer.eos_token_id
+        encoded = encode_solution(tokenizer, text, list(problem.reference_steps), 256)
+        assert encoded.input_ids.count(bos) == 1
+    problems = [Problem("a", "Hi?", "1"), Problem("b", "A much longer question about apples and pears?", "2")]
+    grouped = complete_problems(model, tokenizer, Prompter(tokenizer), problems, max_new_tokens=5, k=2,
+                                temperature=1.0, seed=0)
+    assert [len(texts) for texts in grouped] == [2, 2]
+    alone = complete_problems(model, tokenizer, Prompter(tokenizer), problems[:1], max_new_tokens=5, k=2,
+                              temperature=1.0, seed=0)
+    assert alone[0] == grouped[0]  # left padding with EOS as pad does not change a row's samples

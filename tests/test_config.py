@@ -75,3 +75,10 @@ def test_demo_quick_overrides_equal_quick_yaml():
 
     quick, overridden = load_config("configs/quick.yaml"), load_config(None, QUICK_OVERRIDES)
     assert (quick.data, quick.policy, quick.sft) == (overridden.data, overridden.policy, overridden.sft)
+
+
+def test_set_keeps_text_values_as_typed():
+    cfg = load_config(None, ["grpo.mixed_precision=no", "policy.prompt_template='Q: {question}'", "loop.prm_eval_data="])
+    assert cfg.grpo.mixed_precision == "no"  # not YAML's False
+    assert cfg.policy.prompt_template == "Q: {question}"
+    assert cfg.loop.prm_eval_data == ""
