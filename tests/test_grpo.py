@@ -265,3 +265,25 @@ def test_a_short_run_raises_the_reward_it_is_given(supervision):
     rewards = [trainer.train_step(PROBLEMS[(4 * step) % 16 : (4 * step) % 16 + 4], step)["reward"] for step in range(25)]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.1, rewards
+
+
+def test_grpo_job_whose_updates_all_skip_fails_saying_why(tmp_path):
+    from prmloop.loop.config import ExperimentConfig
+    from prmloop.loop.jobs_grpo import grpo_job
+    from prmloop.policy.tiny import init_policy
+    from prmloop.prm.model import StepRewardModel
+
+    cfg = ExperimentConfig()
+    cfg.data.n_train, cfg.data.n_eval = 16, 4
+    cfg.policy = PolicyConfig(hidden_size=32, num_layers=1, num_heads=2, max_new_tokens=8)
+    cfg.grpo = GRPOConfig(steps=2, prompts_per_step=2, group_size=2, supervision="process", reward_source="prm")
+    policy_dir = init_policy(cfg.policy, tmp_path / "policy", seed=0)
+    StepRewardModel.from_policy(str(policy_dir)).save_pretrained(tmp_path / "prm")
+    cfg.prm.max_length = 4  # shorter than every prompt: no step fits the PRM window
+    with pytest.raises(UserError, match=r"grpo: all 2 updates of this run were skipped \(2 x no step fit the PRM's "
+                                        r"window \(raise prm.max_length\)\)"):
+        grpo_job(cfg, str(policy_dir), str(tmp_path / "prm"), str(tmp_path / "run"), resume=False)
+    assert (tmp_path / "run" / "grpo_summary.json").is_file()  # outputs written before the error
+    cfg.prm.max_length = 10_000
+    with pytest.raises(UserError, match=r"prm.max_length: 10000 tokens does not fit the PRM backbone \(160 positions\)"):
+        grpo_job(cfg, str(policy_dir), str(tmp_path / "prm"), str(tmp_path / "run2"), resume=False)
