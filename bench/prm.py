@@ -112,12 +112,14 @@ def labelling_table(data: dict) -> dict:
 
 def training_examples(data: dict, which: str) -> list[StepwiseExample]:
     """The sampled solutions with the chosen Monte Carlo labels."""
-    if which == "mc_hard":
+    if which == "exact":
+        labels = [[float(label) for label in labels] for labels in data["exact"]["labels"]]
+    elif which == "mc_hard":
         labels = [[1.0 if label > 0 else 0.0 for label in labels] for labels in data["mc"]["labels"]]
     elif which in ("mc_soft", "binary"):
         labels = data["mc" if which == "mc_soft" else "mc_binary"]["labels"]
     else:
-        raise SystemExit(f"--train-labels: {which!r} is not one of mc_hard, mc_soft, binary")
+        raise SystemExit(f"--train-labels: {which!r} is not one of exact, mc_hard, mc_soft, binary")
     return [StepwiseExample(p, s, list(lab)) for p, s, lab in zip(data["prompts"], data["steps"], labels)]
 
 
@@ -174,7 +176,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=8, help="Monte Carlo completions per step prefix")
     parser.add_argument("--eval-problems", type=int, default=100, help="held-out problems for (a) and (c)")
     parser.add_argument("--bon", type=int, default=16, help="samples per held-out problem (Best-of-N's N)")
-    parser.add_argument("--train-labels", default="mc_hard", help="mc_hard, mc_soft or binary")
+    parser.add_argument("--train-labels", default="mc_hard", help="exact, mc_hard, mc_soft or binary")
     parser.add_argument("--label-temperature", type=float, default=1.0,
                         help="sampling temperature of the Monte Carlo labelling rollouts (the solutions are always "
                              "sampled at the policy's own settings)")
@@ -210,12 +212,19 @@ def main() -> None:
         lm_cfg = load_config("configs/demo.yaml", [*args.set, f"sft.steps={args.prm_lm_steps}"])
         prm_init = str(ensure_sft(lm_cfg, Path(f"runs/bench_prm_lm{args.prm_lm_steps}")))
     print(f"PRM starts from {prm_init}", flush=True)
-    prm = StepRewardModel.from_policy(prm_init, mode="process", max_length=cfg.prm.max_length)
     torch.manual_seed(cfg.prm.seed)
+    prm = StepRewardModel.from_policy(prm_init, "process", cfg.prm.max_length, cfg.prm.step_separator,
+                                      cfg.prm.logp_features)
     summary = train_prm(prm, examples, cfg.prm, log=lambda line: print(line, flush=True))
     groups = held_out_groups(cfg, model, tokenizer, args)
     quality = evaluate_steps(prm, groups["examples"], cfg.prm.threshold)
     bon = best_of_n(prm, groups["prompts"], groups["steps"], groups["correct"], groups["answers"])
+    # The label-free baseline: the same backbone's own step log-probs, untrained (what the labels add to it).
+    free = StepRewardModel.from_policy(prm_init, "process", cfg.prm.max_length, cfg.prm.step_separator, True)
+    free_quality = evaluate_steps(free, groups["examples"], cfg.prm.threshold)
+    free_bon = best_of_n(free, groups["prompts"], groups["steps"], groups["correct"], groups["answers"])
+    baseline = {"first_error_f1_vs_exact": free_quality["first_error_f1"], "step_acc": free_quality["step_acc"],
+                **{key: value for key, value in free_bon.items() if key.startswith("bon_")}}
     scoring = scoring_table(prm, groups["examples"][:256])
     done = {
         "train_solutions": summary["n_train"], "train_labels": args.train_labels,
@@ -233,11 +242,13 @@ def main() -> None:
     print_table("(a) scoring: one batched pass vs one call per step prefix", scoring)
     print_table("(b) labelling SFT-policy samples", labelling)
     print_table(f"(c) PRM trained on {args.train_labels} labels, on fresh held-out samples", done)
+    print_table("(d) label-free baseline: the same backbone's step log-probs, untrained", baseline)
     verdict = (quality["first_error_f1"] >= 0.85, max(bon["bon_min"], bon["bon_product"]) > bon["maj"])
     print(f"\ndone-when: first-error F1 >= 0.85: {verdict[0]}; Best-of-{bon['n']} min/product > maj@{bon['n']}: {verdict[1]}")
     results = {"args": vars(args), "prm": dataclasses.asdict(cfg.prm), "scoring": scoring, "labelling": labelling,
-               "quality": done, "history": summary["history"]}
-    (out / f"results_{args.train_labels}.json").write_text(json.dumps(results, indent=1, default=str))
+               "quality": done, "label_free_baseline": baseline, "history": summary["history"]}
+    tag = "_".join(part.replace("=", "-") for part in args.set)
+    (out / f"results_{args.train_labels}{'_' + tag if tag else ''}.json").write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -133,6 +133,15 @@ def step_end_token_indices(token_char_ends: Sequence[int], step_char_ends: Seque
     return indices
 
 
+def closing_char_ends(steps: Sequence[Step]) -> list[int]:
+    """Exclusive char end of what closes each step, for GRPO credit: the separator (and any whitespace) after step j
+    belongs to step j, so its end is the next step's start; the last step ends at its own last character (the caller
+    adds the EOS, which closes it when the completion finished).
+
+    Example: "12\n13" with steps (0, 2) and (3, 5) -> [3, 5]: the newline closes step 0."""
+    return [steps[j + 1].start if j + 1 < len(steps) else steps[j].end for j in range(len(steps))]
+
+
 def token_char_ends_from_offsets(offset_mapping: Sequence[Sequence[int]]) -> list[int]:
     """Exclusive char end of each token, from a fast tokenizer's ``offset_mapping`` (``return_offsets_mapping=True``).
 

@@ -162,7 +162,7 @@ def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
 QUICK_OVERRIDES = ["data.n_train=200", "data.n_eval=20", "policy.hidden_size=32", "policy.num_layers=1",
                    "policy.num_heads=2", "policy.max_new_tokens=48", "sft.steps=30", "sft.batch_size=16",
                    "sft.warmup_steps=5", "sft.eval_every=0", "sft.eval_problems=20", "prm.epochs=1",
-                   "prm.batch_size=16", "prm.warmup_steps=2", "grpo.prompts_per_step=4", "grpo.group_size=4",
+                   "prm.batch_size=16", "grpo.prompts_per_step=4", "grpo.group_size=4",
                    "loop.rounds=2", "loop.rl_steps_per_round=2", "loop.label_problems=8", "loop.init_label_problems=16",
                    "loop.samples_per_problem=2", "loop.eval_problems=10", "loop.eval_k=4"]
 """`demo --quick`: the settings of configs/quick.yaml (a test keeps the two equal)."""

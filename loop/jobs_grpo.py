@@ -26,14 +26,14 @@ def _json_safe(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def _load_scorer(prm_dir: str | None, grpo_cfg: GRPOConfig, max_length: int):
+def _load_scorer(prm_dir: str | None, cfg: ExperimentConfig):
     if prm_dir is None:
-        if grpo_cfg.reward_source != "rule":
-            raise UserError(f"grpo.reward_source: '{grpo_cfg.reward_source}' needs a reward model directory (--prm)")
+        if cfg.grpo.reward_source != "rule":
+            raise UserError(f"grpo.reward_source: '{cfg.grpo.reward_source}' needs a reward model directory (--prm)")
         return None
-    from prmloop.prm.model import StepRewardModel  # lazy: the PRM package is only needed with a reward model
+    from prmloop.prm.formats import load_reward_model  # lazy: the PRM package is only needed with a reward model
 
-    return StepRewardModel.from_pretrained(prm_dir, max_length)
+    return load_reward_model(prm_dir, cfg.prm)
 
 
 def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str, resume: bool) -> dict:
@@ -46,7 +46,7 @@ def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: s
     task = get_task(cfg.data)
     train, held_out = task.problems()
     model, tokenizer = load_policy(policy_dir, cfg.policy.dtype)
-    scorer = _load_scorer(prm_dir, grpo_cfg, cfg.prm.max_length)
+    scorer = _load_scorer(prm_dir, cfg)
     trainer = GRPOTrainer(model, tokenizer, grpo_cfg, cfg.policy, task, scorer)
     if scorer is not None and hasattr(scorer, "to"):
         scorer.to(trainer.accelerator.device)

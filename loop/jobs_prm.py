@@ -49,12 +49,13 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         init = cfg.policy.model
     examples = load_stepwise(data_path)
     replay = load_stepwise(replay_path) if replay_path else None
-    from prmloop.loop.stages import init_reward_model, outcome_examples
+    from prmloop.loop.stages import outcome_examples
+    from prmloop.prm.formats import init_reward_model
 
     if cfg.prm.mode == "outcome":
         examples = outcome_examples(examples)
         replay = outcome_examples(replay) if replay else replay
-    model, how = init_reward_model(init, cfg.prm.mode, cfg.prm.max_length)
+    model, how = init_reward_model(init, cfg.prm, cfg.prm.mode)
     torch.manual_seed(cfg.prm.seed)
     summary = train_prm(model, examples, cfg.prm, replay=replay)
     out_dir = model.save_pretrained(out)
@@ -119,9 +120,9 @@ def eval_prm_job(cfg: ExperimentConfig, prm_dir: str, data_path: str, fmt: str, 
     """Step metrics and ProcessBench first-error metrics of the saved reward model on a labelled file (``split`` of
     a hub dataset, e.g. ProcessBench's ``gsm8k``/``math``)."""
     from prmloop.prm.evaluate import evaluate_file
-    from prmloop.prm.model import StepRewardModel
+    from prmloop.prm.formats import load_reward_model
 
-    model = StepRewardModel.from_pretrained(prm_dir, cfg.prm.max_length)
+    model = load_reward_model(prm_dir, cfg.prm)
     prompt_of = None if fmt.lower().replace("-", "_") == "trl_stepwise" else Prompter.of(cfg.policy, model.tokenizer)
     return evaluate_file(model, data_path, fmt, split, prompt_of=prompt_of, threshold=cfg.prm.threshold,
                          batch_size=cfg.prm.eval_batch_size)

@@ -1,5 +1,8 @@
 """The round orchestrator: shared warm start and first reward model, then per arm and seed, R rounds of
-sample -> label -> retrain reward model (continue + replay) -> reset pi_ref -> GRPO for M steps -> evaluate -> checkpoint.
+[sample -> label -> retrain reward model (continue + replay)] -> reset pi_ref -> GRPO for M steps -> evaluate ->
+checkpoint. The bracketed retraining runs from round 2 on (DeepSeekMath Algorithm 1 retrains after each iteration's
+GRPO): round k's labels are samples of the policy after round k−1's GRPO; round 1 uses the first reward model, which
+was trained on the warm-started policy's own samples, so retraining it there would only see that distribution again.
 
 Layout of ``--out DIR`` (every write atomic; ``--resume`` continues from the last completed stage):
     DIR/config.yaml                         resolved config
@@ -177,7 +180,8 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
     for round_index in range(1, cfg.loop.rounds + 1):
         stage = f"r{round_index}"
         round_seed = seed * 1_000 + round_index
-        if arm.rm_update == "iterative" and arm.uses_reward_model and not ledger.done(f"{stage}/rm"):
+        retrain = arm.rm_update == "iterative" and arm.uses_reward_model and round_index > 1
+        if retrain and not ledger.done(f"{stage}/rm"):
             _collect_labels(ledger, stage, trainer.policy, tokenizer, task, train, cfg.loop.label_problems, cfg,
                             round_seed, round_index, log)
             labelled = _examples(run_dir / "labels.jsonl")

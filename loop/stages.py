@@ -135,26 +135,20 @@ def outcome_examples(examples: list[StepwiseExample]) -> list[StepwiseExample]:
     return result
 
 
-def init_reward_model(init: str | Path, mode: str, max_length: int):
-    """(model, how): continue from a saved reward model (its dir has prm.json), or start one from a causal LM."""
-    from prmloop.prm.model import StepRewardModel, is_reward_model_dir
-
-    if is_reward_model_dir(init):
-        return StepRewardModel.from_pretrained(init, max_length), "continued"
-    return StepRewardModel.from_policy(str(init), mode=mode, max_length=max_length), "from_policy"
-
-
 def train_reward_model(init: str | Path, mode: str, examples: list[StepwiseExample], replay: list[StepwiseExample],
                        cfg: ExperimentConfig, out: Path, seed: int, log=print) -> dict:
-    """Train a reward model starting from ``init`` (a policy dir or an earlier reward model) and save it to ``out``."""
+    """Train a reward model starting from ``init`` (a causal LM, or an earlier reward model of any format) and save it
+    to ``out``; the summary's ``init`` says what was newly initialised."""
+    from prmloop.prm.formats import init_reward_model
     from prmloop.prm.train import train_prm
 
     if mode == "outcome":  # an ORM learns the task's answer check on the whole completion, not a step label
         examples, replay = outcome_examples(examples), outcome_examples(replay)
-    model, _ = init_reward_model(init, mode, cfg.prm.max_length)
     prm_cfg = dataclasses.replace(cfg.prm, mode=mode, seed=seed)
+    model, how = init_reward_model(init, prm_cfg, mode)
+    log(f"reward model: {how}")
     shuffled = random.Random(seed).sample(examples, len(examples))
     n_val = int(len(shuffled) * prm_cfg.val_fraction)
     summary = train_prm(model, shuffled[n_val:], prm_cfg, replay=replay, val_examples=shuffled[:n_val] or None, log=log)
     save_dir_atomically(out, model.save_pretrained)
-    return summary
+    return {"init": how, **summary}

@@ -6,10 +6,12 @@ Conventions (every function here keeps them; DESIGN.md "Math conventions"):
   ``torch.std`` by default and TRL) and ``eps = 1e-4`` (keyword ``eps``). A list with fewer than 2 values, or with zero
   spread (max == min exactly), normalises to all zeros, never NaN.
 - Outcome supervision (DeepSeekMath §4.1.2): Â_{i,t} = r̃_i for every token t of o_i, r normalised over the group.
-- Steps: output i has K_i steps; ``step_ends[i][j]`` is the 0-based completion-token index of the LAST token of step j.
-  Ends are non-decreasing (two steps may end on the same token) and < num_tokens[i]. Token t belongs to the first step
-  j with end_j >= t; tokens after the last step end (e.g. EOS) belong to no step and get advantage 0. An output with
-  zero steps gets all zeros and adds nothing to the group's list of step rewards.
+- Steps: output i has K_i steps; ``step_ends[i][j]`` is the 0-based completion-token index of the token that CLOSES
+  step j: its separator (the newline after it), or the EOS for the last step (``policy.rollout``), so a step's credit
+  reaches the token that ends it and the policy is credited for ending steps and stopping. Ends are non-decreasing
+  (two steps may end on the same token) and < num_tokens[i]. Token t belongs to the first step j with end_j >= t;
+  tokens after the last step end (a completion cut off mid-step) get advantage 0. An output with zero steps gets all
+  zeros and adds nothing to the group's list of step rewards.
 - Process supervision, "sum" credit (§4.1.3): R = all step rewards of all G outputs flattened, normalised over R (per
   question, not per output); Â_{i,t} = Σ_{j : end_j >= t} r̃_i^j, i.e. tokens of step j get the sum over steps j..K_i.
 - Min-form credit, "min" (PURE, arXiv 2504.15275): the return of step j is g_i^j = min_{k >= j} r_i^k; all g's of the

@@ -8,8 +8,10 @@ What a rollout holds (B = prompts · G rows, the G samples of a prompt contiguou
   ``log_softmax`` of the RAW logits (temperature 1) at sampling time, 0 at padding. This is the π_old of the GRPO
   ratio; sampling itself uses temperature/top-p, which shape which tokens are drawn, not the log-probs returned.
 - ``steps``/``step_ends``: the completion text (decoded without EOS and special tokens) split with
-  ``data.steps.split_steps`` and aligned with ``data.steps.align_steps``: ``step_ends[i][j]`` is the 0-based index in
-  ``completion_ids[i]`` of the last token of step j. Tokens after the last step end (e.g. EOS) belong to no step.
+  ``data.steps.split_steps``; ``step_ends[i][j]`` is the 0-based index in ``completion_ids[i]`` of the token that
+  CLOSES step j (``data.steps.closing_char_ends``): the token holding the end of the separator after it, and for the
+  last step the EOS when the completion finished (else its last token). So the policy is credited for ending steps
+  and for stopping; a token that also starts the next step ends the earlier one.
 
 Position ids are ``cumsum(attention_mask) - 1`` in the sampling loop and in ``forward_logps``, so a row's numbers do not
 depend on how much left padding its batch needed.
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor
 
 from prmloop.data.prompts import encode_prompt
-from prmloop.data.steps import align_steps, split_steps
+from prmloop.data.steps import closing_char_ends, split_steps, step_end_token_indices, token_char_ends_from_ids
 
 _MASK64 = (1 << 64) - 1
 
@@ -305,10 +307,12 @@ def sample_rollout(backend: CompletionBackend, tokenizer: Any, prompt_ids: list[
     model = getattr(backend, "model", None)
     token_lists = completion_token_lists(generation, tokenizer, eos_token_ids(model, tokenizer))
     texts, steps, step_ends = [], [], []
-    for ids in token_lists:
+    for ids, finished in zip(token_lists, generation.finished.tolist()):
         text = decode(tokenizer, ids)
         row_steps = split_steps(text, step_mode)
-        ends = align_steps(tokenizer, ids, row_steps) if row_steps else []
+        ends = step_end_token_indices(token_char_ends_from_ids(tokenizer, ids), closing_char_ends(row_steps))
+        if finished and ends and len(ends) == len(row_steps):
+            ends[-1] = len(ids)  # the EOS (just after ids) closes the last step
         texts.append(text)
         steps.append([s.text for s in row_steps[: len(ends)]])
         step_ends.append(ends)

@@ -8,8 +8,22 @@ from dataclasses import dataclass
 @dataclass
 class PRMConfig:
     init: str = ""
-    """Causal LM the first reward model starts from: '' = the warm-started policy (the model being judged), else a
-    local directory or hub name (e.g. a stronger LM: `prmloop policy sft --set sft.steps=1800` gives a 95%-accurate one)."""
+    """What the first reward model starts from: '' = the warm-started policy (the model being judged), else a causal
+    LM (a fresh head), a token-classification PRM or a prmloop PRM (continued), as a local directory or hub name."""
+    format: str = "auto"
+    """How a reward-model directory reads: 'auto' (prm.json -> prmloop; a *ForTokenClassification -> token
+    classification; a causal LM -> a fresh PRM when training, an error when only scoring), 'prmloop',
+    'token_classification' (external, needs step_separator) or 'math_shepherd' (a causal LM read at step_separator:
+    P(good_token) vs P(bad_token))."""
+    step_separator: str = "\n"
+    """The token each step is read at (the PRM appends it after every step): '\n', 'ки' (Math-Shepherd), '<extra_0>'
+    (Qwen2.5-Math-PRM); it must be one token for the tokenizer. A saved prmloop PRM keeps its own."""
+    good_token: str = "+"
+    """Math-Shepherd format: the token whose probability at the tag means 'step is right'."""
+    bad_token: str = "-"
+    """Math-Shepherd format: the token whose probability at the tag means 'step is wrong'."""
+    positive_index: int = 1
+    """External token-classification PRMs: the class index meaning 'step is right' (prmloop saves 1)."""
     mode: str = "process"
     """'process' (a PRM: every step is supervised and scored) or 'outcome' (an ORM: only the final step)."""
     label_type: str = "soft"
@@ -21,15 +35,26 @@ class PRMConfig:
     """Passes over the training examples (new data plus replay)."""
     batch_size: int = 32
     """Solutions per optimizer step (per process under accelerate launch)."""
-    lr: float = 0.0
-    """Peak learning rate of the LM's weights (linear warm-up, then linear decay to 10%); 0 keeps the LM frozen, which
-    measured best on the embedded task (tuning it on ~1k noisy MC labels erodes the log-prob features)."""
+    lr: float = 1e-4
+    """Peak learning rate of the backbone (full fine-tuning, or the LoRA adapters with lora_r > 0); 0 freezes it.
+    Schedule: linear warm-up over warmup_ratio of the optimizer steps, then linear decay to 10%."""
     head_lr: float = 1e-3
-    """Peak learning rate of the step head (hidden-state weights, bias and log-prob feature weights), same schedule."""
+    """Peak learning rate of the head (and of the log-prob feature weights), same schedule."""
+    lora_r: int = 0
+    """LoRA rank for the backbone (PEFT, all linear layers); 0 = full fine-tuning. Adapters are merged on save."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (alpha / r scales the adapters)."""
+    logp_features: bool = False
+    """Add the LM's own log-prob features of each step (min/mean log-prob, min argmax margin) to the step logit; needs
+    the LM head; a checkpoint with them is still a token-classification model, but AutoModelForTokenClassification alone
+    then gives the scores without the feature term."""
+    lm_loss_weight: float = 0.0
+    """Weight of the LM loss on the solution tokens beside the step loss (keeps the backbone a language model);
+    needs the LM head."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    warmup_steps: int = 20
-    """Optimizer steps of linear learning-rate warm-up."""
+    warmup_ratio: float = 0.1
+    """Fraction of the optimizer steps spent in linear warm-up (sized to the data, so short retraining still moves)."""
     max_length: int = 160
     """Most tokens of prompt + solution the PRM reads; steps ending beyond it are dropped (training) or NaN (scoring)."""
     replay_fraction: float = 0.1
@@ -40,15 +65,9 @@ class PRMConfig:
     """Seed for the replay sample, the validation split and the batch order."""
     threshold: float = 0.5
     """A step counts as predicted correct when its score is >= this (evaluation only)."""
-    train_hidden: bool = False
-    """Whether the head's hidden-state weights w train; False keeps w at its start (0 for a fresh PRM), so only the
-    log-prob feature weights (a, c, d) and the bias b learn: on the embedded task's noisy MC labels w overfits
-    (bench/prm.py first-error F1 0.756 with w trained, 0.803 without)."""
     tune_threshold: bool = False
     """After training (process mode, with validation examples): pick the decision threshold t that maximises the
-    validation first-error F1 and fold it into the bias (b −= logit t), so every user of ``score_steps`` reads
-    'score >= 0.5' as 'predicted correct' at the tuned point. Off by default: tuned against MC labels the threshold
-    lands too high (they call too many right steps wrong) and held-out F1 against exact labels can drop."""
+    validation first-error F1 and fold it into the head's bias, so 'score >= 0.5' means 'predicted correct' there."""
     mixed_precision: str = "no"
     """Accelerate's mixed precision: 'no', 'bf16' or 'fp16' (fp16 needs a GPU)."""
     eval_batch_size: int = 64

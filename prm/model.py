@@ -1,32 +1,34 @@
-"""The step reward model: a causal LM whose last hidden state and own token log-probs give one logit per step.
+"""The step reward model: a transformer read at the separator that closes each step, with a 2-class (bad, good) head.
 
-Reading a solution (``format_solution`` + ``encode_solution``, the ONE path used by training and scoring alike):
-the PRM reads ``prompt + "\\n".join(steps)``, exactly the text the policy writes (policy/sft.py ``solution_text``
-after the templated prompt). Step j ends at the token that holds its last character (data/steps.py alignment rule:
-a BPE token that spans a step boundary ends the earlier step) and spans the tokens from the previous step's end + 1
-(for step 0: the token after the one holding the prompt's last character) to its end.
+Reading a solution (``encode_solution``, the ONE path for training and scoring): the prompt's ids
+(``data.prompts.encode_prompt``), then for each step its ids (no special tokens) and the separator's id
+(``prm.step_separator``, one token: "\\n" by default, "ки" for Math-Shepherd, "<extra_0>" for Qwen2.5-Math-PRM). Step
+j is read at ITS separator token, after the whole step, so "= 14" and the start of "= 144" are never confused, and the
+last step is read at the separator appended after it (TRL's PRM trainer does the same). A step spans its own tokens.
 
-Step j's logit, all from ONE forward pass of the causal LM (``StepRewardModel.forward``):
-    z_j = w·h_end + a·min_t logp_t + c·mean_t logp_t + d·min_t (logp_t − max_v logp(v)_t) + b,
-with h_end the last hidden state at the step's end token, logp_t = log p(x_t | x_<t) from the same LM's head, and
-t over the step's span (``span_logp_features``). The log-prob terms let the PRM read how surprised the policy it was
-initialised from is by the step (a wrong result is usually a low-probability, non-argmax token); the whole model,
-LM head included, trains jointly on the step labels. The LM is causal, so a step's score depends only on the text
-up to and including its end token.
+Step j's logit, from ONE forward pass: z_j = s_good − s_bad of ``head(h_sep)`` (two classes, ``positive_index`` is
+good; a one-logit head gives z_j = s), plus, with log-prob features on (``logp_weight`` set), a·min_t logp_t +
+c·mean_t logp_t + d·min_t (logp_t − max_v logp(v)_t) over the step's tokens t, read from the LM head (the policy's own
+surprise at the step). P(step correct) = σ(z_j) = softmax(head(h_sep))[positive_index].
 
-Modes (``STEP_SELECTIONS``): ``process`` supervises and scores every step; ``outcome`` (an ORM) only the final step,
-and ``score_steps`` then returns a one-element list per solution.
+What trains (``prm.train``): the backbone (full fine-tuning at ``prm.lr``, or LoRA adapters with ``prm.lora_r``), the
+head (``prm.head_lr``) and the log-prob weights; optionally the LM loss on the solution tokens beside the step loss.
 
-Truncation: the tokenized text is cut to ``max_length`` tokens; a step whose last token falls beyond it has no score.
-``score_steps`` returns ``float('nan')`` for such steps (so a list always has the documented length), training
-drops them and counts them.
+Saved form: a standard transformers token-classification checkpoint (``AutoModelForTokenClassification`` loads it and
+gives the same P(good) at the separator tokens when log-prob features are off), its tokenizer, and ``prm.json``
+(format, separator, positive index, mode, window, log-prob weights). An untied LM head is kept in
+``lm_head.safetensors`` for the log-prob features and the LM loss. The same class reads external PRMs: a
+token-classification checkpoint without prm.json (``prm.step_separator`` given), and Math-Shepherd-style causal LMs
+(P(good token) vs P(bad token) at the tag: a head whose rows are the LM head's rows of the two tokens).
 
-Padding is on the right everywhere: every row's positions start at 0, and causal attention keeps real tokens blind
-to the padding after them, so a solution's scores do not depend on what it was batched with.
+Modes: ``process`` scores every step; ``outcome`` (an ORM) only the final one. Truncation: ids are cut to
+``max_length``; a step whose separator falls beyond it scores NaN (``score_steps``) or is dropped and counted (training).
+Padding is on the right; causal attention keeps each row's scores independent of its batch.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable
@@ -35,30 +37,26 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (
-    AutoModelForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, PreTrainedTokenizerBase
 
 from prmloop.data.errors import UserError
 from prmloop.data.hub import is_local, require_hub
-from prmloop.data.prompts import adds_special_tokens
+from prmloop.data.prompts import encode_prompt
 from prmloop.data.schema import check_solution_steps
-from prmloop.data.steps import step_end_token_indices, token_char_ends_from_offsets
 from prmloop.data.vocab import load_tokenizer
 
 PRM_CONFIG_FILE = "prm.json"
-"""Marks a directory as a saved StepRewardModel (mode, max_length); the backbone's config.json sits beside it."""
-HEAD_FILE = "prm_head.safetensors"
-"""The head's weights: ``weight``/``bias`` of w·h_end + b and ``logp_weight`` = (a, c, d) (the LM's are in the
-transformers files)."""
+"""Marks a prmloop PRM directory (format, separator, positive index, mode, window, log-prob weights)."""
+LM_HEAD_FILE = "lm_head.safetensors"
+"""An untied LM head (for log-prob features / LM loss); tied models need none."""
 LOGP_FEATURES = ("min_logp", "mean_logp", "min_margin")
 """The per-step log-prob features, in ``logp_weight`` order (see ``span_logp_features``)."""
 LOGP_WEIGHT_INIT = (1.0, 0.0, 1.0)
-"""Initial (a, c, d): a fresh PRM starts as 'a step is as good as its least likely token' (sensible before training)."""
+"""Initial (a, c, d): a fresh PRM with features starts as 'a step is as good as its least likely token'."""
 HEAD_BIAS_INIT = 1.0
-"""Initial b: a step whose tokens are all likely argmax tokens starts near sigmoid(1) = 0.73."""
+"""Initial s_good − s_bad of a fresh head: every step starts at σ(1) = 0.73 (most steps are right)."""
+LABELS = {0: "bad", 1: "good"}
+"""Class names of the saved head (``positive_index`` 1 = good)."""
 STEP_SELECTIONS: dict[str, Callable[[int], list[int]]] = {
     "process": lambda num_steps: list(range(num_steps)),
     "outcome": lambda num_steps: [num_steps - 1],
@@ -73,50 +71,45 @@ def get_step_selection(mode: str) -> Callable[[int], list[int]]:
     return STEP_SELECTIONS[mode]
 
 
-def format_solution(prompt: str, steps: list[str]) -> tuple[str, list[int]]:
-    """The text the PRM reads (prompt, then steps joined by newlines) and the char offset just past each step.
-
-    Example: ``format_solution("Q\\n", ["1 + 2 = 3", "Answer: 3"])`` -> ``("Q\\n1 + 2 = 3\\nAnswer: 3", [11, 21])``.
-    """
-    text, ends = prompt, []
-    for index, step in enumerate(steps):
-        if index:
-            text += "\n"
-        text += step
-        ends.append(len(text))
-    return text, ends
-
-
 @dataclass(frozen=True)
 class Encoded:
     """One solution as the PRM reads it."""
 
     input_ids: list[int]
-    """Token ids of the formatted text, cut to max_length."""
+    """Prompt ids, then each step's ids and its separator id; cut to max_length."""
     step_token_indices: list[int]
-    """Index into input_ids of each step's last token; steps that did not fit are absent (a prefix of the steps)."""
+    """Index of each step's separator token (where it is read); steps past max_length are absent (a prefix)."""
     step_token_starts: list[int]
-    """Index of each fitted step's first token (previous end + 1; step 0: first token after the prompt), <= its end."""
+    """Index of each fitted step's first token (its separator's index if the step has no token of its own)."""
     num_steps: int
     """How many steps the solution has (fitted or not)."""
 
 
-def encode_solution(tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list[str], max_length: int) -> Encoded:
-    """Tokenize ``format_solution(prompt, steps)`` and find each step's last token; cut to ``max_length`` tokens."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise UserError(f"tokenizer {type(tokenizer).__name__}: the PRM needs a fast tokenizer (char offsets)")
-    text, step_char_ends = format_solution(prompt, steps)
-    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=adds_special_tokens(tokenizer, text))
-    token_ends = token_char_ends_from_offsets(encoding["offset_mapping"])
-    indices = [index for index in step_end_token_indices(token_ends, step_char_ends) if index < max_length]
-    prompt_end = step_end_token_indices(token_ends, [len(prompt)])[0] if prompt else -1
-    starts = [min(previous_end + 1, end) for previous_end, end in zip([prompt_end, *indices], indices)]
-    return Encoded(
-        input_ids=list(encoding["input_ids"][:max_length]),
-        step_token_indices=indices,
-        step_token_starts=starts,
-        num_steps=len(steps),
-    )
+def separator_id(tokenizer: PreTrainedTokenizerBase, separator: str) -> int:
+    """The one token id of ``separator``; UserError naming prm.step_separator if the tokenizer splits it."""
+    if not separator:
+        raise UserError("prm.step_separator: must not be empty")
+    ids = tokenizer(separator, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise UserError(f"prm.step_separator: {separator!r} is {len(ids)} tokens for this tokenizer; the PRM reads a "
+                        "step at one separator token (e.g. '\\n', or a special token the tokenizer keeps whole)")
+    return int(ids[0])
+
+
+def encode_solution(tokenizer: PreTrainedTokenizerBase, prompt: str, steps: list[str], max_length: int,
+                    separator: str = "\n") -> Encoded:
+    """The ids the PRM reads for one solution and where each step is read (module docstring); cut to max_length."""
+    sep = separator_id(tokenizer, separator)
+    ids = encode_prompt(tokenizer, prompt)
+    step_ids = tokenizer(list(steps), add_special_tokens=False)["input_ids"] if steps else []
+    reads, starts = [], []
+    for tokens in step_ids:
+        start = len(ids)
+        ids = ids + list(tokens) + [sep]
+        if len(ids) - 1 < max_length:
+            reads.append(len(ids) - 1)
+            starts.append(min(start, len(ids) - 1))
+    return Encoded(ids[:max_length], reads, starts, len(steps))
 
 
 def token_logp_and_margin(lm_logits: torch.Tensor, next_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,9 +147,10 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 def step_tensors(encoded: list[Encoded], steps: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rows, starts, ends), each (S,) long: the spans of steps ``steps[i]`` (fitted step indices) of ``encoded[i]``,
-    in (solution, step) order."""
-    picked = [(row, e.step_token_starts[j], e.step_token_indices[j]) for row, (e, js) in enumerate(zip(encoded, steps)) for j in js]
+    """(rows, starts, ends), each (S,) long: the spans (first token .. separator) of steps ``steps[i]`` (fitted step
+    indices) of ``encoded[i]``, in (solution, step) order."""
+    picked = [(row, e.step_token_starts[j], e.step_token_indices[j]) for row, (e, js) in enumerate(zip(encoded, steps))
+              for j in js]
     rows, starts, ends = zip(*picked) if picked else ((), (), ())
     return tuple(torch.tensor(values, dtype=torch.long) for values in (rows, starts, ends))
 
@@ -176,148 +170,206 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return 0
 
 
-def backbone_positions(lm: PreTrainedModel) -> int | None:
-    """How many positions the LM was built for (``max_position_embeddings`` / ``n_positions``), if it says."""
-    config = lm.config.get_text_config()
+def backbone_positions(config) -> int | None:
+    """How many positions a model config was built for (``max_position_embeddings`` / ``n_positions``), if it says."""
+    config = config.get_text_config()
     for key in ("max_position_embeddings", "n_positions"):
         if isinstance(getattr(config, key, None), int):
             return getattr(config, key)
     return None
 
 
-def check_window(lm: PreTrainedModel, max_length: int) -> None:
+def check_window(config, max_length: int) -> None:
     """UserError naming prm.max_length when the window is empty or longer than the backbone's positions."""
-    positions = backbone_positions(lm)
+    positions = backbone_positions(config)
     if max_length < 1 or (positions is not None and max_length > positions):
         raise UserError(f"prm.max_length: {max_length} tokens does not fit the PRM backbone "
                         f"({positions} positions); use 1..{positions}")
 
 
 def is_reward_model_dir(path: str | Path) -> bool:
-    """Whether ``path`` holds a saved StepRewardModel (rather than a policy checkpoint or a hub name)."""
     return (Path(path) / PRM_CONFIG_FILE).is_file()
 
 
-class StepRewardModel(torch.nn.Module):
-    """A causal LM + ``head`` = Linear(hidden, 1) on the step's end state + ``logp_weight`` (3,) on its log-prob
-    features (module docstring): one correctness logit per step."""
+def classifier_of(model: torch.nn.Module) -> tuple[str, torch.nn.Linear]:
+    """(attribute name, module) of a token-classification model's head (``score`` or ``classifier``)."""
+    for name in ("score", "classifier"):
+        if isinstance(getattr(model, name, None), torch.nn.Linear):
+            return name, getattr(model, name)
+    raise UserError(f"{type(model).__name__}: no 'score' or 'classifier' head; not a token-classification model")
 
-    def __init__(
-        self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mode: str, max_length: int,
-        head: torch.nn.Linear | None = None, logp_weight: torch.Tensor | None = None,
-    ):
+
+class StepRewardModel(torch.nn.Module):
+    """A backbone + a (bad, good) head read at each step's separator token (+ optional log-prob features)."""
+
+    def __init__(self, backbone: torch.nn.Module, head: torch.nn.Linear, tokenizer: PreTrainedTokenizerBase,
+                 config, mode: str, max_length: int, separator: str = "\n", positive_index: int = 1,
+                 lm_head: torch.nn.Module | None = None, logp_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         get_step_selection(mode)
-        check_window(lm, max_length)
-        self.lm = lm
-        self.tokenizer = tokenizer
-        self.mode = mode
-        self.max_length = max_length
-        if head is None:
-            # w = 0: the hidden-state term starts silent, so a fresh PRM scores by the LM's log-probs alone.
-            head = torch.nn.Linear(lm.config.get_text_config().hidden_size, 1)
-            torch.nn.init.zeros_(head.weight)
-            torch.nn.init.constant_(head.bias, HEAD_BIAS_INIT)
-        self.head = head
-        init = torch.tensor(LOGP_WEIGHT_INIT) if logp_weight is None else logp_weight.detach().clone()
-        self.logp_weight = torch.nn.Parameter(init.to(head.weight.dtype))  # (3,)
+        check_window(config, max_length)
+        separator_id(tokenizer, separator)
+        if head.out_features not in (1, 2) or positive_index not in range(head.out_features):
+            raise UserError(f"prm head: {head.out_features} classes with positive index {positive_index}; a PRM head "
+                            "has 2 classes (bad, good) or 1 logit")
+        if logp_weight is not None and lm_head is None:
+            raise UserError("prm.logp_features: needs the LM head (an untied head saved in lm_head.safetensors)")
+        self.backbone, self.head, self.lm_head, self.tokenizer, self.config = backbone, head, lm_head, tokenizer, config
+        self.mode, self.max_length, self.separator, self.positive_index = mode, max_length, separator, positive_index
+        self.logp_weight = None if logp_weight is None else torch.nn.Parameter(logp_weight.detach().clone().float())
 
-    @property
-    def backbone(self) -> PreTrainedModel:
-        """The LM's base model (the transformer without its LM head)."""
-        return self.lm.base_model
+    # ---- building and loading
 
     @classmethod
-    def from_model(
-        cls, causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, mode: str = "process",
-        max_length: int = 160,
-    ) -> StepRewardModel:
-        """A PRM around ``causal_lm`` (shared, not copied) with a fresh head."""
-        return cls(causal_lm, tokenizer, mode, max_length)
+    def from_model(cls, causal_lm, tokenizer, mode: str = "process", max_length: int = 160, separator: str = "\n",
+                   logp_features: bool = False) -> StepRewardModel:
+        """A fresh PRM around ``causal_lm``'s transformer (shared, not copied): zero head weights, bias favouring
+        'good' (HEAD_BIAS_INIT), log-prob features at LOGP_WEIGHT_INIT if asked for."""
+        hidden = causal_lm.config.get_text_config().hidden_size
+        head = torch.nn.Linear(hidden, 2)
+        torch.nn.init.zeros_(head.weight)
+        with torch.no_grad():
+            head.bias.copy_(torch.tensor([0.0, HEAD_BIAS_INIT]))
+        logp = torch.tensor(LOGP_WEIGHT_INIT) if logp_features else None
+        return cls(causal_lm.base_model, head, tokenizer, causal_lm.config, mode, max_length, separator,
+                   lm_head=causal_lm.get_output_embeddings(), logp_weight=logp)
 
     @classmethod
-    def from_policy(cls, path_or_name: str, mode: str = "process", max_length: int = 160) -> StepRewardModel:
-        """A PRM initialised from a causal LM checkpoint (a local directory or a hub name) with a fresh head."""
-        if not is_local(path_or_name):
-            require_hub(path_or_name, "prm init")
-        try:
-            lm = AutoModelForCausalLM.from_pretrained(path_or_name)
-            tokenizer = load_tokenizer(path_or_name)
-        except (OSError, ValueError) as err:
-            raise UserError(f"prm init: cannot load {path_or_name!r} ({str(err).splitlines()[0][:160]})") from None
-        return cls(lm, tokenizer, mode, max_length)
+    def from_policy(cls, path_or_name: str, mode: str = "process", max_length: int = 160, separator: str = "\n",
+                    logp_features: bool = False) -> StepRewardModel:
+        """A fresh PRM from a causal LM checkpoint (a local directory or a hub name)."""
+        lm, tokenizer = _load(AutoModelForCausalLM, path_or_name)
+        return cls.from_model(lm, tokenizer, mode, max_length, separator, logp_features)
 
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        """Write the LM, tokenizer, head and ``prm.json`` to ``out_dir``; ``from_pretrained`` reads them back."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.lm.save_pretrained(out_dir)
-        self.tokenizer.save_pretrained(out_dir)
-        head_state = {key: value.detach().cpu().contiguous() for key, value in self.head.state_dict().items()}
-        head_state["logp_weight"] = self.logp_weight.detach().cpu().contiguous()
-        save_file(head_state, str(out_dir / HEAD_FILE))
-        meta = {"mode": self.mode, "max_length": self.max_length, "hidden_size": self.head.in_features,
-                "logp_features": list(LOGP_FEATURES)}
-        (out_dir / PRM_CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        return out_dir
+    @classmethod
+    def from_math_shepherd(cls, path_or_name: str, separator: str, good_token: str, bad_token: str,
+                           max_length: int = 160) -> StepRewardModel:
+        """A Math-Shepherd-style PRM: a causal LM whose next-token logits at the step tag, P(good) vs P(bad), score it."""
+        lm, tokenizer = _load(AutoModelForCausalLM, path_or_name)
+        rows = [separator_id(tokenizer, token) for token in (bad_token, good_token)]
+        weight = lm.get_output_embeddings().weight[rows]  # (2, H) the LM head's rows of the two tokens
+        head = torch.nn.Linear(weight.shape[1], 2, bias=False)
+        with torch.no_grad():
+            head.weight.copy_(weight)
+        return cls(lm.base_model, head, tokenizer, lm.config, "process", max_length, separator,
+                   lm_head=lm.get_output_embeddings())
+
+    @classmethod
+    def from_token_classification(cls, path_or_name: str, separator: str | None = None, positive_index: int | None = None,
+                                  max_length: int | None = None, mode: str | None = None) -> StepRewardModel:
+        """A token-classification checkpoint: a prmloop PRM (its prm.json fills what is not given) or an external one
+        (``separator`` needed). None arguments take the saved value."""
+        meta = _read_meta(path_or_name)
+        model, tokenizer = _load(AutoModelForTokenClassification, path_or_name)
+        _, head = classifier_of(model)
+        lm_head = _lm_head(path_or_name, model)
+        logp = meta.get("logp_weight")
+        separator = separator if separator is not None else meta.get("separator")
+        if not separator:
+            raise UserError(f"prm.step_separator: {path_or_name} is an external token-classification PRM; name the "
+                            "token its steps end with (e.g. '<extra_0>' or '\\n')")
+        if head.out_features == 1:
+            positive_index = 0  # one logit: P(good) = sigmoid(logit)
+        elif positive_index is None:
+            positive_index = meta.get("positive_index", 1)
+        return cls(model.base_model, head, tokenizer, model.config, mode or meta.get("mode", "process"),
+                   max_length or meta.get("max_length", 160), separator, positive_index, lm_head,
+                   None if logp is None else torch.tensor(logp))
 
     @classmethod
     def from_pretrained(cls, prm_dir: str | Path, max_length: int | None = None) -> StepRewardModel:
-        """Load what ``save_pretrained`` wrote; a missing or non-PRM directory is a one-line UserError.
-
-        ``max_length``: the scoring window in tokens (``prm.max_length`` at the time of use); None keeps the saved one.
-        """
-        prm_dir = Path(prm_dir)
+        """A saved prmloop PRM; ``max_length`` (prm.max_length at the time of use) replaces the saved window."""
         if not is_reward_model_dir(prm_dir):
             raise UserError(f"{prm_dir}: not a saved PRM directory (no {PRM_CONFIG_FILE})")
-        meta = json.loads((prm_dir / PRM_CONFIG_FILE).read_text(encoding="utf-8"))
-        lm = AutoModelForCausalLM.from_pretrained(prm_dir)
-        tokenizer = load_tokenizer(prm_dir)
-        head_state = load_file(str(prm_dir / HEAD_FILE))
-        # A PRM saved before the log-prob features existed scores by its hidden-state head alone: weights 0.
-        logp_weight = head_state.pop("logp_weight", torch.zeros(len(LOGP_FEATURES)))
-        head = torch.nn.Linear(meta["hidden_size"], 1)
-        head.load_state_dict(head_state)
-        window = meta["max_length"] if max_length is None else max_length
-        return cls(lm, tokenizer, meta["mode"], window, head=head, logp_weight=logp_weight)
+        return cls.from_token_classification(str(prm_dir), max_length=max_length)
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """A token-classification checkpoint + tokenizer + prm.json (+ an untied LM head); LoRA adapters are merged."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        backbone = self.backbone.merge_and_unload() if hasattr(self.backbone, "merge_and_unload") else self.backbone
+        self.backbone = backbone
+        config = copy.deepcopy(self.config)
+        config.id2label = dict(LABELS) if self.head.out_features == 2 else {0: "good"}
+        config.label2id = {name: index for index, name in config.id2label.items()}
+        with torch.device("meta"):
+            saved = AutoModelForTokenClassification.from_config(config)
+        name, meta_head = classifier_of(saved)
+        state = {f"{saved.base_model_prefix}.{key}": value for key, value in backbone.state_dict().items()}
+        state[f"{name}.weight"] = self.head.weight
+        state[f"{name}.bias"] = self.head.bias if self.head.bias is not None else torch.zeros(self.head.out_features)
+        if meta_head.bias is None:
+            state.pop(f"{name}.bias")
+        saved.load_state_dict({k: v.detach() for k, v in state.items()}, assign=True, strict=True)
+        saved.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+        if self.lm_head is not None and not _tied(self.lm_head, backbone):
+            save_file({"weight": self.lm_head.weight.detach().cpu().contiguous()}, str(out_dir / LM_HEAD_FILE))
+        meta = {"format": "prmloop", "separator": self.separator, "positive_index": self.positive_index,
+                "mode": self.mode, "max_length": self.max_length, "logp_features": list(LOGP_FEATURES),
+                "logp_weight": None if self.logp_weight is None else self.logp_weight.detach().cpu().tolist()}
+        (out_dir / PRM_CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        return out_dir
+
+    # ---- scoring
 
     def token_logps(self, hidden: torch.Tensor, input_ids: torch.Tensor, needed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) log p(x_t | x_<t) and its argmax margin where ``needed`` (B, T) is true (t >= 1), else 0.
-
-        The LM head runs only on the needed positions: a hub model's vocabulary makes (B, T, V) logits large."""
+        """(B, T) log p(x_t | x_<t) and its argmax margin where ``needed`` (B, T) is true (t >= 1), else 0."""
         needed = needed.clone()
-        needed[:, 0] = False  # the first token has no prediction
+        needed[:, 0] = False
         rows, positions = needed.nonzero(as_tuple=True)  # (N,) each
-        lm_logits = self.lm.get_output_embeddings()(hidden[rows, positions - 1])  # (N, V)
+        lm_logits = self.lm_head(hidden[rows, positions - 1])  # (N, V)
         logp, margin = token_logp_and_margin(lm_logits, input_ids[rows, positions])  # (N,)
         token_logp = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)  # (B, T)
         token_margin = torch.zeros_like(token_logp)  # (B, T)
         token_logp[rows, positions], token_margin[rows, positions] = logp, margin
         return token_logp, token_margin
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor,
-        ends: torch.Tensor,
-    ) -> torch.Tensor:
-        """Step logits (S,) for S steps, step s being tokens starts[s]..ends[s] of row rows[s] of the right-padded
-        ``input_ids``/``attention_mask`` (B, T); one forward pass of the LM."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) last hidden states of the backbone."""
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def step_logits(self, hidden: torch.Tensor, input_ids: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor,
+                    ends: torch.Tensor) -> torch.Tensor:
+        """(S,) logits z of S steps: the head at each separator ``ends[s]`` of row ``rows[s]`` (+ log-prob features
+        over tokens starts[s]..ends[s] − 1, the step's own tokens)."""
+        out = self.head(hidden[rows, ends].to(self.head.weight.dtype)).float()  # (S, C)
+        z = out[:, 0] if out.shape[1] == 1 else out[:, self.positive_index] - out[:, 1 - self.positive_index]  # (S,)
+        if self.logp_weight is None:
+            return z
+        step_ends = torch.maximum(starts, ends - 1)  # (S,) a step with no token of its own reads its separator
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
-        in_span = (positions[None, :] >= starts[:, None]) & (positions[None, :] <= ends[:, None])  # (S, T)
-        needed = torch.zeros(input_ids.shape, device=input_ids.device).index_add_(0, rows, in_span.float()) > 0  # (B, T)
+        in_span = (positions[None, :] >= starts[:, None]) & (positions[None, :] <= step_ends[:, None])  # (S, T)
+        needed = torch.zeros(input_ids.shape, device=input_ids.device).index_add_(0, rows, in_span.float()) > 0
         token_logp, token_margin = self.token_logps(hidden, input_ids, needed)  # (B, T) each
-        features = span_logp_features(token_logp, token_margin, rows, starts, ends)  # (S, 3)
-        end_hidden = hidden[rows, ends].to(self.head.weight.dtype)  # (S, H)
-        return self.head(end_hidden).squeeze(-1) + features.to(self.logp_weight.dtype) @ self.logp_weight  # (S,)
+        features = span_logp_features(token_logp, token_margin, rows, starts, step_ends)  # (S, 3)
+        return z + features @ self.logp_weight
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor,
+                ends: torch.Tensor, with_lm_loss: bool = False):
+        """Step logits (S,) for S steps (step s: tokens starts[s]..ends[s] of row rows[s], read at ends[s]) of the
+        right-padded ``input_ids``/``attention_mask`` (B, T); one forward pass. ``with_lm_loss``: returns
+        (logits, the mean next-token cross-entropy of the steps' own tokens) for training beside the step loss."""
+        hidden = self.hidden_states(input_ids, attention_mask)  # (B, T, H)
+        logits = self.step_logits(hidden, input_ids, rows, starts, ends)  # (S,)
+        if not with_lm_loss:
+            return logits
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        in_step = (positions[None, :] >= starts[:, None]) & (positions[None, :] < ends[:, None])  # (S, T)
+        mask = torch.zeros(input_ids.shape, device=input_ids.device).index_add_(0, rows, in_step.float()) > 0  # (B, T)
+        mask[:, 0] = False
+        batch_rows, token_positions = mask.nonzero(as_tuple=True)  # (N,) each
+        lm_logits = self.lm_head(hidden[batch_rows, token_positions - 1]).float()  # (N, V)
+        return logits, torch.nn.functional.cross_entropy(lm_logits, input_ids[batch_rows, token_positions])
 
     def encode(self, prompt: str, steps: list[str]) -> Encoded:
-        """This model's reading of one solution (``encode_solution`` with its tokenizer and max_length)."""
-        return encode_solution(self.tokenizer, prompt, steps, self.max_length)
+        """This model's reading of one solution (``encode_solution`` with its tokenizer, window and separator)."""
+        return encode_solution(self.tokenizer, prompt, steps, self.max_length, self.separator)
 
     @torch.no_grad()
     def score_steps(self, prompts: list[str], solutions: list[list[str]], batch_size: int = 64) -> list[list[float]]:
-        """P(step correct) per step: len(steps) floats per solution in process mode (NaN for steps cut off by
-        max_length), one float (the final step's) in outcome mode. One forward pass per ``batch_size`` solutions."""
+        """P(step correct) per step: len(steps) floats per solution in process mode (NaN for steps past the window),
+        one float (the final step's) in outcome mode. One forward pass per ``batch_size`` solutions."""
         check_solutions(prompts, solutions)
         select = get_step_selection(self.mode)
         device = self.head.weight.device
@@ -325,13 +377,60 @@ class StepRewardModel(torch.nn.Module):
         self.eval()
         scores: list[list[float]] = []
         for start in range(0, len(prompts), batch_size):
-            encoded = [self.encode(p, s) for p, s in zip(prompts[start : start + batch_size], solutions[start : start + batch_size])]
+            encoded = [self.encode(p, s) for p, s in zip(prompts[start : start + batch_size],
+                                                         solutions[start : start + batch_size])]
             wanted = [[j for j in select(e.num_steps) if j < len(e.step_token_indices)] for e in encoded]
             rows, starts, ends = step_tensors(encoded, wanted)  # (S,) each
             input_ids, attention_mask = pad_right([e.input_ids for e in encoded], pad_token_id(self.tokenizer))
-            logits = self(input_ids.to(device), attention_mask.to(device), rows.to(device), starts.to(device), ends.to(device))
+            logits = self(input_ids.to(device), attention_mask.to(device), rows.to(device), starts.to(device),
+                          ends.to(device))
             probs = iter(torch.sigmoid(logits).float().cpu().tolist())  # (S,) in (row, step) order
             for item, fitted in zip(encoded, wanted):
                 scores.append([next(probs) if j in fitted else math.nan for j in select(item.num_steps)])
         self.train(was_training)
         return scores
+
+
+def _load(auto_class, path_or_name: str):
+    """(model, tokenizer) from a directory or hub name; one-line UserError when absent, offline or not a model."""
+    if not is_local(path_or_name):
+        require_hub(str(path_or_name), "prm")
+    try:
+        model = auto_class.from_pretrained(path_or_name)
+        tokenizer = load_tokenizer(path_or_name)
+    except Exception as err:  # noqa: BLE001 -- missing/truncated weights, bad configs: many types, one line out
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"prm: cannot load {str(path_or_name)!r} ({first})") from None
+    return model, tokenizer
+
+
+def _read_meta(path: str | Path) -> dict:
+    """prm.json of a prmloop PRM ({} for an external checkpoint); a broken file is a UserError naming it."""
+    file = Path(path) / PRM_CONFIG_FILE
+    if not file.is_file():
+        return {}
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{file}: not a readable PRM config ({type(err).__name__})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("separator"), str):
+        raise UserError(f"{file}: not a PRM config (needs at least 'separator')")
+    return meta
+
+
+def _tied(lm_head: torch.nn.Module, backbone: torch.nn.Module) -> bool:
+    return lm_head.weight is backbone.get_input_embeddings().weight
+
+
+def _lm_head(path: str | Path, model) -> torch.nn.Module | None:
+    """The LM head of a saved token-classification PRM: the input embeddings when tied, else lm_head.safetensors."""
+    embeddings = model.base_model.get_input_embeddings().weight  # (V, H)
+    head = torch.nn.Linear(embeddings.shape[1], embeddings.shape[0], bias=False)
+    file = Path(path) / LM_HEAD_FILE
+    if getattr(model.config.get_text_config(), "tie_word_embeddings", False):
+        head.weight = embeddings
+    elif file.is_file():
+        head.weight = torch.nn.Parameter(load_file(str(file))["weight"])
+    else:
+        return None
+    return head

@@ -1,13 +1,19 @@
-"""Train a StepRewardModel on step labels: BCE on each step's logit, with replay, through accelerate.
+"""Train a StepRewardModel on step labels: BCE at each step's separator, with replay, through accelerate.
 
 Recipe (``train_prm``): validate examples -> hold out a validation part -> mix in replay -> encode (the same
-``prm.model.encode_solution`` that scoring uses) -> per batch: step logits (one LM pass) -> ``step_bce_loss`` -> AdamW ->
-log loss; after each epoch: validation step accuracy / F1 (``prm.evaluate.evaluate_steps``).
+``prm.model.encode_solution`` that scoring uses) -> per batch: one backbone pass -> step logits at the separators
+(-> optional LM loss on the solution tokens) -> AdamW -> log loss; after each epoch: validation step accuracy / F1
+(``prm.evaluate.evaluate_steps``).
+
+What trains: the backbone at ``prm.lr`` (full fine-tuning, or only LoRA adapters with ``prm.lora_r > 0``; 0 freezes
+it), the head and the log-prob feature weights at ``prm.head_lr``. The schedule is sized to the data: linear warm-up
+over ``warmup_ratio`` of the optimizer steps, then linear decay to 10%, so a short retraining round moves the model too.
 
 The loss (Math-Shepherd §3.3, Lightman et al. 2023): for every supervised step s with label y_s in [0, 1] and logit
-z_s (prm/model.py: its end state and log-prob features), BCE(z, y) = -(y·log σ(z) + (1 − y)·log(1 − σ(z))),
-averaged over the supervised steps of the batch. Soft labels enter the loss as given (``label_type="soft"``, never rounded); ``"hard"`` maps y >= 0.5 to 1.0,
-else 0.0. In outcome mode (ORM) only the final step is supervised, with the final step's label. Steps cut off by
+z_s = s_good − s_bad at its separator, BCE(z, y) = -(y·log σ(z) + (1 − y)·log(1 − σ(z))) (= the 2-class cross-entropy
+with soft targets), averaged over the supervised steps of the batch; plus ``lm_loss_weight`` x the mean next-token
+cross-entropy over the solutions' step tokens. Soft labels enter as given (``label_type="soft"``, never rounded);
+``"hard"`` maps y >= 0.5 to 1.0, else 0.0. In outcome mode (ORM) only the final step is supervised. Steps cut off by
 ``max_length`` are dropped and counted (``n_dropped_steps``); an example with no step left is skipped
 (``n_skipped_examples``).
 
@@ -96,21 +102,22 @@ class TrainItem:
 
     input_ids: list[int]
     positions: list[int]
-    """Each supervised step's last token."""
+    """Each supervised step's separator token (where it is read)."""
     targets: list[float]
     starts: list[int]
     """Each supervised step's first token."""
 
 
 def build_items(
-    examples: list[StepwiseExample], tokenizer, mode: str, label_type: str, max_length: int, supervise: str = "all"
+    examples: list[StepwiseExample], tokenizer, mode: str, label_type: str, max_length: int, supervise: str = "all",
+    separator: str = "\n",
 ) -> tuple[list[TrainItem], int, int]:
     """Encode examples for training -> (items, steps dropped by max_length, examples skipped with no step left)."""
     select, to_targets = get_step_selection(mode), get_label_type(label_type)
     supervised = get_supervised_steps(supervise)
     items, dropped, skipped = [], 0, 0
     for example in examples:
-        encoded = encode_solution(tokenizer, example.prompt, example.completions, max_length)
+        encoded = encode_solution(tokenizer, example.prompt, example.completions, max_length, separator)
         targets = to_targets(example.labels)
         wanted = supervised(select(encoded.num_steps), targets)
         kept = [j for j in wanted if j < len(encoded.step_token_indices)]
@@ -145,6 +152,13 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 1.0 - 0.9 * min(1.0, progress)
 
 
+def warmup_steps_for(total_steps: int, warmup_ratio: float) -> int:
+    """Warm-up length: ``ceil(warmup_ratio · total_steps)`` optimizer steps (0 for a ratio of 0).
+
+    Example: 16 steps at ratio 0.1 -> 2; 58 steps -> 6."""
+    return math.ceil(warmup_ratio * total_steps)
+
+
 def split_validation(
     examples: list[StepwiseExample], fraction: float, seed: int
 ) -> tuple[list[StepwiseExample], list[StepwiseExample]]:
@@ -159,16 +173,27 @@ def sample_replay(replay: list[StepwiseExample], n: int, seed: int) -> list[Step
     return random.Random(seed).sample(replay, min(n, len(replay)))
 
 
-def parameter_groups(model: StepRewardModel, lm_lr: float, head_lr: float, train_hidden: bool = True) -> list[dict]:
-    """AdamW groups: the LM's weights at ``lm_lr``, the step head's (``head``, ``logp_weight``) at ``head_lr``.
+def parameter_groups(model: StepRewardModel, lm_lr: float, head_lr: float) -> list[dict]:
+    """AdamW groups: the backbone's trainable weights at ``lm_lr`` (none if 0: the backbone is frozen), the head and
+    log-prob feature weights at ``head_lr``. An LM head that is not tied to the embeddings trains with the backbone
+    only when the LM loss uses it (its weights otherwise get no gradient)."""
+    head = [*model.head.parameters(), *([model.logp_weight] if model.logp_weight is not None else [])]
+    head_ids = {id(p) for p in head}
+    backbone = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
+    if lm_lr == 0:
+        for parameter in backbone:
+            parameter.requires_grad_(False)
+        backbone = []
+    return [group for group in ({"params": backbone, "lr": lm_lr}, {"params": head, "lr": head_lr}) if group["params"]]
 
-    ``train_hidden=False`` leaves the head's hidden-state weights w out of both groups and stops their gradient, so
-    they keep their value (only b and the log-prob feature weights learn)."""
-    model.head.weight.requires_grad_(train_hidden)
-    head = [*model.head.parameters(), model.logp_weight]
-    head_ids = {id(p) for p in head} | {id(model.head.weight)}
-    lm = [p for p in model.parameters() if id(p) not in head_ids]
-    return [{"params": lm, "lr": lm_lr}, {"params": [p for p in head if p.requires_grad], "lr": head_lr}]
+
+def add_lora(model: StepRewardModel, rank: int, alpha: int) -> None:
+    """Wrap the backbone in LoRA adapters on every linear layer (PEFT); only the adapters then train in it."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise UserError("prm.lora_r: LoRA needs the 'peft' package (pip install peft)") from None
+    model.backbone = get_peft_model(model.backbone, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear"))
 
 
 def threshold_candidates(scores: list[list[float]]) -> list[float]:
@@ -205,9 +230,12 @@ def _logit(p: float) -> float:
 
 @torch.no_grad()
 def fold_threshold(model: StepRewardModel, threshold: float) -> float:
-    """Shift the head's bias by −logit(threshold): σ(z) >= threshold iff σ(z − logit t) >= 0.5; returns the shift."""
+    """Shift the logit by −logit(threshold) (through the head's 'good' bias): σ(z) >= t iff σ(z − logit t) >= 0.5;
+    returns the shift."""
+    if model.head.bias is None:
+        raise UserError("prm.tune_threshold: this PRM's head has no bias to fold a threshold into")
     shift = -_logit(threshold)
-    model.head.bias.add_(shift)
+    model.head.bias[model.positive_index if model.head.out_features == 2 else 0] += shift
     return shift
 
 
@@ -233,6 +261,12 @@ def check_config(cfg: PRMConfig) -> None:
     for key in ("epochs", "batch_size", "max_length"):
         if getattr(cfg, key) < 1:
             raise UserError(f"prm.{key}: must be >= 1, got {getattr(cfg, key)}")
+    for key in ("lr", "head_lr", "weight_decay", "lm_loss_weight", "lora_r"):
+        value = getattr(cfg, key)
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"prm.{key}: must be a finite number >= 0, got {value}")
+    if not 0.0 <= cfg.warmup_ratio <= 1.0:
+        raise UserError(f"prm.warmup_ratio: must be in [0, 1], got {cfg.warmup_ratio}")
 
 
 def train_prm(
@@ -257,8 +291,10 @@ def train_prm(
     replayed = sample_replay(replay or [], round(cfg.replay_fraction * len(examples)), cfg.seed)
     for index, example in enumerate(replayed):
         example.validate(f"replay example {index}")
+    if cfg.lm_loss_weight and model.lm_head is None:
+        raise UserError("prm.lm_loss_weight: this PRM has no LM head (an external token-classification checkpoint)")
     items, n_dropped, n_skipped = build_items(
-        examples + replayed, model.tokenizer, cfg.mode, cfg.label_type, model.max_length, cfg.supervise
+        examples + replayed, model.tokenizer, cfg.mode, cfg.label_type, model.max_length, cfg.supervise, model.separator
     )
     if not items:
         raise UserError(f"prm training: none of {len(examples) + len(replayed)} examples has a step within max_length")
@@ -302,11 +338,14 @@ def _fit(
         items, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed),
         collate_fn=partial(collate_items, pad_id=pad_token_id(model.tokenizer)),
     )
-    groups = parameter_groups(model, cfg.lr, cfg.head_lr, cfg.train_hidden)
+    if cfg.lora_r and cfg.lr:
+        add_lora(model, cfg.lora_r, cfg.lora_alpha)
+    groups = parameter_groups(model, cfg.lr, cfg.head_lr)
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     # Counted on the whole dataset: accelerate steps a prepared scheduler once per process per optimizer step.
     total_steps = cfg.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps))
+    warmup = warmup_steps_for(total_steps, cfg.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup_steps=warmup, total_steps=total_steps))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     model.train()
     history: list[dict] = []
@@ -315,11 +354,13 @@ def _fit(
     for epoch in range(cfg.epochs):
         losses = []
         for batch in loader:
-            logits = model(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["starts"], batch["positions"])  # (S,)
-            loss = step_bce_loss(logits, batch["targets"])
+            output = model(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["starts"],
+                           batch["positions"], with_lm_loss=bool(cfg.lm_loss_weight))  # (S,) or ((S,), ())
+            logits, token_loss = output if cfg.lm_loss_weight else (output, 0.0)
+            loss = step_bce_loss(logits, batch["targets"]) + cfg.lm_loss_weight * token_loss
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())

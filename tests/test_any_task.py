@@ -41,9 +41,9 @@ def _gsm8k_config(tmp_path: Path, model: Path, source: Path, **sections) -> dict
         "data": {"task": "gsm8k", "source": str(source), "n_train": 64, "n_eval": 16},
         "policy": {"model": str(model), "chat_template": True, "max_length": 256, "max_new_tokens": 24},
         "sft": {"steps": 0},
-        "prm": {"epochs": 1, "batch_size": 4, "warmup_steps": 1, "max_length": 256},
+        "prm": {"epochs": 1, "batch_size": 4, "max_length": 256},
         "grpo": {"prompts_per_step": 2, "group_size": 2},
-        "loop": {"rounds": 1, "rl_steps_per_round": 2, "labeller": "mc", "mc_rollouts": 2, "label_problems": 2,
+        "loop": {"rounds": 2, "rl_steps_per_round": 1, "labeller": "mc", "mc_rollouts": 2, "label_problems": 2,
                  "init_label_problems": 3, "samples_per_problem": 2, "eval_problems": 3, "eval_k": 2,
                  "eval_mc_solutions": 3, "cache_dir": str(tmp_path / "cache")},
         "compare": {"arms": ["process-prm-iterative", "outcome-rule-fixed"], "seeds": 1},
@@ -69,14 +69,15 @@ def test_compare_runs_on_gsm8k_with_a_chat_model(tmp_path, qwen_dir):
         assert list((run / "wandb").glob("offline-run-*")), f"no W&B run for {arm}"
         rows = [row for _, row in read_jsonl(run / "metrics.jsonl")]
         evals = [row for row in rows if row["kind"] == "eval" and "accuracy" in row]
-        assert [row["round"] for row in evals] == [0, 1]
+        assert [row["round"] for row in evals] == [0, 1, 2]
         assert [row["rl_step"] for row in rows if row["kind"] == "rl"] == [1, 2]  # two RL steps
         assert all(row["pass_at_2"] is not None and row["prm_labelled_samples"] == 3 for row in evals)
     labels = [row for _, row in read_jsonl(out / "shared" / "labels.jsonl")]
     assert labels and all(isinstance(row["final_answer_correct"], bool) for row in labels)
     prompt = labels[0]["prompt"]
     assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")  # chat template
-    assert (out / "arms" / "process-prm-iterative" / "seed0" / "rm" / "round1").is_dir()  # retrained from MC labels
+    # retrained before round 2 on MC labels of the policy after round 1's GRPO step (not before round 1)
+    assert sorted(p.name for p in (out / "arms" / "process-prm-iterative" / "seed0" / "rm").iterdir()) == ["round2"]
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 
     kill_points = [
         lambda: "init/sample" in _completed(killed / "shared/state.json"),  # shared stage: before its labels
-        lambda: "r1/sample" in _completed(killed / ARM / "state.json"),  # between sampling and labelling/PRM
+        lambda: "r2/sample" in _completed(killed / ARM / "state.json"),  # between sampling and labelling/PRM
         lambda: any(r.get("kind") == "rl" and r["round"] == 2  # mid-GRPO of round 2 (rows not yet committed)
                     for r in _tolerant(killed / ARM / "metrics.jsonl")),
     ]
@@ -79,7 +79,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     evals = [r["round"] for r in metrics if r["kind"] == "eval" and "accuracy" in r]
     assert evals == [0, 1, 2]
     samples = _rows(killed / ARM / "samples.jsonl")
-    assert [sum(r["round"] == k for r in samples) for k in (1, 2)] == [16, 16]  # 8 problems x 2 samples per round
+    # 8 problems x 2 samples, only before round 2 (round 1 uses the first PRM: its labels are the policy's already)
+    assert [sum(r["round"] == k for r in samples) for k in (1, 2)] == [0, 16]
     assert len(_rows(killed / ARM / "labels.jsonl")) <= len(samples)
     assert len(_rows(killed / "shared/samples.jsonl")) == 32  # 16 problems x 2, not duplicated by the kill
     # Every stage is seeded, so the resumed run did exactly the work of the uninterrupted one.

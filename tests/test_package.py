@@ -39,6 +39,9 @@ def test_python_dash_m_prmloop_runs_the_cli(tmp_path):
     done = subprocess.run([sys.executable, "-m", "prmloop", "--help"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage: prmloop" in done.stdout
+    failed = subprocess.run([sys.executable, "-m", "prmloop", "data", "generate", "--n", "2", "--out", "x.jsonl",
+                             "--set", "nope.key=1"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert failed.returncode == 2 and "unknown key 'nope'" in failed.stderr  # the exit status reaches the shell
 
 
 @pytest.mark.slow

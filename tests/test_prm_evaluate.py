@@ -131,7 +131,6 @@ def test_eval_job_scores_a_saved_prm_on_a_stepwise_file(tmp_path):
     model = StepRewardModel.from_model(tiny_random_model("llama", tokenizer), tokenizer, "process", 96)
     with torch.no_grad():  # a silent head: every logit is 0
         model.head.bias.zero_()
-        model.logp_weight.zero_()
     model.save_pretrained(tmp_path / "prm")
     rows = [StepwiseExample("1 + 2 = ? (left to right)\n", ["1 + 2 = 3", "Answer: 3"], [True, True]).to_row(),
             StepwiseExample("1 + 2 = ? (left to right)\n", ["1 + 2 = 4", "Answer: 4"], [False, False]).to_row()]
@@ -140,5 +139,5 @@ def test_eval_job_scores_a_saved_prm_on_a_stepwise_file(tmp_path):
     # Silent head: every score is 0.5 >= threshold, so every step is predicted correct: 2 of 4 right.
     assert metrics["step_acc"] == 0.5 and metrics["first_error_acc_correct"] == 1.0
     assert metrics["first_error_acc_erroneous"] == 0.0 and metrics["num_steps"] == 4
-    with pytest.raises(UserError, match="not a saved PRM directory"):
+    with pytest.raises(UserError, match="nope: no such directory"):
         eval_prm_job(small_cfg(), str(tmp_path / "nope"), str(tmp_path / "data.jsonl"), "trl_stepwise")

@@ -1,4 +1,5 @@
-"""Tests for prm/model.py: formatting, head/label alignment (char and BPE tokenizers), batched scoring, save/load."""
+"""Tests for prm/model.py: reading at the separator, scoring by hand, the ideal-LM cases, save/load as a standard
+token-classification checkpoint, and bad input."""
 
 import json
 import math
@@ -8,17 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForTokenClassification, LlamaConfig
 
-from prmloop.data.config import DataConfig
 from prmloop.data.errors import UserError
 from prmloop.data.schema import StepwiseExample
-from prmloop.data.tasks import get_task
 from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
 from prmloop.policy.tiny import tiny_random_model
+from prmloop.prm.metrics import first_error_index
 from prmloop.prm.model import (
     StepRewardModel,
     encode_solution,
-    format_solution,
     span_logp_features,
     step_tensors,
     token_logp_and_margin,
@@ -32,8 +32,7 @@ SOLUTIONS = [["7 + 5 = 12", "12 * 3 = 36", "Answer: 36"], ["3 × 4 = 12", "√16
 
 @pytest.fixture(scope="module")
 def bpe():
-    # 280 = 259 byte/special tokens + 21 merges: merges cross newlines (" = 12\n", "4\nAnswer: "), and "×", "√"
-    # stay split into byte tokens.
+    # merges cross newlines (" = 12\n", "4\nAnswer: ") when text is tokenized whole; the PRM tokenizes each step alone
     return build_bpe_tokenizer(BPE_CORPUS, vocab_size=280)
 
 
@@ -41,51 +40,75 @@ def flat(nested):
     return [x for inner in nested for x in inner]
 
 
-def random_prm(tokenizer, arch="llama", mode="process", max_length=160, seed=0):
-    model = StepRewardModel.from_model(tiny_random_model(arch, tokenizer, seed), tokenizer, mode, max_length)
+def random_prm(tokenizer, arch="llama", mode="process", max_length=160, seed=0, logp=False):
+    model = StepRewardModel.from_model(tiny_random_model(arch, tokenizer, seed), tokenizer, mode, max_length,
+                                       logp_features=logp)
     torch.nn.init.normal_(model.head.weight, std=0.5, generator=torch.Generator().manual_seed(seed))  # a non-trivial head
-    model.logp_weight.data = torch.tensor([0.7, -0.4, 0.3])
+    if logp:
+        model.logp_weight.data = torch.tensor([0.7, -0.4, 0.3])
     return model.eval()
 
 
-def test_format_solution_is_the_policy_completion_format():
-    text, ends = format_solution("Q\n", ["1 + 2 = 3", "Answer: 3"])
-    # "Q\n" is 2 chars; "1 + 2 = 3" ends at 2 + 9 = 11; "\n" at 11; "Answer: 3" ends at 12 + 9 = 21.
-    assert (text, ends) == ("Q\n1 + 2 = 3\nAnswer: 3", [11, 21])
-    assert text == "Q\n" + get_task(DataConfig()).join(["1 + 2 = 3", "Answer: 3"])  # what SFT teaches the policy
-
-
-def test_char_tokenizer_alignment_literal():
+def test_char_tokenizer_reading_literal():
     tokenizer = build_task_tokenizer()
-    prompt = "1 + 2 = ? (left to right)\n"  # 26 chars, one token each
+    newline = tokenizer.convert_tokens_to_ids("\n")
+    prompt = "1 + 2 = ? (left to right)\n"  # 26 chars, one token each: tokens 0-25
     encoded = encode_solution(tokenizer, prompt, ["1 + 2 = 3", "Answer: 3"], max_length=160)
-    # step 0 ends at char 26 + 9 = 35 -> token 34; step 1 ends at 36 + 9 = 45 -> token 44.
-    assert encoded.step_token_indices == [34, 44]
-    # step 0 starts after the prompt's last token (25); step 1 at the "\n" after step 0 (token 35).
-    assert encoded.step_token_starts == [26, 35]
-    assert len(encoded.input_ids) == 45 and encoded.num_steps == 2
-    # max_length 40 keeps tokens 0..39: step 0 (token 34) fits, step 1 (token 44) does not.
+    # step 0 = tokens 26-34, its separator token 35; step 1 = tokens 36-44, its separator 45 (appended after the last).
+    assert (encoded.step_token_indices, encoded.step_token_starts) == ([35, 45], [26, 36])
+    assert len(encoded.input_ids) == 46 and encoded.num_steps == 2
+    assert [encoded.input_ids[i] for i in (35, 45)] == [newline, newline]
     cut = encode_solution(tokenizer, prompt, ["1 + 2 = 3", "Answer: 3"], max_length=40)
-    assert cut.step_token_indices == [34] and len(cut.input_ids) == 40
+    assert cut.step_token_indices == [35] and len(cut.input_ids) == 40  # step 1's separator (45) is past the window
 
 
-def test_bpe_alignment_reads_the_token_holding_each_steps_last_character(bpe):
-    first = encode_solution(bpe, PROMPT, SOLUTIONS[0], max_length=160)
-    pieces = [bpe.decode([i]) for i in first.input_ids]
-    # tokens: Q ? \n 7 ' ' '+ ' 5 ' = 12\n' 12 ' ' '* ' '3 = ' 36 '\nAnswer: ' 36 -> " = 12\n" spans steps 0 and 1.
-    assert first.step_token_indices == [7, 12, 14]
-    assert first.step_token_starts == [3, 8, 13]  # "Q?\n" is tokens 0-2; each later step starts after the last end
-    assert pieces[7] == " = 12\n" and pieces[12] == "36" and pieces[14] == "36"
-    second = encode_solution(bpe, PROMPT, SOLUTIONS[1], max_length=160)
-    # "√16 = 4" ends inside the merged token "4\nAnswer: " (index 13); "×"/"√" are split into byte tokens.
-    assert second.step_token_indices == [7, 13, 14]
-    assert bpe.decode([second.input_ids[13]]) == "4\nAnswer: "
+def test_bpe_reading_keeps_each_separator_its_own_token(bpe):
+    separator = bpe("\n", add_special_tokens=False)["input_ids"]
+    assert len(separator) == 1
     for steps in SOLUTIONS:
         encoded = encode_solution(bpe, PROMPT, steps, max_length=160)
-        text, ends = format_solution(PROMPT, steps)
-        for index, end in zip(encoded.step_token_indices, ends):
-            assert bpe.decode(encoded.input_ids[: index + 1]).startswith(text[:end])  # holds the last char ...
-            assert len(bpe.decode(encoded.input_ids[:index])) < end  # ... and is the first token that does
+        for step, start, read in zip(steps, encoded.step_token_starts, encoded.step_token_indices):
+            assert encoded.input_ids[read] == separator[0]
+            assert bpe.decode(encoded.input_ids[start:read]) == step  # the step's own tokens, nothing merged across
+    with pytest.raises(UserError, match=r"prm.step_separator: 'ки' is \d+ tokens for this tokenizer"):
+        encode_solution(bpe, PROMPT, SOLUTIONS[0], 160, separator="ки")
+
+
+class IdealBackbone(torch.nn.Module):
+    """An LM that knows the right solution: its state at token t is +1 while the text so far is a prefix of the
+    reference (prompt + steps, each followed by the separator), else −1."""
+
+    def __init__(self, tokenizer, reference: str):
+        super().__init__()
+        self.tokenizer, self.reference = tokenizer, reference
+
+    def forward(self, input_ids, attention_mask=None):
+        states = torch.tensor([[[1.0 if self.reference.startswith(self.tokenizer.decode(row[: t + 1])) else -1.0]
+                                for t in range(len(row))] for row in input_ids.tolist()])  # (B, T, 1)
+        return type("Output", (), {"last_hidden_state": states})
+
+
+def ideal_prm(tokenizer, reference: str) -> StepRewardModel:
+    head = torch.nn.Linear(1, 2)
+    with torch.no_grad():  # z = s_good - s_bad = 10 * state: P(good) ~ 1 on the reference path, ~ 0 off it
+        head.weight.copy_(torch.tensor([[-5.0], [5.0]]))
+        head.bias.zero_()
+    return StepRewardModel(IdealBackbone(tokenizer, reference), head, tokenizer, LlamaConfig(), "process", 160)
+
+
+def test_reading_at_the_separator_tells_14_from_the_start_of_144():
+    tokenizer = build_task_tokenizer()
+    prompt = "12 * 12 + 5 = ? (left to right)\n"
+    right = ["12 * 12 = 144", "144 + 5 = 149", "Answer: 149"]
+    prm = ideal_prm(tokenizer, prompt + "".join(step + "\n" for step in right))
+    [ok] = prm.score_steps([prompt], [right])
+    assert first_error_index(ok) == -1
+    # "Answer: 14" is a prefix of "Answer: 149": read at its last character it looked right; at the separator it is not.
+    [short_answer] = prm.score_steps([prompt], [[*right[:2], "Answer: 14"]])
+    assert first_error_index(short_answer) == 2
+    # "12 * 12 = 14" is flagged at its own step, not one step late.
+    [wrong_first] = prm.score_steps([prompt], [["12 * 12 = 14", "14 + 5 = 19", "Answer: 19"]])
+    assert first_error_index(wrong_first) == 0
 
 
 def test_logp_features_literal():
@@ -103,38 +126,42 @@ def test_logp_features_literal():
     assert flat(features.tolist()) == pytest.approx([-3.0, -2.0, -2.0, -0.5, -0.5, 0.0, -2.0, -2 / 3, -1.5], abs=1e-6)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_score_is_sigmoid_of_head_plus_lm_logp_features_in_one_batch(bpe, arch):
-    model = random_prm(bpe, arch)
+@pytest.mark.parametrize(("arch", "logp"), [("llama", False), ("qwen2", True)])
+def test_score_is_the_head_at_the_separator_plus_features_in_one_batch(bpe, arch, logp):
+    model = random_prm(bpe, arch, logp=logp)
+    lm = tiny_random_model(arch, bpe, 0)
     prompts = [PROMPT] * len(SOLUTIONS)
     scores = model.score_steps(prompts, SOLUTIONS)
     assert [len(s) for s in scores] == [3, 3, 1]
-    # Recompute one solution's scores by hand from the causal LM's outputs (no batching, no span masks).
+    # By hand from the causal LM's outputs (no batching, no span masks): softmax of the head at each separator.
     encoded = model.encode(PROMPT, SOLUTIONS[0])
     ids = torch.tensor([encoded.input_ids])  # (1, T)
     with torch.no_grad():
-        out = model.lm(input_ids=ids, output_hidden_states=True)
+        out = lm(input_ids=ids, output_hidden_states=True)
         logp_all = torch.log_softmax(out.logits[0].float(), dim=-1)  # (T, V)
         hidden = out.hidden_states[-1][0]  # (T, H)
         expected = []
-        for start, end in zip(encoded.step_token_starts, encoded.step_token_indices):
-            logp = torch.stack([logp_all[t - 1, ids[0, t]] for t in range(start, end + 1)])
-            margin = torch.stack([logp_all[t - 1, ids[0, t]] - logp_all[t - 1].max() for t in range(start, end + 1)])
-            features = torch.stack([logp.min(), logp.mean(), margin.min()])
-            expected.append(torch.sigmoid(model.head(hidden[end]) + features @ model.logp_weight).item())
+        for start, read in zip(encoded.step_token_starts, encoded.step_token_indices):
+            bad, good = model.head(hidden[read])
+            z = good - bad
+            if logp:
+                token_logp = torch.stack([logp_all[t - 1, ids[0, t]] for t in range(start, read)])
+                margin = torch.stack([logp_all[t - 1, ids[0, t]] - logp_all[t - 1].max() for t in range(start, read)])
+                z = z + torch.stack([token_logp.min(), token_logp.mean(), margin.min()]) @ model.logp_weight
+            expected.append(torch.sigmoid(z).item())
     assert scores[0] == pytest.approx(expected, abs=1e-5)
-    assert len({round(s, 6) for s in scores[0]}) == 3  # the head reads different tokens, so scores differ
-    # Batching does not change a solution's scores (right padding), nor do later steps (causal backbone).
+    assert len({round(s, 6) for s in scores[0]}) == 3
     alone = model.score_steps([PROMPT], [SOLUTIONS[2]], batch_size=1)
-    assert alone[0] == pytest.approx(scores[2], abs=1e-5)
+    assert alone[0] == pytest.approx(scores[2], abs=1e-5)  # right padding: batching changes nothing
     prefix = model.score_steps([PROMPT], [SOLUTIONS[0][:2]])
-    assert prefix[0] == pytest.approx(scores[0][:2], abs=1e-5)
+    assert prefix[0] == pytest.approx(scores[0][:2], abs=1e-5)  # causal: later steps change nothing
     assert flat(model.score_steps(prompts, SOLUTIONS, batch_size=2)) == pytest.approx(flat(scores), abs=1e-5)
 
 
 def test_truncated_steps_score_nan_and_outcome_mode_scores_the_last_step(bpe):
-    model = random_prm(bpe, max_length=13)  # SOLUTIONS[0]'s step ends are tokens 7, 12, 14: the last is cut off
-    full = random_prm(bpe)
+    whole_encoded = encode_solution(bpe, PROMPT, SOLUTIONS[0], 160)
+    window = whole_encoded.step_token_indices[2]  # the last separator falls just outside
+    model, full = random_prm(bpe, max_length=window), random_prm(bpe)
     [cut] = model.score_steps([PROMPT], [SOLUTIONS[0]])
     [whole] = full.score_steps([PROMPT], [SOLUTIONS[0]])
     assert cut[:2] == pytest.approx(whole[:2], abs=1e-6) and math.isnan(cut[2])
@@ -145,7 +172,7 @@ def test_truncated_steps_score_nan_and_outcome_mode_scores_the_last_step(bpe):
 
 
 def test_training_and_scoring_read_the_same_tokens(bpe):
-    model = random_prm(bpe)
+    model = random_prm(bpe, logp=True)
     examples = [StepwiseExample(PROMPT, steps, [1.0] * len(steps)) for steps in SOLUTIONS]
     items, dropped, skipped = build_items(examples, bpe, "process", "soft", max_length=160)
     assert (dropped, skipped) == (0, 0)
@@ -159,35 +186,46 @@ def test_training_and_scoring_read_the_same_tokens(bpe):
         rows.tolist(), starts.tolist(), ends.tolist())
     with torch.no_grad():
         trained_on = torch.sigmoid(model(batch["input_ids"], batch["attention_mask"], rows, starts, ends))
-    scored = flat(model.score_steps([PROMPT] * 3, SOLUTIONS))
-    assert trained_on.tolist() == pytest.approx(scored, abs=1e-6)
+    assert trained_on.tolist() == pytest.approx(flat(model.score_steps([PROMPT] * 3, SOLUTIONS)), abs=1e-6)
 
 
 LOAD_AND_SCORE = """
 import json, sys
 from prmloop.prm.model import StepRewardModel
 model = StepRewardModel.from_pretrained(sys.argv[1])
-print(json.dumps({"mode": model.mode, "max_length": model.max_length,
+print(json.dumps({"mode": model.mode, "max_length": model.max_length, "separator": model.separator,
                   "scores": model.score_steps(json.loads(sys.argv[2]), json.loads(sys.argv[3]))}))
 """
 
 
-def test_save_and_load_in_a_fresh_process_gives_identical_scores(bpe, tmp_path):
-    model = random_prm(bpe, arch="qwen2", max_length=120)
+@pytest.mark.parametrize("logp", [False, True])
+def test_save_and_load_in_a_fresh_process_gives_identical_scores(bpe, tmp_path, logp):
+    model = random_prm(bpe, arch="qwen2", max_length=120, logp=logp)
     expected = model.score_steps([PROMPT] * 3, SOLUTIONS)
     model.save_pretrained(tmp_path / "prm")
-    root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-c", LOAD_AND_SCORE, str(tmp_path / "prm"), json.dumps([PROMPT] * 3), json.dumps(SOLUTIONS)],
-        capture_output=True, text=True, cwd=root, check=True,
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=True,
     )
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (loaded["mode"], loaded["max_length"]) == ("process", 120)
-    assert [len(s) for s in loaded["scores"]] == [3, 3, 1]
+    assert (loaded["mode"], loaded["max_length"], loaded["separator"]) == ("process", 120, "\n")
     assert loaded["scores"] == expected  # bit-identical: same weights, same tokens, same kernels
 
 
-def test_from_policy_shares_the_causal_lms_base_weights(bpe, tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_a_saved_prm_is_a_standard_token_classification_checkpoint(bpe, tmp_path, arch):
+    model = random_prm(bpe, arch=arch)
+    expected = model.score_steps([PROMPT], [SOLUTIONS[0]])[0]
+    model.save_pretrained(tmp_path / "prm")
+    plain = AutoModelForTokenClassification.from_pretrained(tmp_path / "prm").eval()
+    assert plain.config.id2label == {0: "bad", 1: "good"}
+    encoded = model.encode(PROMPT, SOLUTIONS[0])
+    with torch.no_grad():
+        probs = torch.softmax(plain(input_ids=torch.tensor([encoded.input_ids])).logits[0], dim=-1)  # (T, 2)
+    assert probs[encoded.step_token_indices, 1].tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_from_policy_shares_the_causal_lms_base_weights_with_a_fresh_head(bpe, tmp_path):
     causal_lm = tiny_random_model("llama", bpe, seed=3)
     causal_lm.save_pretrained(tmp_path / "policy")
     bpe.save_pretrained(tmp_path / "policy")
@@ -197,16 +235,9 @@ def test_from_policy_shares_the_causal_lms_base_weights(bpe, tmp_path):
         expected = causal_lm.model(input_ids=ids).last_hidden_state
         got = model.backbone(input_ids=ids).last_hidden_state
     assert torch.allclose(got, expected, atol=1e-6)
-    # Fresh head: w = 0, b = 1, (a, c, d) = (1, 0, 1), so the score is sigmoid(1 + min logp + min margin) of the LM.
-    encoded = model.encode(PROMPT, ["7 + 5 = 12"])
-    start, end = encoded.step_token_starts[0], encoded.step_token_indices[0]
-    with torch.no_grad():
-        logp_all = torch.log_softmax(causal_lm(input_ids=ids).logits[0], dim=-1)  # (T, V)
-    logp = [logp_all[t - 1, ids[0, t]].item() for t in range(start, end + 1)]
-    margin = [logp_all[t - 1, ids[0, t]].item() - logp_all[t - 1].max().item() for t in range(start, end + 1)]
     [[score]] = model.score_steps([PROMPT], [["7 + 5 = 12"]])
-    assert score == pytest.approx(1 / (1 + math.exp(-(1 + min(logp) + min(margin)))), abs=1e-5)
-    with pytest.raises(UserError, match="prm init: cannot load"):
+    assert score == pytest.approx(1 / (1 + math.exp(-1.0)), abs=1e-6)  # fresh head: zero weights, good-class bias 1
+    with pytest.raises(UserError, match="prm: cannot load"):
         StepRewardModel.from_policy(str(tmp_path / "nowhere"))
 
 
@@ -220,3 +251,15 @@ def test_bad_input_is_one_clear_error(bpe, tmp_path):
         StepRewardModel.from_pretrained(tmp_path / "missing")
     with pytest.raises(UserError, match=r"prm.mode: unknown mode 'dense'; valid: outcome, process"):
         StepRewardModel.from_model(tiny_random_model("llama", bpe), bpe, mode="dense")
+    model.save_pretrained(tmp_path / "prm")
+    (tmp_path / "prm" / "prm.json").write_text("{broken")
+    with pytest.raises(UserError, match=r"prm.json: not a readable PRM config"):
+        StepRewardModel.from_pretrained(tmp_path / "prm")
+    model.save_pretrained(tmp_path / "prm")
+    weights = tmp_path / "prm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UserError, match=r"^prm: cannot load"):
+        StepRewardModel.from_pretrained(tmp_path / "prm")
+    weights.unlink()
+    with pytest.raises(UserError, match=r"^prm: cannot load"):
+        StepRewardModel.from_pretrained(tmp_path / "prm")

@@ -31,6 +31,7 @@ from prmloop.prm.train import (
     steps_through_first_error,
     threshold_candidates,
     train_prm,
+    warmup_steps_for,
 )
 
 PROMPT = "Q\n"
@@ -49,11 +50,10 @@ def toy_examples(n: int, seed: int, soft: bool = False) -> list[StepwiseExample]
 
 
 def toy_model(mode="process", max_length=64):
-    """A random tiny PRM whose log-prob feature weights start at 0: a random LM's log-probs carry no signal."""
+    """A random tiny PRM with an unbiased fresh head."""
     tokenizer = build_task_tokenizer()
     model = StepRewardModel.from_model(tiny_random_model("llama", tokenizer, seed=0), tokenizer, mode, max_length)
     with torch.no_grad():
-        model.logp_weight.zero_()
         model.head.bias.zero_()
     return model
 
@@ -78,9 +78,9 @@ def test_supervision_stops_at_the_first_error():
     assert steps_through_first_error([0, 1, 2, 3], [1.0, 0.0, 1.0, 0.0]) == [0, 1]
     assert steps_through_first_error([0, 1, 2], [1.0, 0.6, 0.9]) == [0, 1, 2]  # 0.6 >= 0.5 counts as correct
     assert steps_through_first_error([2], [1.0, 1.0, 0.3]) == [2]  # outcome mode: the final step only
-    example = StepwiseExample("Q\n", ["ab", "cd", "ef"], [1.0, 0.0, 0.0])  # step ends at tokens 3, 6, 9
+    example = StepwiseExample("Q\n", ["ab", "cd", "ef"], [1.0, 0.0, 0.0])  # separators (read) at tokens 4, 7, 10
     [item], _, _ = build_items([example], build_task_tokenizer(), "process", "hard", 64, "through_first_error")
-    assert (item.positions, item.starts, item.targets) == ([3, 6], [2, 4], [1.0, 0.0])  # starts: after "\n"s
+    assert (item.positions, item.starts, item.targets) == ([4, 7], [2, 5], [1.0, 0.0])
     with pytest.raises(UserError, match=r"prm.supervise: unknown choice 'some'"):
         build_items([example], build_task_tokenizer(), "process", "hard", 64, "some")
 
@@ -93,21 +93,23 @@ def test_label_types_literal():
 def test_lr_factor_literal():
     # warm-up 4 of 14 steps: (step + 1) / 4, then linear from 1.0 at step 4 to 0.1 at step 14.
     assert [lr_factor(s, 4, 14) for s in (0, 3, 4, 9, 14, 20)] == pytest.approx([0.25, 1.0, 1.0, 0.55, 0.1, 0.1])
+    # warm-up sized to the data: ceil(0.1 * 16) = 2 (a 16-step retraining round), ceil(0.1 * 58) = 6
+    assert [warmup_steps_for(n, 0.1) for n in (16, 58, 5)] == [2, 6, 1] and warmup_steps_for(16, 0.0) == 0
 
 
 def test_items_outcome_mode_and_truncation_counts():
     tokenizer = build_task_tokenizer()
-    example = StepwiseExample("Q\n", ["ab", "cd", "ef"], [1.0, 0.37, 0.0])  # step ends at tokens 3, 6, 9
+    example = StepwiseExample("Q\n", ["ab", "cd", "ef"], [1.0, 0.37, 0.0])  # separators (read) at tokens 4, 7, 10
     [item], dropped, skipped = build_items([example], tokenizer, "process", "soft", max_length=64)
-    assert (item.positions, item.targets, dropped, skipped) == ([3, 6, 9], [1.0, 0.37, 0.0], 0, 0)
+    assert (item.positions, item.targets, dropped, skipped) == ([4, 7, 10], [1.0, 0.37, 0.0], 0, 0)
     [item], dropped, _ = build_items([example], tokenizer, "outcome", "soft", max_length=64)
-    assert (item.positions, item.targets, dropped) == ([9], [0.0], 0)
+    assert (item.positions, item.targets, dropped) == ([10], [0.0], 0)
     [item], dropped, _ = build_items([example], tokenizer, "process", "hard", max_length=8)  # tokens 0..7
-    assert (item.positions, item.targets, dropped) == ([3, 6], [1.0, 0.0], 1)
+    assert (item.positions, item.targets, dropped) == ([4, 7], [1.0, 0.0], 1)
     items, dropped, skipped = build_items([example], tokenizer, "outcome", "soft", max_length=8)
     assert (items, dropped, skipped) == ([], 1, 1)
     batch = collate_items([item, item], pad_id=0)
-    assert batch["rows"].tolist() == [0, 0, 1, 1] and batch["positions"].tolist() == [3, 6, 3, 6]
+    assert batch["rows"].tolist() == [0, 0, 1, 1] and batch["positions"].tolist() == [4, 7, 4, 7]
 
 
 def test_split_and_replay_are_seeded():
@@ -140,7 +142,7 @@ def test_train_prm_feeds_labels_to_the_loss_and_mixes_replay(monkeypatch, label_
 
 def test_train_prm_learns_a_toy_step_rule():
     lines: list[str] = []
-    cfg = PRMConfig(epochs=3, batch_size=16, lr=3e-3, head_lr=3e-3, warmup_steps=4, val_fraction=0.0, train_hidden=True)
+    cfg = PRMConfig(epochs=3, batch_size=16, lr=3e-3, head_lr=3e-3, val_fraction=0.0, supervise="all")  # a per-step rule
     model = toy_model()
     summary = train_prm(model, toy_examples(160, seed=0), cfg, val_examples=toy_examples(40, seed=9), log=lines.append)
     first, last = summary["history"][0], summary["history"][-1]
@@ -174,11 +176,12 @@ def test_train_job_starts_from_a_policy_then_continues_from_the_prm(tmp_path):
     cfg = ExperimentConfig()
     cfg.prm = PRMConfig(epochs=1, batch_size=8, val_fraction=0.25, max_length=64)
     first = train_prm_job(cfg, str(tmp_path / "data.jsonl"), str(tmp_path / "prm1"), str(tmp_path / "policy"), None)
-    assert first["init"] == "from_policy" and first["n_val"] == 6 and "val_step_acc" in first
+    assert first["init"].startswith("fresh PRM from causal LM") and "newly initialised head" in first["init"]
+    assert first["n_val"] == 6 and "val_step_acc" in first
     assert json.loads((tmp_path / "prm1" / "prm_metrics.json").read_text())["n_train"] == 18
     second = train_prm_job(cfg, str(tmp_path / "data.jsonl"), str(tmp_path / "prm2"), str(tmp_path / "prm1"),
                            str(tmp_path / "data.jsonl"))
-    assert second["init"] == "continued" and second["n_replay"] == 2  # round(0.1 * 18)
+    assert second["init"].startswith("continued prmloop") and second["n_replay"] == 2  # round(0.1 * 18)
     assert (tmp_path / "prm2" / "config.yaml").is_file()
     with pytest.raises(UserError, match="no such file"):
         train_prm_job(cfg, str(tmp_path / "missing.jsonl"), str(tmp_path / "prm3"), str(tmp_path / "policy"), None)
@@ -212,21 +215,53 @@ def test_fold_threshold_moves_the_decision_point_to_one_half():
     assert after == pytest.approx([1 / (1 + math.exp(-(math.log(b / (1 - b)) + shift))) for b in before], abs=1e-6)
 
 
-def test_train_hidden_false_trains_only_the_bias_and_logp_weights():
+def _weights(module):
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def _changed(before, module):
+    return {name for name, value in module.state_dict().items() if not torch.equal(before[name], value)}
+
+
+def test_defaults_train_the_backbone_and_a_short_retraining_moves_scores():
     model = toy_model()
-    cfg = PRMConfig(epochs=1, batch_size=8, head_lr=1e-2, warmup_steps=1, val_fraction=0.0)  # train_hidden=False
-    train_prm(model, toy_examples(32, seed=0), cfg, log=lambda line: None)
-    assert torch.count_nonzero(model.head.weight) == 0  # w stays at its fresh 0
-    assert model.head.bias.item() != 0.0 and torch.count_nonzero(model.logp_weight) > 0  # both started at 0
-    trained = toy_model()
-    train_prm(trained, toy_examples(32, seed=0), PRMConfig(epochs=1, batch_size=8, head_lr=1e-2, warmup_steps=1,
-                                                          val_fraction=0.0, train_hidden=True), log=lambda line: None)
-    assert torch.count_nonzero(trained.head.weight) > 0  # train_hidden=True trains w
+    backbone = _weights(model.backbone)
+    examples = toy_examples(16, seed=0)  # one epoch of 2 optimizer steps at the defaults' batch... of 8
+    before = flat_scores(model, examples)
+    train_prm(model, examples, PRMConfig(epochs=2, batch_size=8, val_fraction=0.0), log=lambda line: None)
+    assert _changed(backbone, model.backbone)  # full fine-tuning by default (prm.lr 1e-4)
+    after = flat_scores(model, examples)
+    assert max(abs(a - b) for a, b in zip(after, before)) > 0.01  # 4 optimizer steps measurably move the scores
+
+
+def test_lr_zero_freezes_the_backbone_and_lora_trains_only_adapters(tmp_path):
+    pytest.importorskip("peft")
+    frozen = toy_model()
+    backbone = _weights(frozen.backbone)
+    train_prm(frozen, toy_examples(16, seed=0), PRMConfig(epochs=1, batch_size=8, lr=0.0, val_fraction=0.0),
+              log=lambda line: None)
+    assert not _changed(backbone, frozen.backbone)
+    lora = toy_model()
+    base = _weights(lora.backbone)
+    train_prm(lora, toy_examples(16, seed=0), PRMConfig(epochs=2, batch_size=8, lr=1e-2, lora_r=4, val_fraction=0.0),
+              log=lambda line: None)
+    trained = {name for name, p in lora.backbone.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in name for name in trained)  # only the adapters train in the backbone
+    scores = flat_scores(lora, toy_examples(6, seed=3))
+    lora.save_pretrained(tmp_path / "prm")  # merges the adapters
+    merged = StepRewardModel.from_pretrained(tmp_path / "prm")
+    assert flat_scores(merged, toy_examples(6, seed=3)) == pytest.approx(scores, abs=1e-5)
+    assert _changed(base, merged.backbone)  # the merged weights differ from the start
+
+
+def flat_scores(model, examples):
+    scores = model.score_steps([e.prompt for e in examples], [e.completions for e in examples])
+    return [s for row in scores for s in row]
 
 
 def test_tune_threshold_folds_the_validation_best_threshold_into_the_bias():
     lines: list[str] = []
-    cfg = PRMConfig(epochs=1, batch_size=8, head_lr=1e-2, warmup_steps=1, tune_threshold=True)
+    cfg = PRMConfig(epochs=1, batch_size=8, head_lr=1e-2, tune_threshold=True)
     model = toy_model()
     summary = train_prm(model, toy_examples(40, seed=0), cfg, log=lines.append)
     assert 0.0 < summary["tuned_threshold"] < 1.0 and any("folded into the bias" in line for line in lines)
@@ -234,6 +269,6 @@ def test_tune_threshold_folds_the_validation_best_threshold_into_the_bias():
     # the reported validation metrics are re-measured at 0.5 after folding: the tuned F1 itself, >= the untuned one
     assert summary["val_first_error_f1"] == pytest.approx(summary["tuned_val_first_error_f1"])
     assert summary["val_first_error_f1"] >= summary["history"][-1]["val_first_error_f1"]
-    untuned = train_prm(toy_model(), toy_examples(40, seed=0), PRMConfig(epochs=1, batch_size=8, head_lr=1e-2,
-                                                                         warmup_steps=1), log=lambda line: None)
+    untuned = train_prm(toy_model(), toy_examples(40, seed=0), PRMConfig(epochs=1, batch_size=8, head_lr=1e-2),
+                        log=lambda line: None)
     assert "tuned_threshold" not in untuned

@@ -116,10 +116,12 @@ def test_rollout_masks_eos_padding_and_step_ends():
     assert rollout.finished.tolist() == [True, True, True, True, False, False]
     assert rollout.texts == ["12\n3"] * 2 + ["7"] * 2 + ["999999"] * 2
     assert rollout.steps == [["12", "3"]] * 2 + [["7"]] * 2 + [["999999"]] * 2
-    assert rollout.step_ends == [[1, 3]] * 2 + [[0]] * 2 + [[5]] * 2  # EOS (index 4 / 1) belongs to no step
+    # The closing token: "\n" (index 2) closes "12", the EOS (index 4 / 1) closes the last step; a completion cut off
+    # without EOS ends its last step at its last token (5).
+    assert rollout.step_ends == [[2, 4]] * 2 + [[1]] * 2 + [[5]] * 2
     assert (rollout.logp[~rollout.completion_mask] == 0).all()
     ends, mask = rollout.step_tensors()
-    assert ends.tolist() == [[1, 3]] * 2 + [[0, -1]] * 2 + [[5, -1]] * 2
+    assert ends.tolist() == [[2, 4]] * 2 + [[1, -1]] * 2 + [[5, -1]] * 2
     assert mask.tolist() == [[True, True]] * 2 + [[True, False]] * 4
     assert rollout.prompt_ids.shape == (6, 1) and rollout.prompt_mask.all()
     # each distinct prompt is prefilled once, then copied to its G rows; the 2 'b' rows leave the batch after ending

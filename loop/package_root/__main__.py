@@ -1,6 +1,8 @@
 """``python -m prmloop ...`` (and ``accelerate launch -m prmloop ...``): the same CLI as the ``prmloop`` command."""
 
+import sys
+
 from prmloop.loop.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
