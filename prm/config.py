@@ -44,10 +44,11 @@ class PRMConfig:
     """LoRA rank for the backbone (PEFT, all linear layers); 0 = full fine-tuning. Adapters are merged on save."""
     lora_alpha: int = 16
     """LoRA scaling numerator (alpha / r scales the adapters)."""
-    logp_features: bool = False
-    """Add the LM's own log-prob features of each step (min/mean log-prob, min argmax margin) to the step logit; needs
-    the LM head; a checkpoint with them is still a token-classification model, but AutoModelForTokenClassification alone
-    then gives the scores without the feature term."""
+    logp_features: bool = True
+    """Add the LM's own log-prob features of each step (min/mean log-prob, min argmax margin) to the step logit (needs
+    the LM head). On by default: on the embedded task they are most of what a small PRM knows (bench/prm.py: Best-of-16
+    0.85 with them vs 0.41 without). The checkpoint stays a token-classification model, but plain
+    AutoModelForTokenClassification then gives the head's part of the score only; false = exactly standard."""
     lm_loss_weight: float = 0.0
     """Weight of the LM loss on the solution tokens beside the step loss (keeps the backbone a language model);
     needs the LM head."""

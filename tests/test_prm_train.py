@@ -272,3 +272,30 @@ def test_tune_threshold_folds_the_validation_best_threshold_into_the_bias():
     untuned = train_prm(toy_model(), toy_examples(40, seed=0), PRMConfig(epochs=1, batch_size=8, head_lr=1e-2),
                         log=lambda line: None)
     assert "tuned_threshold" not in untuned
+
+
+def _shifted_examples(n: int, seed: int, good: str, bad: str) -> list[StepwiseExample]:
+    """Solutions of 1-3 steps "N good"/"N bad", labelled with first-error semantics (every step after a bad one bad)."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        words = [rng.choice([good, bad]) for _ in range(rng.randint(1, 3))]
+        labels = [all(w == good for w in words[: i + 1]) for i in range(len(words))]
+        examples.append(StepwiseExample(PROMPT, [f"{rng.randint(1, 9)} {w}" for w in words], labels))
+    return examples
+
+
+def test_retraining_on_a_shifted_policys_samples_scores_them_better():
+    """Iterative retraining must move the model: a PRM trained on one distribution ("ok"/"no" steps), retrained with
+    the default schedule on samples of a shifted one ("yes"/"bad"), judges the shifted samples far better."""
+    from prmloop.prm.evaluate import evaluate_steps
+
+    torch.manual_seed(0)
+    model = toy_model()
+    cfg = PRMConfig(epochs=2, batch_size=32, val_fraction=0.0)  # the defaults' schedule: 16 optimizer steps a round
+    train_prm(model, _shifted_examples(256, 0, "ok", "no"), cfg, log=lambda line: None)
+    shifted = _shifted_examples(64, 9, "yes", "bad")
+    before = evaluate_steps(model, shifted)["first_error_f1"]
+    train_prm(model, _shifted_examples(256, 1, "yes", "bad"), cfg, log=lambda line: None)
+    after = evaluate_steps(model, shifted)["first_error_f1"]
+    assert after > before + 0.3, (before, after)
