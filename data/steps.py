@@ -13,7 +13,8 @@ other character of the text.
 - ``tag``: each step ends with an explicit tag string (Math-Shepherd's ``ки``); the tag is not part of the step.
   Text after the last tag, if any, is a final (unterminated) step.
 
-Token alignment (``index(j)`` in DESIGN.md: the completion-token index of the LAST token of step j, 0-based):
+Token alignment (a char position -> the token holding it; GRPO's ``index(j)`` of DESIGN.md is the token holding the
+end of what CLOSES step j, ``closing_char_ends``, or the EOS for a finished completion's last step):
 - Each token i covers characters up to ``token_char_ends[i]`` (exclusive) of the completion text; these ends are
   non-decreasing. A token that contains no complete character (a special token, or the first bytes of a multi-byte
   UTF-8 character that a byte-level BPE split across tokens) gets the end of the token before it.

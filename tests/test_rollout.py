@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from prmloop.data.steps import split_steps
+from prmloop.data.steps import closing_char_ends, split_steps
 from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
 from prmloop.policy.rollout import (
     HFBackend,
@@ -157,18 +157,23 @@ def test_sampling_logp_matches_a_fresh_forward(arch):
     assert (mask[:, 1:] <= mask[:, :-1]).all()
 
 
-def test_step_ends_point_at_each_steps_last_token_with_bpe():
+def test_step_ends_point_at_the_token_closing_each_step_with_bpe():
     corpus = ["12 + 3 = 15\nAnswer: 15\n", "7 * 2 = 14\n14 - 1 = 13\nAnswer: 13\n"] * 20
     tokenizer = build_bpe_tokenizer(corpus, vocab_size=300)
     model = tiny_random_model("llama", tokenizer, seed=3).eval()
     backend = HFBackend(model, tokenizer, max_new_tokens=30, temperature=1.0)
     rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, ["7 * 2 = ?\n"]), 8, seed=0, step=0)
     checked = 0
-    for ids, text, ends in zip(rollout.completion_ids.tolist(), rollout.texts, rollout.step_ends):
-        char_ends = [step.end for step in split_steps(text, "newline")]
-        for end, char_end in zip(ends, char_ends):
-            upto = [len(tokenizer.decode(ids[:n], skip_special_tokens=True)) for n in (end, end + 1)]
-            assert upto[1] >= char_end > upto[0]  # token `end` holds the step's last character
+    rows = zip(rollout.completion_ids.tolist(), rollout.texts, rollout.step_ends, rollout.finished.tolist())
+    for ids, text, ends, finished in rows:
+        steps = split_steps(text, "newline")
+        closing = closing_char_ends(steps)
+        for j, (end, char_end) in enumerate(zip(ends, closing)):
+            if finished and j == len(steps) - 1:
+                assert ids[end] == tokenizer.eos_token_id  # the EOS closes the last step
+            else:  # token `end` holds the last character of what closes step j (its newline)
+                upto = [len(tokenizer.decode(ids[:n], skip_special_tokens=True)) for n in (end, end + 1)]
+                assert upto[1] >= char_end > upto[0]
             checked += 1
     assert checked >= 8
 
