@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop = commands.add_parser("loop", help="iterative rounds for one arm (see the loop and grpo config sections)")
     compare = commands.add_parser("compare", help="run every arm x seed of compare.* and write report.md + PNGs")
     demo = commands.add_parser("demo", help="the default comparison on the embedded task (SFT, PRM, 3 arms x 2 rounds)")
-    demo.add_argument("--quick", action="store_true", help="use configs/quick.yaml-sized settings (about a minute)")
+    demo.add_argument("--quick", action="store_true", help="configs/quick.yaml-sized settings (about a minute) under "
+                      "your --config/--set, which win")
     for sub, default in ((loop, "runs/loop"), (compare, "runs/compare"), (demo, "runs/demo")):
         sub.add_argument("--out", default=default)
         sub.add_argument("--resume", action="store_true", help="continue an interrupted run from its last stage")
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 def dispatch(args: argparse.Namespace) -> None:
     from prmloop.loop.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    quick = args.command == "demo" and args.quick
+    cfg = load_config(args.config, args.overrides, preset=QUICK_OVERRIDES if quick else None)  # the user's keys win
     if args.command == "demo" and args.config is None:
         cfg.name = "demo-quick" if args.quick else "demo"
     _quiet_libraries()
@@ -132,11 +134,6 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "loop":
         print(f"loop done; outputs in {jobs.loop_job(cfg, args.out, args.resume)}")
     elif args.command in ("compare", "demo"):
-        if args.command == "demo" and args.quick:
-            from prmloop.loop.config import apply_override
-
-            for assignment in QUICK_OVERRIDES:
-                apply_override(cfg, assignment)
         started = time.perf_counter()
         report = jobs.compare_job(cfg, args.out, args.resume)
         print(f"{args.command} done in {time.perf_counter() - started:.0f}s; report: {report}")

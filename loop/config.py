@@ -190,8 +190,20 @@ def apply_override(cfg: Any, assignment: str) -> None:
     setattr(target, parts[-1], _coerce(value, tp, key, "--set", from_cli=True))
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML experiment config strictly (defaults where keys are absent), then apply --set overrides."""
+def _in_file(values: Any, key: str) -> bool:
+    """Whether the config file's mapping sets the dotted ``key``."""
+    for part in key.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return False
+        values = values[part]
+    return True
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                preset: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment config strictly (defaults where keys are absent), then apply --set overrides.
+
+    Precedence, lowest first: built-in defaults, ``preset`` (e.g. ``demo --quick``), the file, ``overrides``."""
     values: Any = {}
     where = "defaults"
     if path is not None:
@@ -206,6 +218,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             line = f":{mark.line + 1}" if mark else ""
             raise UserError(f"{path}{line}: not valid YAML") from None
     cfg = _build(ExperimentConfig, values, "", where)
+    for assignment in preset or []:
+        if not _in_file(values, assignment.split("=", 1)[0]):
+            apply_override(cfg, assignment)
     for assignment in overrides or []:
         apply_override(cfg, assignment)
     return cfg

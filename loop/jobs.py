@@ -10,6 +10,7 @@ from prmloop.data.jsonl import read_jsonl, write_jsonl
 from prmloop.data.schema import Problem, StepwiseExample
 from prmloop.data.tasks import get_task
 from prmloop.loop.config import ExperimentConfig, save_config
+from prmloop.loop.lock import exclusive
 
 
 def generate_problems(cfg: ExperimentConfig, n: int, split: str, seed: int, out: str) -> int:
@@ -77,8 +78,9 @@ def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     from prmloop.loop.arms import arm_from_config
     from prmloop.loop.orchestrator import run_experiment
 
-    path = _experiment_dir(out, resume)
-    [run_dir] = run_experiment(cfg, [arm_from_config(cfg)], [cfg.seed], path, get_task(cfg.data))
+    with exclusive(out):
+        path = _experiment_dir(out, resume)
+        [run_dir] = run_experiment(cfg, [arm_from_config(cfg)], [cfg.seed], path, get_task(cfg.data))
     return run_dir
 
 
@@ -88,17 +90,18 @@ def compare_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     from prmloop.loop.orchestrator import run_experiment
     from prmloop.loop.report import RunInfo, write_report
 
-    path = _experiment_dir(out, resume)
-    arms = [parse_arm(spec) for spec in cfg.compare.arms]
-    if not arms:
-        raise UserError("compare.arms: give at least one arm, e.g. process-prm-iterative")
-    if len({arm.name for arm in arms}) != len(arms):
-        raise UserError("compare.arms: an arm is listed twice")
-    if cfg.compare.seeds < 1:
-        raise UserError(f"compare.seeds: must be >= 1, got {cfg.compare.seeds}")
-    seeds = [cfg.seed + i for i in range(cfg.compare.seeds)]
-    run_experiment(cfg, arms, seeds, path, get_task(cfg.data))
-    runs = [RunInfo(arm=arm.name, seed=seed, supervision=arm.supervision, reward_source=arm.reward_source,
-                    rm_update=arm.rm_update, credit=arm.credit, run_dir=path / "arms" / arm.name / f"seed{seed}")
-            for arm in arms for seed in seeds]
-    return write_report(path, runs, title=f"prmloop: {cfg.name}")
+    with exclusive(out):
+        path = _experiment_dir(out, resume)
+        arms = [parse_arm(spec) for spec in cfg.compare.arms]
+        if not arms:
+            raise UserError("compare.arms: give at least one arm, e.g. process-prm-iterative")
+        if len({arm.name for arm in arms}) != len(arms):
+            raise UserError("compare.arms: an arm is listed twice")
+        if cfg.compare.seeds < 1:
+            raise UserError(f"compare.seeds: must be >= 1, got {cfg.compare.seeds}")
+        seeds = [cfg.seed + i for i in range(cfg.compare.seeds)]
+        run_experiment(cfg, arms, seeds, path, get_task(cfg.data))
+        runs = [RunInfo(arm=arm.name, seed=seed, supervision=arm.supervision, reward_source=arm.reward_source,
+                        rm_update=arm.rm_update, credit=arm.credit, run_dir=path / "arms" / arm.name / f"seed{seed}")
+                for arm in arms for seed in seeds]
+        return write_report(path, runs, title=f"prmloop: {cfg.name}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from prmloop.data.errors import UserError
 from prmloop.data.tasks import get_task
 from prmloop.loop.config import ExperimentConfig, save_config
+from prmloop.loop.lock import exclusive
 from prmloop.policy.config import GRPOConfig
 from prmloop.policy.evaluate import heldout_accuracy
 from prmloop.policy.load import load_policy
@@ -37,7 +38,15 @@ def _load_scorer(prm_dir: str | None, cfg: ExperimentConfig):
 
 
 def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str, resume: bool) -> dict:
-    """Run ``cfg.grpo.steps`` GRPO steps from ``policy_dir`` (continuing ``out/checkpoint`` when ``resume``)."""
+    """Run ``cfg.grpo.steps`` GRPO steps from ``policy_dir`` (continuing ``out/checkpoint`` when ``resume``); one run
+    per ``out`` at a time, and an ``out`` holding an earlier run needs ``--resume``."""
+    with exclusive(out):
+        if not resume and any((Path(out) / name).exists() for name in ("checkpoint", "grpo_summary.json")):
+            raise UserError(f"{out}: holds an earlier grpo run; pass --resume to continue it or choose another --out")
+        return _grpo(cfg, policy_dir, prm_dir, out, resume)
+
+
+def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str, resume: bool) -> dict:
     from prmloop.policy.grpo import GRPOTrainer
 
     grpo_cfg = getattr(cfg, "grpo", None) or GRPOConfig()

@@ -20,6 +20,7 @@ from prmloop.data.schema import Problem, StepwiseExample
 from prmloop.data.tasks import Task, get_task
 from prmloop.loop.config import ExperimentConfig, save_config
 from prmloop.loop.ledger import save_dir_atomically
+from prmloop.loop.lock import waiting
 from prmloop.policy.load import load_policy
 from prmloop.policy.rollout import PolicySampler
 
@@ -59,11 +60,12 @@ def warm_start(cfg: ExperimentConfig, log=print) -> Path:
     sections = {name: dataclasses.asdict(getattr(cfg, name)) for name in ("data", "policy", "sft")}
     digest = hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cfg.loop.cache_dir) / f"sft-{digest}"
-    if (path / "sft_metrics.json").is_file():
-        log(f"warm start: cached SFT policy {path}")
-        return path
-    log(f"warm start: supervised fine-tuning ({cfg.sft.steps} steps) -> {path}")
-    save_dir_atomically(path, lambda tmp: run_sft(key_cfg, str(tmp)))
+    with waiting(path.with_name(path.name + ".lock"), log):  # runs sharing the cache train an entry once
+        if (path / "sft_metrics.json").is_file():
+            log(f"warm start: cached SFT policy {path}")
+            return path
+        log(f"warm start: supervised fine-tuning ({cfg.sft.steps} steps) -> {path}")
+        save_dir_atomically(path, lambda tmp: run_sft(key_cfg, str(tmp)))
     return path
 
 

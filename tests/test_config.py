@@ -82,3 +82,14 @@ def test_set_keeps_text_values_as_typed():
     assert cfg.grpo.mixed_precision == "no"  # not YAML's False
     assert cfg.policy.prompt_template == "Q: {question}"
     assert cfg.loop.prm_eval_data == ""
+
+
+def test_a_preset_lies_under_the_file_and_the_set_overrides(tmp_path):
+    from prmloop.loop.cli import QUICK_OVERRIDES
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("loop:\n  rounds: 5\n")
+    cfg = load_config(path, ["grpo.group_size=3"], preset=QUICK_OVERRIDES)
+    assert cfg.loop.rounds == 5  # the file wins over the preset's loop.rounds=2
+    assert cfg.grpo.group_size == 3  # --set wins over the preset's grpo.group_size=4
+    assert cfg.sft.steps == 30 and cfg.loop.eval_k == 4  # the preset fills what the user did not set

@@ -250,6 +250,8 @@ def test_grpo_job_writes_outputs_and_resumes(tmp_path):
     assert summary["steps"] == 3 and summary["steps_this_run"] == 1
     rows = [json.loads(line) for line in (tmp_path / "run" / "grpo_metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [0, 1, 2]
+    with pytest.raises(UserError, match=r"run: holds an earlier grpo run; pass --resume"):
+        grpo_job(cfg, str(policy_dir), None, str(tmp_path / "run"), resume=False)  # never overwrites a finished run
     assert (tmp_path / "run" / "policy" / "config.json").is_file()
     assert json.loads((tmp_path / "run" / "grpo_summary.json").read_text())["steps"] == 3
 
