@@ -235,3 +235,32 @@ def save_config(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     path = Path(out_dir) / "config.yaml"
     atomic_write_text(path, config_to_yaml(cfg))
     return path
+
+
+RESUME_FREE_KEYS = ("tracking.", "loop.cache_dir", "prm.eval_batch_size", "name", "grpo.steps")
+"""Keys a resumed run may change: they cannot change its results (where W&B goes, where the SFT cache lives, scoring
+batch size, the display name), or only extend it (`grpo --resume` with more grpo.steps: the lr is constant)."""
+
+
+def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict):
+        return {prefix[:-1]: values}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
+
+
+def check_resume(cfg: ExperimentConfig, out_dir: str | Path) -> None:
+    """Refuse to resume ``out_dir`` with settings that differ from the ones it was started with (naming the keys),
+    except RESUME_FREE_KEYS; so its config.yaml never claims settings the run did not use."""
+    saved_path = Path(out_dir) / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = _flat(dataclasses.asdict(load_config(saved_path)))
+    current = _flat(dataclasses.asdict(cfg))
+    changed = [key for key in current if current[key] != saved.get(key) and not key.startswith(RESUME_FREE_KEYS)]
+    if changed:
+        shown = ", ".join(f"{key} {saved.get(key)!r} -> {current[key]!r}"[:80] for key in changed[:5])
+        raise UserError(f"{out_dir}: --resume with settings that differ from the run's own config.yaml ({shown}"
+                        f"{', ...' if len(changed) > 5 else ''}); resume with the same settings or start a new --out")

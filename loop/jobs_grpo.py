@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 from prmloop.data.errors import UserError
 from prmloop.data.tasks import get_task
-from prmloop.loop.config import ExperimentConfig, save_config
+from prmloop.loop.config import ExperimentConfig, check_resume, save_config
 from prmloop.loop.lock import exclusive
 from prmloop.policy.config import GRPOConfig
 from prmloop.policy.evaluate import heldout_accuracy
@@ -43,6 +44,10 @@ def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: s
     with exclusive(out):
         if not resume and any((Path(out) / name).exists() for name in ("checkpoint", "grpo_summary.json")):
             raise UserError(f"{out}: holds an earlier grpo run; pass --resume to continue it or choose another --out")
+        if resume:
+            check_resume(cfg, out)
+        elif os.environ.get("RANK", "0") == "0":
+            save_config(cfg, out)  # written first, so a killed run's resume is checked against it
         return _grpo(cfg, policy_dir, prm_dir, out, resume)
 
 

@@ -32,7 +32,7 @@ from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem, StepwiseExample
 from prmloop.data.tasks import Task
 from prmloop.loop.arms import Arm, arm_config
-from prmloop.loop.config import ExperimentConfig, save_config
+from prmloop.loop.config import ExperimentConfig, check_resume, save_config
 from prmloop.loop.evaluation import EvalSetup, evaluate_round
 from prmloop.loop.ledger import Ledger
 from prmloop.loop.stages import label_rows, sample_rows, train_reward_model, warm_start
@@ -231,6 +231,7 @@ def run_experiment(cfg: ExperimentConfig, arms: list[Arm], seeds: list[int], out
     out = Path(out)
     train, held_out = task.problems()
     labeller_for(cfg, task)  # fail before any work on a labeller the task cannot serve
+    check_resume(cfg, out)  # a resumed run keeps the settings it started with
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     shared = prepare_shared(cfg, out, arms, task, train, log)

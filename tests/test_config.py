@@ -93,3 +93,15 @@ def test_a_preset_lies_under_the_file_and_the_set_overrides(tmp_path):
     assert cfg.loop.rounds == 5  # the file wins over the preset's loop.rounds=2
     assert cfg.grpo.group_size == 3  # --set wins over the preset's grpo.group_size=4
     assert cfg.sft.steps == 30 and cfg.loop.eval_k == 4  # the preset fills what the user did not set
+
+
+def test_resume_refuses_changed_settings_but_allows_tracking(tmp_path):
+    from prmloop.loop.config import check_resume, save_config
+
+    cfg = load_config(None)
+    save_config(cfg, tmp_path)
+    check_resume(cfg, tmp_path)  # same settings: fine
+    check_resume(load_config(None, ["tracking.mode=disabled", "loop.cache_dir=/elsewhere"]), tmp_path)
+    with pytest.raises(UserError, match=r"--resume with settings that differ .*grpo.lr 5e-05 -> 0.5.*loop.rounds 2 -> 3"):
+        check_resume(load_config(None, ["grpo.lr=0.5", "loop.rounds=3"]), tmp_path)
+    check_resume(cfg, tmp_path / "fresh")  # nothing saved yet: nothing to compare

@@ -252,6 +252,10 @@ def test_grpo_job_writes_outputs_and_resumes(tmp_path):
     assert [row["step"] for row in rows] == [0, 1, 2]
     with pytest.raises(UserError, match=r"run: holds an earlier grpo run; pass --resume"):
         grpo_job(cfg, str(policy_dir), None, str(tmp_path / "run"), resume=False)  # never overwrites a finished run
+    cfg.grpo.lr = 0.5
+    with pytest.raises(UserError, match=r"run: --resume with settings that differ .*grpo.lr 5e-05 -> 0.5"):
+        grpo_job(cfg, str(policy_dir), None, str(tmp_path / "run"), resume=True)
+    assert "lr: 5.0e-05" in (tmp_path / "run" / "config.yaml").read_text()  # never rewritten to claim lr 0.5
     assert (tmp_path / "run" / "policy" / "config.json").is_file()
     assert json.loads((tmp_path / "run" / "grpo_summary.json").read_text())["steps"] == 3
 
