@@ -56,6 +56,8 @@ def parse_arm(spec: str, where: str = "compare.arms") -> Arm:
             raise UserError(f"{where}: arm {spec!r}: {what} {value!r} is not one of {', '.join(valid)}")
     if supervision == "process" and reward_source != "prm":
         raise UserError(f"{where}: arm {spec!r}: process supervision needs step rewards, i.e. reward source 'prm'")
+    if supervision == "outcome" and credit == "min":
+        raise UserError(f"{where}: arm {spec!r}: min-form credit assigns step rewards; it needs process supervision")
     return Arm(supervision, reward_source, rm_update, credit)
 
 

@@ -210,20 +210,60 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None,
         path = Path(path)
         where = str(path)
         if not path.is_file():
-            raise UserError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise UserError(f"{path}{line}: not valid YAML") from None
+            raise UserError(f"{path}: config file not found" if not path.is_dir() else f"{path}: a directory, not a file")
+        values = read_yaml(path)
     cfg = _build(ExperimentConfig, values, "", where)
     for assignment in preset or []:
         if not _in_file(values, assignment.split("=", 1)[0]):
             apply_override(cfg, assignment)
     for assignment in overrides or []:
         apply_override(cfg, assignment)
+    from prmloop.loop.validate import validate
+
+    validate(cfg, where if not overrides else f"{where} + --set")
     return cfg
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without duplicate keys (the later one would silently win)."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+MAX_CONFIG_BYTES = 1_000_000
+"""A config file larger than this is refused (a config is a few KB)."""
+
+
+def read_yaml(path: Path) -> Any:
+    """A config file's YAML, strictly: readable UTF-8 text under MAX_CONFIG_BYTES, no aliases (an alias bomb expands
+    without bound), no duplicate keys; every failure one UserError naming the file (and line)."""
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{path}: {path.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES}")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise UserError(f"{path}:{event.start_mark.line + 1}: YAML aliases (*name) are not allowed in a config")
+        return yaml.load(text, Loader=_StrictLoader) or {}  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise UserError(f"{path}{line}: {str(problem)[:200]}") from None
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:

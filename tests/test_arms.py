@@ -27,11 +27,13 @@ def test_parse_arm_defaults_credit_to_sum():
 def test_bad_arm_specs_name_the_part(spec, message):
     with pytest.raises(UserError, match=message):
         parse_arm(spec)
+    with pytest.raises(UserError, match=r"'outcome-rule-fixed-min': min-form credit .* needs process supervision"):
+        parse_arm("outcome-rule-fixed-min")
 
 
 def test_arm_config_sets_sections_without_touching_the_original():
     cfg = ExperimentConfig()
-    out = arm_config(cfg, parse_arm("outcome-rule-fixed-min"), seed=3)
-    assert (out.grpo.supervision, out.grpo.reward_source, out.grpo.credit) == ("outcome", "rule", "min")
+    out = arm_config(cfg, parse_arm("process-prm-fixed-min"), seed=3)
+    assert (out.grpo.supervision, out.grpo.reward_source, out.grpo.credit) == ("process", "prm", "min")
     assert (out.loop.rm_update, out.seed, out.grpo.seed) == ("fixed", 3, 3)
     assert cfg.seed == 0 and cfg.loop.rm_update == "iterative"

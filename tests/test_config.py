@@ -7,8 +7,8 @@ from prmloop.data.errors import UserError
 from prmloop.loop.config import ExperimentConfig, load_config, save_config
 
 
-def write(tmp_path, text):
-    path = tmp_path / "c.yaml"
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
     path.write_text(text)
     return path
 
@@ -38,7 +38,7 @@ def test_wrong_type_names_key_and_file(tmp_path):
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(UserError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")
-    with pytest.raises(UserError, match="not valid YAML"):
+    with pytest.raises(UserError, match=r"c.yaml:2: expected the node content"):
         load_config(write(tmp_path, "sft: [\n"))
 
 
@@ -105,3 +105,48 @@ def test_resume_refuses_changed_settings_but_allows_tracking(tmp_path):
     with pytest.raises(UserError, match=r"--resume with settings that differ .*grpo.lr 5e-05 -> 0.5.*loop.rounds 2 -> 3"):
         check_resume(load_config(None, ["grpo.lr=0.5", "loop.rounds=3"]), tmp_path)
     check_resume(cfg, tmp_path / "fresh")  # nothing saved yet: nothing to compare
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("grpo.lr=-1", r"grpo.lr = -1.0: must be a finite number > 0"),
+    ("grpo.lr=nan", r"grpo.lr = nan: must be a finite number > 0"),
+    ("grpo.lr=inf", r"grpo.lr = inf: must be a finite number > 0"),
+    ("sft.steps=-5", r"sft.steps = -5: must be a finite number >= 0"),
+    ("sft.batch_size=0", r"sft.batch_size = 0: must be a finite number >= 1"),
+    ("policy.num_heads=3", r"policy.num_heads = 3: must divide policy.hidden_size \(128\)"),
+    ("loop.eval_k=0", r"loop.eval_k = 0: must be"),
+    ("data.n_eval=0", r"data.n_eval = 0: must be"),
+    ("policy.max_new_tokens=0", r"policy.max_new_tokens = 0: must be"),
+    ("grpo.mixed_precision=fp8", r"grpo.mixed_precision = 'fp8': must be one of no, bf16, fp16"),
+    ("loop.rounds=-1", r"loop.rounds = -1: must be"),
+    ("policy.dtype=float8", r"policy.dtype = 'float8': must be one of float32, bfloat16, float16"),
+    ("prm.mode=foo", r"prm.mode = 'foo': must be one of process, outcome"),
+    ("grpo.top_p=0", r"grpo.top_p = 0.0: must be a number in \(0, 1\]"),
+    ("grpo.top_p=2", r"grpo.top_p = 2.0: must be a number in \(0, 1\]"),
+    ("grpo.clip_eps=-1", r"grpo.clip_eps = -1.0: must be"),
+    ("grpo.beta=-1", r"grpo.beta = -1.0: must be"),
+    ("grpo.outcome_mix=-5", r"grpo.outcome_mix = -5.0: must be"),
+    ("grpo.group_size=1", r"grpo.group_size = 1: must be a finite number >= 2"),
+    ("compare.arms=outcome-rule-fixed-min", r"min-form credit .* needs process supervision"),
+    ("policy.max_new_tokens=160", r"policy.max_new_tokens = 160: must be below policy.max_length \(160\)"),
+])
+def test_values_out_of_range_are_refused_before_any_work(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])
+
+
+def test_yaml_aliases_duplicates_and_non_text_are_one_line(tmp_path):
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n"
+    with pytest.raises(UserError, match=r"bomb.yaml:2: YAML aliases \(\*name\) are not allowed"):
+        load_config(write(tmp_path, bomb, "bomb.yaml"))
+    with pytest.raises(UserError, match=r"dup.yaml:3: duplicate key 'steps'"):
+        load_config(write(tmp_path, "sft:\n  steps: 1\n  steps: 2\n", "dup.yaml"))
+    (tmp_path / "bin.yaml").write_bytes(b"sft:\n  steps: \xff\xfe\n")
+    with pytest.raises(UserError, match=r"bin.yaml: not UTF-8 text"):
+        load_config(tmp_path / "bin.yaml")
+    with pytest.raises(UserError, match=r"a directory, not a file"):
+        load_config(tmp_path)
+    long_value = "x" * 5000
+    with pytest.raises(UserError) as err:
+        load_config(None, [f"prm.mode={long_value}"])
+    assert len(str(err.value)) < 400
