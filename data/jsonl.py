@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prmloop.data.errors import UserError
+from prmloop.data.faults import crash_point
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -149,3 +151,28 @@ def truncate_torn_tail(path: str | Path) -> int:
         handle.flush()
         os.fsync(handle.fileno())
     return removed
+
+
+def replace_dir(staging: str | Path, target: str | Path, crash_name: str = "") -> Path:
+    """Put the fully written directory ``staging`` in place of ``target`` (whole or absent, never mixed).
+
+    Steps: a leftover ``.<name>.old`` from a killed run is removed; ``target`` (if any) is renamed to it; ``staging`` is
+    renamed to ``target``; the old copy is removed. A kill between the two renames leaves only the old copy, which
+    ``recover_dir`` puts back."""
+    staging, target = Path(staging), Path(target)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+        crash_point(f"swap:{crash_name or target.name}")
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def recover_dir(target: str | Path) -> None:
+    """After a kill inside ``replace_dir``: bring back the old copy if the new one never arrived."""
+    target = Path(target)
+    old = target.with_name(f".{target.name}.old")
+    if not target.exists() and old.exists():
+        os.replace(old, target)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from prmloop.data.errors import UserError
+from prmloop.data.jsonl import read_jsonl_tolerant, write_jsonl
 from prmloop.data.tasks import get_task
 from prmloop.loop.config import ExperimentConfig, check_resume, save_config
 from prmloop.loop.lock import exclusive
@@ -72,6 +73,9 @@ def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str,
         out_dir.mkdir(parents=True, exist_ok=True)
         if trainer.step == 0:
             metrics_path.write_text("")
+        elif metrics_path.exists():  # rows written after the checkpoint we resume from are redone: drop them
+            kept = [row for row in read_jsonl_tolerant(metrics_path) if row.get("step", 0) < trainer.step]
+            write_jsonl(metrics_path, kept)
     def accuracy() -> float:
         return heldout_accuracy(trainer.policy, tokenizer, trainer.prompter, task, held_out, cfg.policy.max_new_tokens)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from prmloop.data.errors import UserError
-from prmloop.data.jsonl import atomic_write_text
+from prmloop.data.faults import crash_point
+from prmloop.data.jsonl import atomic_write_text, replace_dir
 
 
 class Ledger:
@@ -67,22 +68,15 @@ class Ledger:
             self.completed.append(stage)
         self.info.update(info)
         state = {"completed": self.completed, "sizes": self.sizes, "info": self.info}
+        crash_point(f"commit:{stage}")  # the stage's outputs are written, its commit is not
         atomic_write_text(self.path, json.dumps(state, indent=1))
 
 
 def save_dir_atomically(path: str | Path, save: Callable[[Path], None]) -> Path:
-    """Call ``save(tmp_dir)`` and rename the directory to ``path`` (replacing an older copy): whole or absent."""
+    """Call ``save(tmp_dir)`` and put the directory in place of ``path`` (``data.jsonl.replace_dir``): whole or absent."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save(tmp)
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-    return path
+    return replace_dir(tmp, path)

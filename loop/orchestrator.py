@@ -10,7 +10,7 @@ Layout of ``--out DIR`` (every write atomic; ``--resume`` continues from the las
     DIR/shared/samples.jsonl, labels.jsonl  warm-start policy samples and their step labels (append-only)
     DIR/shared/prm0/ (and orm0/)            the first reward model(s), shared by every arm
     DIR/arms/<arm>/seed<k>/                 one run: state.json, samples.jsonl, labels.jsonl, metrics.jsonl,
-                                            prm/round<r>/, policy/ (latest GRPO checkpoint), wandb/
+                                            rm/round<r>/, policy/round<r>/ (latest committed GRPO checkpoint), wandb/
     DIR/report.md, DIR/*.png                the comparison report (compare and demo)
 
 A stage is: do the work, write its outputs (append-only rows or a directory renamed into place), then commit it in
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,8 +161,8 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
     eval_prm = reward_model if arm.reward_model_mode == "process" else StepRewardModel.from_pretrained(
         shared.reward_models["process"], cfg.prm.max_length)
     trainer = GRPOTrainer(model, tokenizer, cfg.grpo, cfg.policy, task, reward_model if arm.uses_reward_model else None)
-    if ledger.info.get("policy_round"):
-        trainer.load(run_dir / "policy")
+    if ledger.info.get("policy_round"):  # the committed round's checkpoint; a later, uncommitted one is ignored
+        trainer.load(run_dir / "policy" / f"round{ledger.info['policy_round']}")
     setup = EvalSetup(task, trainer.prompter, held_out[: cfg.loop.eval_problems], cfg.policy.max_new_tokens,
                       cfg.loop.eval_k, cfg.loop.mc_rollouts, cfg.loop.eval_mc_solutions)
 
@@ -204,14 +205,28 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
                 batch = random.Random(seed * 1_000_003 + rl_step).sample(train, cfg.grpo.prompts_per_step)
                 metrics = trainer.train_step(batch, rl_step)
                 tracker.log_rl(metrics, rl_step=rl_step + 1, round=round_index)
-            trainer.save(run_dir / "policy")  # atomic: staged, then renamed
+            # One directory per round: a kill after this save but before the commit resumes from the previous
+            # round's checkpoint, never from this round's result (which would run the round twice).
+            trainer.save(run_dir / "policy" / f"round{round_index}")
             ledger.commit(f"{stage}/grpo", policy_round=round_index)
+            _keep_only(run_dir / "policy", f"round{round_index}")
         if not ledger.done(f"{stage}/eval"):
             evaluate(round_index)
             ledger.commit(f"{stage}/eval")
     ledger.commit("finished")
     tracker.finish()
     return run_dir
+
+
+def _keep_only(directory: Path, name: str) -> None:
+    """Remove every entry of ``directory`` but ``name`` (older rounds' checkpoints, leftovers of killed saves)."""
+    for entry in directory.iterdir():
+        if entry.name == name:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _file_metrics(prm, cfg: ExperimentConfig, prompter: Prompter) -> dict[str, float]:

@@ -40,6 +40,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from prmloop.data.errors import UserError
+from prmloop.data.jsonl import recover_dir, replace_dir
 from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import Task
@@ -327,17 +328,14 @@ class GRPOTrainer:
             state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
                      "skipped_updates": self.skipped_updates, "num_tokens": self.num_tokens}
             torch.save(state, staging / "trainer_state.pt")
-            old = directory.with_name(directory.name + ".old")
-            if directory.exists():
-                directory.rename(old)
-            staging.rename(directory)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_dir(staging, directory, "grpo-checkpoint")
         self.accelerator.wait_for_everyone()
         return directory
 
     def load(self, directory: str | Path) -> None:
         """Restore a checkpoint written by ``save`` (same model architecture and config)."""
         directory = Path(directory)
+        recover_dir(directory)  # a kill inside an earlier save's swap left the previous checkpoint aside
         if not (directory / "trainer_state.pt").is_file():
             raise UserError(f"{directory}: not a GRPO checkpoint (no trainer_state.pt)")
         state = torch.load(directory / "trainer_state.pt", weights_only=False)

@@ -74,3 +74,23 @@ def test_missing_file(tmp_path: Path):
         read_jsonl_tolerant(tmp_path / "absent.jsonl")
     assert truncate_torn_tail(tmp_path / "absent.jsonl") == 0
     assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_replace_dir_survives_leftovers_and_a_kill_between_its_renames(tmp_path):
+    from prmloop.data.jsonl import recover_dir, replace_dir
+
+    target = tmp_path / "ckpt"
+    for version in ("1", "2"):
+        staging = tmp_path / f"stage{version}"
+        staging.mkdir()
+        (staging / "v").write_text(version)
+        (tmp_path / ".ckpt.old").mkdir(exist_ok=True)  # a leftover from an earlier killed swap
+        (tmp_path / ".ckpt.old" / "junk").write_text("x")
+        replace_dir(staging, target)
+        assert (target / "v").read_text() == version and not (tmp_path / ".ckpt.old").exists()
+    # A kill between the renames leaves only the old copy aside: recover_dir puts it back.
+    target.rename(tmp_path / ".ckpt.old")
+    recover_dir(target)
+    assert (target / "v").read_text() == "2" and not (tmp_path / ".ckpt.old").exists()
+    recover_dir(target)  # nothing to do
+    assert (target / "v").read_text() == "2"
