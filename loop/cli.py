@@ -7,6 +7,7 @@ on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 
@@ -180,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"prmloop: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the user gave: read-only, under a plain file, a directory for a file, disk full
+        where = err.filename or "a file"
+        print(f"prmloop: error: {where}: {err.strerror or type(err).__name__}", file=sys.stderr)
+        return 1 if err.errno == errno.ENOSPC else 2
     except KeyboardInterrupt:
         print("prmloop: interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,10 @@
 """The CLI: data generate is byte-identical per seed, data show is readable, user errors are one line with exit 2."""
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from prmloop.loop.cli import main
 
@@ -77,3 +80,27 @@ def test_every_command_takes_config_and_set():
     for path, parser in found:
         options = {option for action in parser._actions for option in action.option_strings}
         assert {"--config", "--set"} <= options, " ".join(path)
+
+
+def test_output_path_mistakes_are_one_line(tmp_path, capsys):
+    from prmloop.loop.cli import main
+
+    plain = tmp_path / "plain"
+    plain.write_text("a file")
+    code = main(["data", "generate", "--n", "2", "--out", str(plain / "x.jsonl")])  # parent is a plain file
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "plain" in err[0], err
+    code = main(["policy", "init", "--out", str(plain / "policy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):  # running as root: permissions do not bind
+            pytest.skip("permissions are not enforced for this user")
+        code = main(["data", "generate", "--n", "2", "--out", str(locked / "x.jsonl")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "ro" in err[0], err
+    finally:
+        locked.chmod(0o755)
