@@ -197,8 +197,20 @@ def _hub_rows(name: str, split: str, subset: str | None) -> Rows:
     return ((f"{name}[{split}]:{number}", row) for number, row in enumerate(dataset, start=1))
 
 
+def _check_utf8(path: Path, shown: str) -> None:
+    """UserError naming file:line at the first byte that is not UTF-8 (read line by line: bounded memory)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"{shown}:{number}: not UTF-8 text (byte {err.start} of the line)") from None
+
+
 def _local_rows(path: Path, shown: str, split: str) -> Rows:
     builder = LOCAL_BUILDERS[path.suffix.lower()]
+    if builder == "json":
+        _check_utf8(path, shown)
     try:
         dataset = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
     except Exception as err:  # noqa: BLE001 -- a broken file surfaces as one of many datasets/arrow/pandas errors

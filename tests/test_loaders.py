@@ -341,3 +341,11 @@ def test_hub_failure_is_one_line(monkeypatch, hub_online):
         "Qwen/ProcessBench: cannot load split 'gsm8k' from the hub "
         "(ConnectionError: Couldn't reach 'Qwen/ProcessBench' on the Hub)"
     )
+
+
+@pytest.mark.parametrize("fmt", ["gsm8k", "math", "processbench", "trl_stepwise"])
+def test_a_non_utf8_byte_in_a_row_is_one_line_naming_the_row(tmp_path, fmt):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"question": "fine", "answer": "#### 1"}\n{"question": "Q \xff x", "answer": "a\\n#### 5"}\n')
+    with pytest.raises(UserError, match=r"rows.jsonl:2: not UTF-8 text"):
+        load(fmt, path)
