@@ -223,7 +223,16 @@ class GRPOTrainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             totals["grad_norm"] = float(grad_norm)
+            self._check_weights(f"the update of step {self.step}")
         return totals, False
+
+    @torch.no_grad()
+    def _check_weights(self, when: str) -> None:
+        """UserError when any policy weight is NaN/inf (one fused pass): stop before it is saved or sampled from."""
+        total = sum(p.float().abs().sum() for p in self.policy.parameters())
+        if not torch.isfinite(total):
+            raise UserError(f"grpo: {when} made the policy's weights non-finite (lower grpo.lr or "
+                            "grpo.max_grad_norm); the last checkpoint is left as it was")
 
     def _micro_step(self, rollout: Rollout, advantages: Tensor, ref_logp: Tensor | None, rows: slice, share: float,
                     with_entropy: bool) -> dict[str, float]:
@@ -316,6 +325,7 @@ class GRPOTrainer:
     def save(self, directory: str | Path) -> Path:
         """Resumable checkpoint: policy (save_pretrained) + reference + optimizer + counters + RNG, replaced atomically."""
         directory = Path(directory)
+        self._check_weights("training")  # a checkpoint with non-finite weights is never written
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             staging = directory.with_name(directory.name + ".tmp")

@@ -302,6 +302,10 @@ def train_prm(
     started = time.perf_counter()
     validate = partial(_validate, examples=val_examples, cfg=cfg, log=log) if val_examples else None
     history = _fit(model, items, cfg, accelerator, log, validate)
+    if not all(math.isfinite(row["train_loss"]) for row in history) or not all(
+            bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise UserError(f"prm training diverged (train loss {history[-1]['train_loss']}); the reward model is not "
+                        "saved; lower prm.lr / prm.head_lr")
     tuned = {}
     if cfg.tune_threshold and val_examples and cfg.mode == "process":
         tuned = tune_threshold(model, val_examples, cfg.eval_batch_size)

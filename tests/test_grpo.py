@@ -293,3 +293,21 @@ def test_grpo_job_whose_updates_all_skip_fails_saying_why(tmp_path):
     cfg.prm.max_length = 10_000
     with pytest.raises(UserError, match=r"prm.max_length: 10000 tokens does not fit the PRM backbone \(160 positions\)"):
         grpo_job(cfg, str(policy_dir), str(tmp_path / "prm"), str(tmp_path / "run2"), resume=False)
+
+
+def test_an_update_that_makes_weights_non_finite_stops_before_any_save(tmp_path, monkeypatch):
+    trainer = make_trainer()
+    trainer.save(tmp_path / "ckpt")
+    original_step = trainer.optimizer.step
+
+    def poisoned_step(*args, **kwargs):
+        original_step(*args, **kwargs)
+        with torch.no_grad():
+            next(trainer.policy.parameters()).fill_(math.inf)
+
+    monkeypatch.setattr(trainer.optimizer, "step", poisoned_step)
+    with pytest.raises(UserError, match=r"grpo: the update of step 0 made the policy's weights non-finite"):
+        trainer.train_step(PROBLEMS[:2], step=0)
+    with pytest.raises(UserError, match=r"non-finite"):
+        trainer.save(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "trainer_state.pt").is_file()  # the good checkpoint is untouched

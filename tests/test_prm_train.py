@@ -299,3 +299,13 @@ def test_retraining_on_a_shifted_policys_samples_scores_them_better():
     train_prm(model, _shifted_examples(256, 1, "yes", "bad"), cfg, log=lambda line: None)
     after = evaluate_steps(model, shifted)["first_error_f1"]
     assert after > before + 0.3, (before, after)
+
+
+def test_a_diverged_prm_is_refused_not_saved(monkeypatch):
+    def nan_loss(logits, targets):
+        return step_bce_loss(logits, targets) * math.nan
+
+    monkeypatch.setattr(prmloop.prm.train, "step_bce_loss", nan_loss)
+    with pytest.raises(UserError, match=r"prm training diverged \(train loss nan\); the reward model is not saved"):
+        train_prm(toy_model(), toy_examples(16, seed=0), PRMConfig(epochs=1, batch_size=8, val_fraction=0.0),
+                  log=lambda line: None)
