@@ -45,6 +45,8 @@ class Arm:
 
 def parse_arm(spec: str, where: str = "compare.arms") -> Arm:
     """'supervision-reward_source-rm_update[-credit]' -> Arm; a UserError names the bad part."""
+    if len(spec) > 80:
+        raise UserError(f"{where}: arm {spec[:60]!r}... is too long to be 'supervision-reward_source-rm_update[-credit]'")
     parts = spec.strip().split("-")
     if len(parts) not in (3, 4):
         raise UserError(f"{where}: arm {spec!r} must look like 'process-prm-iterative' or 'process-prm-fixed-min'")

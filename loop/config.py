@@ -133,7 +133,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str, from_cli: bool) -> Any:
             return str(value)
     else:
         raise AssertionError(f"unsupported config field type {tp!r} for {key}")
-    raise UserError(f"{where}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    text = repr(value) if len(repr(value)) <= 200 else repr(value)[:197] + "..."
+    raise UserError(f"{where}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {text}")
 
 
 def _build(cls: type, values: Any, prefix: str, where: str) -> Any:
