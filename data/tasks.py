@@ -97,7 +97,7 @@ class Task:
 
     def is_correct(self, text: str, reference: str) -> bool:
         """THE answer check: the completion's final answer equals ``reference`` (``data.answers``)."""
-        answer = extract_answer(text)
+        answer = self.final_answer(text)
         return answer is not None and answers_match(answer, reference)
 
     # ---- step verifier

@@ -100,6 +100,12 @@ class ExperimentConfig:
     """Arms x seeds for `prmloop compare` and `prmloop demo`."""
 
 
+def shown(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -133,8 +139,7 @@ def _coerce(value: Any, tp: Any, key: str, where: str, from_cli: bool) -> Any:
             return str(value)
     else:
         raise AssertionError(f"unsupported config field type {tp!r} for {key}")
-    text = repr(value) if len(repr(value)) <= 200 else repr(value)[:197] + "..."
-    raise UserError(f"{where}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {text}")
+    raise UserError(f"{where}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
 
 
 def _build(cls: type, values: Any, prefix: str, where: str) -> Any:

@@ -124,7 +124,7 @@ def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int) -> tup
     if scorer is not None:
         flat_problems = [p for p in problems for _ in range(k)]
         flat_steps = [task.split(text) for texts in grouped for text in texts]
-        prompts = [setup.prompter(p.question) for p in flat_problems]
+        prompts = [prompt for prompt in map(setup.prompter, (p.question for p in problems)) for _ in range(k)]
         nonempty = [i for i, steps in enumerate(flat_steps) if steps]
         scored = scorer.score_steps([prompts[i] for i in nonempty], [flat_steps[i] for i in nonempty]) if nonempty else []
         scores: list[list[float]] = [[] for _ in flat_steps]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prmloop.data.errors import UserError
+from prmloop.loop.config import shown
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -68,12 +69,6 @@ RULES: dict[str, Check] = {
     "compare.seeds": POSITIVE,
 }
 """Dotted key -> (test, what is allowed)."""
-
-
-def shown(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _get(cfg: Any, key: str) -> Any:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from prmloop.data.errors import UserError
 from prmloop.data.hub import is_local, require_hub
+from prmloop.prm.checkpoint import PRM_CONFIG_FILE
 from prmloop.prm.config import PRMConfig
-from prmloop.prm.model import PRM_CONFIG_FILE, StepRewardModel
+from prmloop.prm.model import StepRewardModel
 
 FORMATS = ("auto", "prmloop", "token_classification", "math_shepherd")
 

@@ -36,20 +36,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, PreTrainedTokenizerBase
 
 from prmloop.data.errors import UserError
-from prmloop.data.hub import is_local, require_hub
 from prmloop.data.prompts import encode_prompt
 from prmloop.data.schema import check_solution_steps
-from prmloop.data.vocab import load_tokenizer
+from prmloop.prm.checkpoint import (
+    LM_HEAD_FILE,
+    PRM_CONFIG_FILE,
+    is_tied,
+    load_checkpoint,
+    read_meta,
+    saved_lm_head,
+)
 from prmloop.prm.features import LOGP_FEATURES, LOGP_WEIGHT_INIT, span_logp_features, token_logp_and_margin
 
-PRM_CONFIG_FILE = "prm.json"
-"""Marks a prmloop PRM directory (format, separator, positive index, mode, window, log-prob weights)."""
-LM_HEAD_FILE = "lm_head.safetensors"
-"""An untied LM head (for log-prob features / LM loss); tied models need none."""
 HEAD_BIAS_INIT = 1.0
 """Initial s_good − s_bad of a fresh head: every step starts at σ(1) = 0.73 (most steps are right)."""
 LABELS = {0: "bad", 1: "good"}
@@ -212,14 +214,14 @@ class StepRewardModel(torch.nn.Module):
     def from_policy(cls, path_or_name: str, mode: str = "process", max_length: int = 160, separator: str = "\n",
                     logp_features: bool = False) -> StepRewardModel:
         """A fresh PRM from a causal LM checkpoint (a local directory or a hub name)."""
-        lm, tokenizer = _load(AutoModelForCausalLM, path_or_name)
+        lm, tokenizer = load_checkpoint(AutoModelForCausalLM, path_or_name)
         return cls.from_model(lm, tokenizer, mode, max_length, separator, logp_features)
 
     @classmethod
     def from_math_shepherd(cls, path_or_name: str, separator: str, good_token: str, bad_token: str,
                            max_length: int = 160) -> StepRewardModel:
         """A Math-Shepherd-style PRM: a causal LM whose next-token logits at the step tag, P(good) vs P(bad), score it."""
-        lm, tokenizer = _load(AutoModelForCausalLM, path_or_name)
+        lm, tokenizer = load_checkpoint(AutoModelForCausalLM, path_or_name)
         rows = [separator_id(tokenizer, token) for token in (bad_token, good_token)]
         weight = lm.get_output_embeddings().weight[rows]  # (2, H) the LM head's rows of the two tokens
         head = torch.nn.Linear(weight.shape[1], 2, bias=False)
@@ -233,10 +235,10 @@ class StepRewardModel(torch.nn.Module):
                                   max_length: int | None = None, mode: str | None = None) -> StepRewardModel:
         """A token-classification checkpoint: a prmloop PRM (its prm.json fills what is not given) or an external one
         (``separator`` needed). None arguments take the saved value."""
-        meta = _read_meta(path_or_name)
-        model, tokenizer = _load(AutoModelForTokenClassification, path_or_name)
+        meta = read_meta(path_or_name)
+        model, tokenizer = load_checkpoint(AutoModelForTokenClassification, path_or_name)
         _, head = classifier_of(model)
-        lm_head = _lm_head(path_or_name, model)
+        lm_head = saved_lm_head(path_or_name, model)
         logp = meta.get("logp_weight")
         separator = separator if separator is not None else meta.get("separator")
         if not separator:
@@ -277,7 +279,7 @@ class StepRewardModel(torch.nn.Module):
         saved.load_state_dict({k: v.detach() for k, v in state.items()}, assign=True, strict=True)
         saved.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
-        if self.lm_head is not None and not _tied(self.lm_head, backbone):
+        if self.lm_head is not None and not is_tied(self.lm_head, backbone):
             save_file({"weight": self.lm_head.weight.detach().cpu().contiguous()}, str(out_dir / LM_HEAD_FILE))
         meta = {"format": "prmloop", "separator": self.separator, "positive_index": self.positive_index,
                 "mode": self.mode, "max_length": self.max_length, "logp_features": list(LOGP_FEATURES),
@@ -364,47 +366,3 @@ class StepRewardModel(torch.nn.Module):
         self.train(was_training)
         return scores
 
-
-def _load(auto_class, path_or_name: str):
-    """(model, tokenizer) from a directory or hub name; one-line UserError when absent, offline or not a model."""
-    if not is_local(path_or_name):
-        require_hub(str(path_or_name), "prm")
-    try:
-        model = auto_class.from_pretrained(path_or_name)
-        tokenizer = load_tokenizer(path_or_name)
-    except Exception as err:  # noqa: BLE001 -- missing/truncated weights, bad configs: many types, one line out
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise UserError(f"prm: cannot load {str(path_or_name)!r} ({first})") from None
-    return model, tokenizer
-
-
-def _read_meta(path: str | Path) -> dict:
-    """prm.json of a prmloop PRM ({} for an external checkpoint); a broken file is a UserError naming it."""
-    file = Path(path) / PRM_CONFIG_FILE
-    if not file.is_file():
-        return {}
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{file}: not a readable PRM config ({type(err).__name__})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("separator"), str):
-        raise UserError(f"{file}: not a PRM config (needs at least 'separator')")
-    return meta
-
-
-def _tied(lm_head: torch.nn.Module, backbone: torch.nn.Module) -> bool:
-    return lm_head.weight is backbone.get_input_embeddings().weight
-
-
-def _lm_head(path: str | Path, model) -> torch.nn.Module | None:
-    """The LM head of a saved token-classification PRM: the input embeddings when tied, else lm_head.safetensors."""
-    embeddings = model.base_model.get_input_embeddings().weight  # (V, H)
-    head = torch.nn.Linear(embeddings.shape[1], embeddings.shape[0], bias=False)
-    file = Path(path) / LM_HEAD_FILE
-    if getattr(model.config.get_text_config(), "tie_word_embeddings", False):
-        head.weight = embeddings
-    elif file.is_file():
-        head.weight = torch.nn.Parameter(load_file(str(file))["weight"])
-    else:
-        return None
-    return head

@@ -229,16 +229,23 @@ def test_two_processes_match_one_process(tmp_path):
         assert double["kl"] == pytest.approx(single["kl"], abs=1e-4)
 
 
-def test_grpo_job_writes_outputs_and_resumes(tmp_path):
+def _grpo_job_setup(tmp_path, supervision: str, reward_source: str):
+    """A small config and a fresh tiny policy directory for `grpo` job tests."""
     from prmloop.loop.config import ExperimentConfig
-    from prmloop.loop.jobs_grpo import grpo_job
     from prmloop.policy.tiny import init_policy
 
     cfg = ExperimentConfig()
     cfg.data.n_train, cfg.data.n_eval = 16, 4
     cfg.policy = PolicyConfig(hidden_size=32, num_layers=1, num_heads=2, max_new_tokens=8)
-    cfg.grpo = GRPOConfig(steps=2, prompts_per_step=2, group_size=2, supervision="outcome", reward_source="rule")
-    policy_dir = init_policy(cfg.policy, tmp_path / "policy", seed=0)
+    cfg.grpo = GRPOConfig(steps=2, prompts_per_step=2, group_size=2, supervision=supervision,
+                          reward_source=reward_source)
+    return cfg, init_policy(cfg.policy, tmp_path / "policy", seed=0)
+
+
+def test_grpo_job_writes_outputs_and_resumes(tmp_path):
+    from prmloop.loop.jobs_grpo import grpo_job
+
+    cfg, policy_dir = _grpo_job_setup(tmp_path, "outcome", "rule")
     cfg.grpo.reward_source = "orm"
     with pytest.raises(UserError, match="--prm"):
         grpo_job(cfg, str(policy_dir), None, str(tmp_path / "bad"), resume=False)
@@ -274,16 +281,10 @@ def test_a_short_run_raises_the_reward_it_is_given(supervision):
 
 
 def test_grpo_job_whose_updates_all_skip_fails_saying_why(tmp_path):
-    from prmloop.loop.config import ExperimentConfig
     from prmloop.loop.jobs_grpo import grpo_job
-    from prmloop.policy.tiny import init_policy
     from prmloop.prm.model import StepRewardModel
 
-    cfg = ExperimentConfig()
-    cfg.data.n_train, cfg.data.n_eval = 16, 4
-    cfg.policy = PolicyConfig(hidden_size=32, num_layers=1, num_heads=2, max_new_tokens=8)
-    cfg.grpo = GRPOConfig(steps=2, prompts_per_step=2, group_size=2, supervision="process", reward_source="prm")
-    policy_dir = init_policy(cfg.policy, tmp_path / "policy", seed=0)
+    cfg, policy_dir = _grpo_job_setup(tmp_path, "process", "prm")
     StepRewardModel.from_policy(str(policy_dir)).save_pretrained(tmp_path / "prm")
     cfg.prm.max_length = 4  # shorter than every prompt: no step fits the PRM window
     with pytest.raises(UserError, match=r"grpo: all 2 updates of this run were skipped \(2 x no step fit the PRM's "
