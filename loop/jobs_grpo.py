@@ -99,7 +99,6 @@ def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str,
         save_config(cfg, out_dir)
         (out_dir / "grpo_summary.json").write_text(json.dumps(summary, indent=1))
     if history and sum(trainer.skip_reasons.values()) >= len(history):
-        reasons = "; ".join(f"{count} x {why}" for why, count in trainer.skip_reasons.most_common())
-        raise UserError(f"grpo: all {len(history)} updates of this run were skipped ({reasons}); the policy did not "
-                        f"change (outputs in {out_dir})")
+        raise UserError(f"grpo: all {len(history)} updates of this run were skipped ({trainer.skip_summary()}); the "
+                        f"policy did not change (outputs in {out_dir})")
     return summary

@@ -200,11 +200,14 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
             ledger.commit(f"{stage}/rm", rm_path=str(rm_path))
         if not ledger.done(f"{stage}/grpo"):
             trainer.reset_reference()
-            first = (round_index - 1) * cfg.loop.rl_steps_per_round
+            first, skipped_before = (round_index - 1) * cfg.loop.rl_steps_per_round, trainer.skipped_updates
             for rl_step in range(first, first + cfg.loop.rl_steps_per_round):
                 batch = random.Random(seed * 1_000_003 + rl_step).sample(train, cfg.grpo.prompts_per_step)
                 metrics = trainer.train_step(batch, rl_step)
                 tracker.log_rl(metrics, rl_step=rl_step + 1, round=round_index)
+            if trainer.skipped_updates - skipped_before == cfg.loop.rl_steps_per_round:
+                raise UserError(f"{arm.name} seed {seed} round {round_index}: all {cfg.loop.rl_steps_per_round} "
+                                f"updates were skipped ({trainer.skip_summary()}); the round is not committed")
             # One directory per round: a kill after this save but before the commit resumes from the previous
             # round's checkpoint, never from this round's result (which would run the round twice).
             trainer.save(run_dir / "policy" / f"round{round_index}")

@@ -14,8 +14,10 @@ Choices and departures, stated once:
   single-process one on the same global batch ("grpo" aggregation is a mean over outputs).
 - ``grad_accum`` splits each process's rows into that many micro-batches, each loss weighted by its share of rows,
   so the gradient does not depend on it.
-- Bad input never stops the run: non-finite rewards on any process skip the whole update; a non-finite gradient norm
-  (NaN/inf loss) skips the optimizer step. Both are counted in ``skipped_updates``.
+- Bad input does not stop the run at once: non-finite rewards on any process skip the whole update; a non-finite
+  gradient norm (NaN/inf loss) skips the optimizer step; a step that diverged (NaN/inf weights, or weights moved by
+  more than ``max_weight_change`` of their norm) is rolled back from a CPU copy (``policy.divergence``). All are
+  counted in ``skipped_updates``; ``max_skips_in_a_row`` consecutive skips stop the run with the reasons.
 - Metrics use TRL's names. ``frac_reward_zero_std`` is the fraction of groups whose advantages are all zero (for
   outcome supervision exactly TRL's zero-std groups). ``reward`` is the outcome reward, or under process supervision
   each completion's mean step reward (0 with no steps). ``num_tokens`` counts prompt + completion tokens so far.
@@ -44,6 +46,7 @@ from prmloop.data.jsonl import recover_dir, replace_dir
 from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import Task
+from prmloop.policy import divergence
 from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.losses import grpo_loss, masked_mean
@@ -98,7 +101,7 @@ class GRPOTrainer:
             self.reference.to(self.accelerator.device)
         self.backend = HFBackend(self.policy, tokenizer, policy_cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                  cfg.generation_batch_size)
-        self.step, self.skipped_updates, self.num_tokens = 0, 0, 0
+        self.step, self.skipped_updates, self.num_tokens, self.skips_in_a_row = 0, 0, 0, 0
         self.skip_reasons: Counter[str] = Counter()
         """Why updates were skipped (this process's run), for the one-line error when every update was."""
 
@@ -132,13 +135,29 @@ class GRPOTrainer:
         update_stats: dict[str, float] = {}
         advantages = None if skip else self._advantages(rollout, rewards)
         if advantages is not None:
-            update_stats, skip = self._update(rollout, advantages)
-            if skip:
-                self.skip_reasons["a non-finite gradient norm"] += 1
+            update_stats, why = self._update(rollout, advantages)
+            if why is not None:
+                skip = True
+                self.skip_reasons[why] += 1
         self.skipped_updates += int(skip)
+        self.skips_in_a_row = self.skips_in_a_row + 1 if skip else 0
         self.step = step + 1
+        self._stop_if_stuck()
         times = {"sample": sampled - started, "score": scored - sampled, "update": time.perf_counter() - scored}
         return self._metrics(rollout, rewards, advantages, update_stats, times, skip)
+
+    def skip_summary(self) -> str:
+        """Why updates were skipped so far, e.g. "2 x a non-finite gradient norm; 1 x non-finite rewards"."""
+        return "; ".join(f"{count} x {why}" for why, count in self.skip_reasons.most_common())
+
+    def _stop_if_stuck(self) -> None:
+        limit = self.cfg.max_skips_in_a_row
+        if limit and self.skips_in_a_row >= limit:
+            reasons = self.skip_summary()
+            first, last = self.step - self.skips_in_a_row, self.step - 1
+            raise UserError(f"grpo: the {self.skips_in_a_row} updates of steps {first}..{last} were all skipped "
+                            f"({reasons}); stopping (grpo.max_skips_in_a_row={limit}); the last checkpoint is left as "
+                            "it was")
 
     def _shard(self, problems: list[Problem]) -> tuple[list[Problem], int]:
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
@@ -203,8 +222,8 @@ class GRPOTrainer:
                 parts.append(logp)
         return torch.cat(parts)  # (B, T)
 
-    def _update(self, rollout: Rollout, advantages: Tensor) -> tuple[dict[str, float], bool]:
-        """μ inner updates of Eq. 3 against π_old; returns stats averaged over micro-batches and whether it skipped."""
+    def _update(self, rollout: Rollout, advantages: Tensor) -> tuple[dict[str, float], str | None]:
+        """μ inner updates of Eq. 3 against π_old; returns stats averaged over micro-batches and why it skipped."""
         ref_logp = self._reference_logps(rollout)  # (B, T) or None
         micro_batches = self._micro_batches(rollout.completion_ids.shape[0])
         totals: dict[str, float] = {}
@@ -219,12 +238,32 @@ class GRPOTrainer:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
             if not torch.isfinite(torch.as_tensor(grad_norm)):
                 self.optimizer.zero_grad(set_to_none=True)
-                return totals, True
-            self.optimizer.step()
+                return totals, "a non-finite gradient norm"
+            diverged = self._optimizer_step(totals)
             self.optimizer.zero_grad(set_to_none=True)
+            if diverged:
+                return totals, diverged
             totals["grad_norm"] = float(grad_norm)
-            self._check_weights(f"the update of step {self.step}")
-        return totals, False
+        return totals, None
+
+    def _optimizer_step(self, totals: dict[str, float]) -> str | None:
+        """optimizer.step(), rolled back when it diverged (``policy.divergence``); returns why, or None when kept."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        saved = divergence.snapshot(params, self.optimizer.state) if self.cfg.rollback else None
+        before = divergence.norm(params)
+        self.optimizer.step()
+        change = (divergence.change_norm(params, saved) if saved is not None
+                  else abs(divergence.norm(params) - before))
+        why = divergence.verdict(before, change, self.cfg.max_weight_change)
+        if why is None:
+            totals["weight_change"] = totals.get("weight_change", 0.0) + change / max(before, 1e-12) / self.cfg.mu
+            return None
+        if saved is None:
+            raise UserError(f"grpo: step {self.step}: {why} ({change:.3g} vs weight norm {before:.3g}); with "
+                            "grpo.rollback false it cannot be undone, so the run stops; lower grpo.lr. The last "
+                            "checkpoint is left as it was")
+        divergence.restore(params, self.optimizer.state, saved)
+        return why
 
     @torch.no_grad()
     def _check_weights(self, when: str) -> None:
@@ -336,7 +375,8 @@ class GRPOTrainer:
                 self.reference.save_pretrained(staging / "reference")
             rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
             state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
-                     "skipped_updates": self.skipped_updates, "num_tokens": self.num_tokens}
+                     "skipped_updates": self.skipped_updates, "num_tokens": self.num_tokens,
+                     "skips_in_a_row": self.skips_in_a_row}
             torch.save(state, staging / "trainer_state.pt")
             replace_dir(staging, directory, "grpo-checkpoint")
         self.accelerator.wait_for_everyone()
@@ -356,6 +396,7 @@ class GRPOTrainer:
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         self.step, self.skipped_updates, self.num_tokens = state["step"], state["skipped_updates"], state["num_tokens"]
+        self.skips_in_a_row = state.get("skips_in_a_row", 0)
 
 
 def _saved_weights(like: Any, directory: Path) -> dict[str, Tensor]:

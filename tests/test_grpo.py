@@ -296,19 +296,52 @@ def test_grpo_job_whose_updates_all_skip_fails_saying_why(tmp_path):
         grpo_job(cfg, str(policy_dir), str(tmp_path / "prm"), str(tmp_path / "run2"), resume=False)
 
 
-def test_an_update_that_makes_weights_non_finite_stops_before_any_save(tmp_path, monkeypatch):
-    trainer = make_trainer()
-    trainer.save(tmp_path / "ckpt")
+def _poison_steps(trainer, monkeypatch, value: float) -> None:
+    """Every optimizer step also sets the first weight matrix to ``value`` (NaN/inf or huge)."""
     original_step = trainer.optimizer.step
 
     def poisoned_step(*args, **kwargs):
         original_step(*args, **kwargs)
         with torch.no_grad():
-            next(trainer.policy.parameters()).fill_(math.inf)
+            next(trainer.policy.parameters()).fill_(value)
 
     monkeypatch.setattr(trainer.optimizer, "step", poisoned_step)
-    with pytest.raises(UserError, match=r"grpo: the update of step 0 made the policy's weights non-finite"):
+
+
+@pytest.mark.parametrize("value, reason", [(math.inf, "NaN/inf"), (1e9, "more than grpo.max_weight_change")])
+def test_a_diverged_update_is_rolled_back_and_the_run_stops_after_n_in_a_row(tmp_path, monkeypatch, value, reason):
+    trainer = make_trainer(max_skips_in_a_row=2)
+    trainer.train_step(PROBLEMS[:2], step=0)  # one good step: the optimizer has state to roll back
+    trainer.save(tmp_path / "ckpt")
+    before, state_before = weights(trainer), torch.load(tmp_path / "ckpt" / "trainer_state.pt", weights_only=False)
+    _poison_steps(trainer, monkeypatch, value)
+    metrics = trainer.train_step(PROBLEMS[2:4], step=1)
+    assert metrics["skipped_updates"] == 1 and "weight_change" not in metrics
+    assert same_weights(before, weights(trainer))  # rolled back: weights and optimizer state as before the step
+    for param, saved in zip(trainer.optimizer.state.values(), state_before["optimizer"]["state"].values()):
+        assert all(torch.equal(param[key], saved[key]) for key in saved)
+    with pytest.raises(UserError, match=rf"grpo: the 2 updates of steps 1..2 were all skipped \(2 x an update "
+                                        rf"that .*{reason}.*grpo.max_skips_in_a_row=2"):
+        trainer.train_step(PROBLEMS[4:6], step=2)
+    trainer.save(tmp_path / "ckpt2")  # what is left is the good weights, which may still be saved
+    assert same_weights(before, weights(trainer))
+
+
+def test_without_rollback_a_diverged_update_stops_before_any_save(tmp_path, monkeypatch):
+    trainer = make_trainer(rollback=False)
+    trainer.save(tmp_path / "ckpt")
+    _poison_steps(trainer, monkeypatch, math.inf)
+    with pytest.raises(UserError, match=r"grpo: step 0: an update that made the weights NaN/inf .*cannot be undone"):
         trainer.train_step(PROBLEMS[:2], step=0)
     with pytest.raises(UserError, match=r"non-finite"):
         trainer.save(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "trainer_state.pt").is_file()  # the good checkpoint is untouched
+
+
+def test_a_real_learning_rate_blowup_is_caught():
+    trainer = make_trainer(lr=1e9, max_skips_in_a_row=0)
+    before = weights(trainer)
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert metrics["skipped_updates"] == 1 and same_weights(before, weights(trainer))
+    assert trainer.skip_reasons == {"an update that moved the weights by more than grpo.max_weight_change (lower "
+                                    "grpo.lr)": 1}

@@ -139,3 +139,15 @@ def test_malformed_loop_config_is_one_line(tmp_path):
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert done.stderr.strip() == f"prmloop: error: {bad}: key 'loop.rounds' expects int, got str 'two'"
+
+
+def test_a_diverging_round_is_rolled_back_and_not_committed(tmp_path):
+    out = tmp_path / "run"
+    args = [*_loop_args(out, tmp_path / "cache"), "--set", "grpo.lr=1e9", "--set", "loop.rounds=1"]
+    done = subprocess.run(_cli(*args), cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "prmloop: error: process-prm-iterative seed 0 round 1: all 2 updates were skipped (2 x an update that moved "
+        "the weights by more than grpo.max_weight_change (lower grpo.lr)); the round is not committed")
+    assert not any("grpo" in stage for stage in _completed(out / ARM / "state.json"))
+    assert not (out / ARM / "policy").exists()
