@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from prmloop.data import faults
 from prmloop.data.errors import UserError
-from prmloop.data.faults import crash_point
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -47,7 +47,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            faults.write(handle, text, path)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -80,7 +80,7 @@ def append_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
             if handle.read(1) != b"\n":
                 raise UserError(f"{path}: last line is torn (no trailing newline); truncate_torn_tail() it before appending")
         if payload:
-            handle.write(payload)
+            faults.write(handle, payload, path)
             handle.flush()
             os.fsync(handle.fileno())
     return payload.count(b"\n")
@@ -164,7 +164,7 @@ def replace_dir(staging: str | Path, target: str | Path, crash_name: str = "") -
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
-        crash_point(f"swap:{crash_name or target.name}")
+        faults.crash_point(f"swap:{crash_name or target.name}")
     os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
     return target

@@ -70,3 +70,33 @@ def test_grpo_killed_inside_a_checkpoint_swap_resumes_without_repeats(tmp_path):
     assert [row["step"] for row in rows] == [0, 1, 2, 3]  # resumed from step 1's checkpoint, no step twice
     _same_metrics(rows, _rows(tmp_path / "whole" / "grpo_metrics.jsonl"))
     assert os.listdir(tmp_path / "killed").count(".checkpoint.old") == 0
+
+
+def test_disk_full_in_an_atomic_write_is_one_line_exit_1_and_keeps_the_old_file(tmp_path):
+    out = tmp_path / "problems.jsonl"
+    subprocess.run(_cli("data", "generate", "--n", "4", "--out", str(out)), cwd=ROOT, env=_env(), check=True,
+                   capture_output=True)
+    before = out.read_bytes()
+    done = subprocess.run(_cli("data", "generate", "--n", "50", "--seed", "3", "--out", str(out)), cwd=ROOT,
+                          env={**_env(), "PRMLOOP_DISK_FULL": "problems.jsonl"}, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"prmloop: error: {out}: No space left on device"
+    assert out.read_bytes() == before and os.listdir(tmp_path) == ["problems.jsonl"]  # no temp file left
+
+
+@pytest.mark.slow
+def test_disk_full_mid_run_resumes_to_the_uninterrupted_metrics(tmp_path):
+    cache = tmp_path / "cache"
+    whole, full = tmp_path / "whole", tmp_path / "full"
+    args = [*_loop_args(whole, cache), "--set", "loop.rounds=1"]
+    subprocess.run(_cli(*args), cwd=ROOT, env=_env(), check=True, capture_output=True)
+    args = [*_loop_args(full, cache), "--set", "loop.rounds=1"]
+    done = subprocess.run(_cli(*args), cwd=ROOT, env={**_env(), "PRMLOOP_DISK_FULL": "metrics.jsonl"},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and done.stderr.strip().endswith("metrics.jsonl: No space left on device"), done.stderr
+    metrics = Path(full / "arms/process-prm-iterative/seed0/metrics.jsonl")
+    assert not metrics.read_bytes().endswith(b"\n")  # the disk filled up mid-row: a torn line
+    done = subprocess.run(_cli(*args, "--resume"), cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _same_metrics(_rows(metrics), _rows(whole / "arms/process-prm-iterative/seed0/metrics.jsonl"))
