@@ -94,8 +94,7 @@ def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str,
                "steps_this_run": len(history), "seconds": round(seconds, 1), "skipped_updates": trainer.skipped_updates,
                "last": _json_safe(history[-1]) if history else {}}
     if is_main:
-        trainer.policy.save_pretrained(out_dir / "policy")
-        tokenizer.save_pretrained(out_dir / "policy")
+        trainer.export(out_dir / "policy")  # LoRA adapters merged: a plain model
         save_config(cfg, out_dir)
         (out_dir / "grpo_summary.json").write_text(json.dumps(summary, indent=1))
     if history and sum(trainer.skip_reasons.values()) >= len(history):

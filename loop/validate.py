@@ -54,6 +54,7 @@ RULES: dict[str, Check] = {
     "prm.max_length": POSITIVE, "prm.replay_fraction": FRACTION, "prm.val_fraction": _between(0, 0.9),
     "prm.threshold": _between(0, 1, open_low=True), "prm.mixed_precision": PRECISIONS, "prm.eval_batch_size": POSITIVE,
     "prm.positive_index": _one_of(0, 1),
+    "policy.lora_r": NON_NEGATIVE, "policy.lora_alpha": POSITIVE,
     "grpo.steps": POSITIVE, "grpo.prompts_per_step": POSITIVE, "grpo.group_size": _at_least(2), "grpo.lr": _above(0),
     "grpo.weight_decay": NON_NEGATIVE, "grpo.beta": NON_NEGATIVE, "grpo.clip_eps": _above(0), "grpo.mu": POSITIVE,
     "grpo.temperature": _above(0), "grpo.top_p": _between(0, 1, open_low=True),

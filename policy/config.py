@@ -28,6 +28,14 @@ class PolicyConfig:
     """Build prompts with the tokenizer's chat template (instruct models): [system,] user -> assistant turn."""
     system_prompt: str = ""
     """With chat_template: an optional system message ('' = none)."""
+    lora_r: int = 0
+    """GRPO trains LoRA adapters of this rank on a frozen base (PEFT); 0 = full fine-tuning (``policy.lora``)."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the adapters' output is scaled by lora_alpha / lora_r)."""
+    lora_target_modules: str = "all-linear"
+    """Modules that get adapters: 'all-linear' or comma-separated names such as 'q_proj,k_proj,v_proj,o_proj'."""
+    gradient_checkpointing: bool = False
+    """GRPO recomputes activations in the backward pass: less memory, more time (dropout is turned off)."""
 
 
 @dataclass

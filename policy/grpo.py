@@ -6,7 +6,8 @@ step -> log. The math lives in ``policy.advantages`` and ``policy.losses``; this
 Choices and departures, stated once:
 - π_old is the sampling-time log-prob of each token (temperature 1, ``policy.rollout``); the μ inner updates all use
   it. π_ref is a frozen deep copy of the policy; ``reset_reference()`` copies the current weights into it (the loop
-  calls it at the start of each round). With β = 0 there is no reference model and no reference forward.
+  calls it at the start of each round). With β = 0 there is no reference model and no reference forward. With
+  ``policy.lora_r`` only adapters train and π_ref is the base plus a copy of the adapters (``policy.lora``).
 - The policy runs in eval mode throughout (no dropout), so π_θ equals π_old before the first update, up to rounding.
 - Multi-process (accelerate/DDP): each process takes an equal contiguous shard of the step's questions, so groups
   never split; sample i of question q is seeded by (seed, step, global index of q, i) and does not depend on the
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import random
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,11 +42,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from prmloop.data.errors import UserError
-from prmloop.data.jsonl import recover_dir, replace_dir
 from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import Task
-from prmloop.policy import divergence
+from prmloop.policy import divergence, grpo_checkpoint, lora
 from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.losses import grpo_loss, masked_mean
@@ -93,9 +92,16 @@ class GRPOTrainer:
         self.cfg, self.policy_cfg, self.tokenizer, self.scorer, self.task = cfg, policy_cfg, tokenizer, scorer, task
         self.prompter = Prompter.of(policy_cfg, tokenizer)
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+        if policy_cfg.lora_r:
+            model = lora.add_lora(model, policy_cfg)
+        if policy_cfg.gradient_checkpointing:
+            lora.enable_gradient_checkpointing(model)
         model.eval()  # no dropout during RL (module docstring)
-        self.reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta != 0 else None
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+        self.lora = lora.is_lora(model)
+        self.reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta != 0 and not self.lora else None
+        self.reference_adapters = lora.adapter_weights(model) if cfg.beta != 0 and self.lora else None
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
@@ -111,9 +117,11 @@ class GRPOTrainer:
         return self.accelerator.unwrap_model(self.model)
 
     def reset_reference(self) -> None:
-        """π_ref <- π_θ (DeepSeekMath Algorithm 1: at the start of each iteration)."""
+        """π_ref <- π_θ (DeepSeekMath Algorithm 1: at the start of each iteration); under LoRA a copy of the adapters."""
         if self.reference is not None:
             self.reference.load_state_dict(self.policy.state_dict())
+        if self.reference_adapters is not None:
+            self.reference_adapters = lora.adapter_weights(self.policy)
 
     # ---- one step: sample -> score -> advantages -> loss -> step -> log ----
 
@@ -212,12 +220,14 @@ class GRPOTrainer:
 
     @torch.no_grad()
     def _reference_logps(self, rollout: Rollout) -> Tensor | None:
-        if self.reference is None:
+        if self.reference is None and self.reference_adapters is None:
             return None
+        reference = self.reference if self.reference is not None else self.policy
+        adapters = lora.swapped_adapters(self.policy, self.reference_adapters) if self.reference is None else nullcontext()
         parts = []
-        with self.accelerator.autocast():
+        with self.accelerator.autocast(), adapters:
             for rows in self._micro_batches(rollout.completion_ids.shape[0]):
-                logp, _ = forward_logps(self.reference, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
+                logp, _ = forward_logps(reference, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
                                         rollout.completion_ids[rows], rollout.completion_mask[rows])
                 parts.append(logp)
         return torch.cat(parts)  # (B, T)
@@ -276,8 +286,10 @@ class GRPOTrainer:
     def _micro_step(self, rollout: Rollout, advantages: Tensor, ref_logp: Tensor | None, rows: slice, share: float,
                     with_entropy: bool) -> dict[str, float]:
         mask = rollout.completion_mask[rows]  # (b, T)
+        self.model.train(self.policy_cfg.gradient_checkpointing)  # HF checkpoints only in train mode (no dropout)
         logp, entropy = forward_logps(self.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
                                       rollout.completion_ids[rows], mask, with_entropy)  # (b, T)
+        self.model.eval()
         loss, stats = grpo_loss(logp, rollout.logp[rows], None if ref_logp is None else ref_logp[rows],
                                 advantages[rows], mask, self.cfg.clip_eps, self.cfg.beta)
         self.accelerator.backward(loss * share)
@@ -362,44 +374,13 @@ class GRPOTrainer:
         return history
 
     def save(self, directory: str | Path) -> Path:
-        """Resumable checkpoint: policy (save_pretrained) + reference + optimizer + counters + RNG, replaced atomically."""
-        directory = Path(directory)
-        self._check_weights("training")  # a checkpoint with non-finite weights is never written
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            staging = directory.with_name(directory.name + ".tmp")
-            shutil.rmtree(staging, ignore_errors=True)
-            self.policy.save_pretrained(staging / "policy")
-            self.tokenizer.save_pretrained(staging / "policy")
-            if self.reference is not None:
-                self.reference.save_pretrained(staging / "reference")
-            rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-            state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "rng": rng,
-                     "skipped_updates": self.skipped_updates, "num_tokens": self.num_tokens,
-                     "skips_in_a_row": self.skips_in_a_row}
-            torch.save(state, staging / "trainer_state.pt")
-            replace_dir(staging, directory, "grpo-checkpoint")
-        self.accelerator.wait_for_everyone()
-        return directory
+        """Resumable checkpoint, replaced atomically (``policy.grpo_checkpoint``)."""
+        return grpo_checkpoint.save(self, Path(directory))
+
+    def export(self, directory: str | Path) -> None:
+        """The policy as a plain save_pretrained model (LoRA adapters merged in) with its tokenizer."""
+        grpo_checkpoint.export(self, Path(directory))
 
     def load(self, directory: str | Path) -> None:
         """Restore a checkpoint written by ``save`` (same model architecture and config)."""
-        directory = Path(directory)
-        recover_dir(directory)  # a kill inside an earlier save's swap left the previous checkpoint aside
-        if not (directory / "trainer_state.pt").is_file():
-            raise UserError(f"{directory}: not a GRPO checkpoint (no trainer_state.pt)")
-        state = torch.load(directory / "trainer_state.pt", weights_only=False)
-        self.policy.load_state_dict(_saved_weights(self.policy, directory / "policy"))
-        if self.reference is not None:
-            self.reference.load_state_dict(_saved_weights(self.reference, directory / "reference"))
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        self.step, self.skipped_updates, self.num_tokens = state["step"], state["skipped_updates"], state["num_tokens"]
-        self.skips_in_a_row = state.get("skips_in_a_row", 0)
-
-
-def _saved_weights(like: Any, directory: Path) -> dict[str, Tensor]:
-    dtype = next(like.parameters()).dtype
-    return type(like).from_pretrained(directory, dtype=dtype).state_dict()
-
+        grpo_checkpoint.load(self, Path(directory))

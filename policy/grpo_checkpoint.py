@@ -1,0 +1,82 @@
+"""GRPO checkpoints: what a resumable trainer state holds, written aside and swapped in, and the plain-model export.
+
+A checkpoint directory holds ``policy/`` (save_pretrained; under LoRA the adapters only, whose adapter_config.json names
+the base), ``reference/`` (π_ref, full fine-tuning with β > 0) or ``reference_adapters.pt`` (π_ref under LoRA), and
+``trainer_state.pt`` (optimizer, counters, RNG). It never holds non-finite weights.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from prmloop.data.errors import UserError
+from prmloop.data.jsonl import recover_dir, replace_dir
+from prmloop.policy import lora
+
+if TYPE_CHECKING:
+    from prmloop.policy.grpo import GRPOTrainer
+
+
+def save(trainer: GRPOTrainer, directory: Path) -> Path:
+    """Write ``trainer``'s resumable state to ``directory`` (whole or not at all; main process only)."""
+    trainer._check_weights("training")  # a checkpoint with non-finite weights is never written
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        staging = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer.policy.save_pretrained(staging / "policy")  # under LoRA: the adapters only
+        trainer.tokenizer.save_pretrained(staging / "policy")
+        if trainer.reference is not None:
+            trainer.reference.save_pretrained(staging / "reference")
+        if trainer.reference_adapters is not None:
+            torch.save(trainer.reference_adapters, staging / "reference_adapters.pt")
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        state = {"optimizer": trainer.optimizer.state_dict(), "step": trainer.step, "rng": rng,
+                 "skipped_updates": trainer.skipped_updates, "num_tokens": trainer.num_tokens,
+                 "skips_in_a_row": trainer.skips_in_a_row}
+        torch.save(state, staging / "trainer_state.pt")
+        replace_dir(staging, directory, "grpo-checkpoint")
+    trainer.accelerator.wait_for_everyone()
+    return directory
+
+
+def export(trainer: GRPOTrainer, directory: Path) -> None:
+    """The policy as a plain save_pretrained model (LoRA adapters merged in) with its tokenizer."""
+    if trainer.lora:
+        lora.save_merged(trainer.policy, trainer.tokenizer, directory)
+    else:
+        trainer.policy.save_pretrained(directory)
+        trainer.tokenizer.save_pretrained(directory)
+
+
+def load(trainer: GRPOTrainer, directory: Path) -> None:
+    """Restore a checkpoint written by ``save`` into ``trainer`` (same model architecture and config)."""
+    recover_dir(directory)  # a kill inside an earlier save's swap left the previous checkpoint aside
+    if not (directory / "trainer_state.pt").is_file():
+        raise UserError(f"{directory}: not a GRPO checkpoint (no trainer_state.pt)")
+    state = torch.load(directory / "trainer_state.pt", weights_only=False)
+    if trainer.lora:
+        lora.load_adapters(trainer.policy, directory / "policy")
+    else:
+        trainer.policy.load_state_dict(_saved_weights(trainer.policy, directory / "policy"))
+    if trainer.reference is not None:
+        trainer.reference.load_state_dict(_saved_weights(trainer.reference, directory / "reference"))
+    if trainer.reference_adapters is not None:
+        trainer.reference_adapters = torch.load(directory / "reference_adapters.pt", weights_only=True)
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    trainer.step, trainer.skipped_updates, trainer.num_tokens = (state["step"], state["skipped_updates"],
+                                                                 state["num_tokens"])
+    trainer.skips_in_a_row = state.get("skips_in_a_row", 0)
+
+
+def _saved_weights(like: Any, directory: Path) -> dict[str, Tensor]:
+    dtype = next(like.parameters()).dtype
+    return type(like).from_pretrained(directory, dtype=dtype).state_dict()
