@@ -50,6 +50,19 @@ def _describe(value: Any) -> str:
     return "nothing" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
 
 
+def _whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is a whole number, 2.0 included; None for anything else (bool, NaN, 2.5, "2").
+
+    Floats are accepted because a parquet column with one NaN holds all its numbers as floats: the good rows of such
+    a file must still read, so that the error names the NaN row, not row 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not value.is_integer():  # False for NaN and infinities too
+        return None
+    return int(value)
+
+
 # ---------------------------------------------------------------- GSM8K
 
 
@@ -98,8 +111,10 @@ def parse_math(row: dict[str, Any], row_id: str) -> Problem:
     solution's paragraphs (MATH solutions break lines inside display math, so single lines are not steps).
     """
     problem, solution = _text(row, "problem"), _text(row, "solution")
-    answer = row.get("answer")
-    if not isinstance(answer, str) or not answer.strip():
+    answer = row.get("answer")  # absent (null where other rows of a parquet file have one): use \boxed{}
+    if answer is not None and not isinstance(answer, str):
+        raise BadRow(f"key 'answer' must be a string, got {_describe(answer)}")
+    if answer is None or not answer.strip():
         answer = last_boxed(solution)
     if answer is None or not answer.strip():
         raise BadRow("no 'answer' and no \\boxed{...} answer in 'solution'")
@@ -114,9 +129,12 @@ def parse_math(row: dict[str, Any], row_id: str) -> Problem:
 
 def _rating(rating: Any, where: str) -> int | None:
     """The PRM800K rating -1, 0 or +1, or None for an unrated step; anything else is a BadRow."""
-    if rating is not None and (isinstance(rating, bool) or rating not in (-1, 0, 1)):
+    if rating is None:
+        return None
+    value = _whole_number(rating)
+    if value not in (-1, 0, 1):
         raise BadRow(f"{where}: rating must be -1, 0, 1 or null, got {_describe(rating)}")
-    return None if rating is None else int(rating)
+    return value
 
 
 def _prm800k_step(step: Any, index: int) -> tuple[str, int | None] | None:
@@ -129,11 +147,12 @@ def _prm800k_step(step: Any, index: int) -> tuple[str, int | None] | None:
         raise BadRow(f"{where}.completions must be a list of objects")
     chosen, human = step.get("chosen_completion"), step.get("human_completion")
     if chosen is not None:
-        if isinstance(chosen, bool) or not isinstance(chosen, int) or not 0 <= chosen < len(completions):
+        index_chosen = _whole_number(chosen)
+        if index_chosen is None or not 0 <= index_chosen < len(completions):
             count = len(completions)
             raise BadRow(f"{where}.chosen_completion {chosen!r} is not an index into its {count} completions")
-        picked = completions[chosen]
-        return _text(picked, "text"), _rating(picked.get("rating"), f"{where}.completions[{chosen}]")
+        picked = completions[index_chosen]
+        return _text(picked, "text"), _rating(picked.get("rating"), f"{where}.completions[{index_chosen}]")
     if human is not None:  # phase 1: the labeler's own step (+1 by construction), written when all were rated -1
         text = human.get("text") if isinstance(human, dict) else human
         if not isinstance(text, str) or not text.strip():
@@ -216,9 +235,9 @@ def parse_processbench(row: dict[str, Any], row_id: str) -> StepwiseExample:
     problem, steps = _text(row, "problem"), row.get("steps")
     if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
         raise BadRow(f"key 'steps' must be a non-empty list of strings, got {_describe(steps)}")
-    first_error = row.get("label")
-    if isinstance(first_error, bool) or not isinstance(first_error, int) or not -1 <= first_error < len(steps):
-        raise BadRow(f"key 'label' must be -1 or a step index below {len(steps)}, got {_describe(first_error)}")
+    first_error = _whole_number(row.get("label"))
+    if first_error is None or not -1 <= first_error < len(steps):
+        raise BadRow(f"key 'label' must be -1 or a step index below {len(steps)}, got {_describe(row.get('label'))}")
     labels: list[Label] = [first_error == -1 or index < first_error for index in range(len(steps))]
     meta = {
         "id": row.get("id") if isinstance(row.get("id"), str) else row_id,

@@ -1,14 +1,17 @@
 """Load a named dataset format from a hub name or a local JSON/JSONL/parquet file into the one schema; convert to TRL.
 
-Sources: a path ending in ``.json``, ``.jsonl`` or ``.parquet`` (or any existing path) is a local file, read with
-``datasets.load_dataset("json" | "parquet", data_files={split: path})``; anything else is a hub dataset name, read with
-``datasets.load_dataset(name, subset, split=split)`` (``openai/gsm8k`` defaults to subset ``main``). A local JSON
-file that ``datasets`` cannot parse (a broken line) is read again line by line, so the broken line is named.
+Sources: a path ending in ``.json``, ``.jsonl`` or ``.parquet`` (or any existing path) is a local file; anything else
+is a hub dataset name, read with ``datasets.load_dataset(name, subset, split=split)`` (``openai/gsm8k`` defaults to
+subset ``main``). Local parquet is read with ``datasets.load_dataset("parquet", ...)``. Local JSON is read with Python's
+``json``, not ``datasets``: its JSON reader gives a column of mixed types one ``Json`` type that turns the string
+``"1"`` into the number 1 and ``NaN`` into null, so a bad value would pass as a good one. A ``.json``/``.jsonl`` file
+whose first character is ``[`` is one JSON array; any other is JSON lines, read one line at a time.
 
 Rows: each row is parsed by its format's parser (``data.formats.ROW_PARSERS``; rules for labels there). A bad row
-raises ``UserError("train.jsonl:12: ...")`` naming the file and 1-based row (the line number in a JSONL file; the
-record number otherwise). With ``skip_bad=True`` bad rows are skipped and counted instead. ``n_skipped`` also counts
-well-formed rows that hold nothing to convert (PRM800K ``bad_problem`` rows, or rows with no rated step).
+raises ``UserError("train.jsonl:12: ...")`` naming the file and 1-based row (the line number in a JSON lines file; the
+record number otherwise). A row that cannot be read (not valid JSON, text that is not UTF-8) is a bad row too. With
+``skip_bad=True`` bad rows are skipped and counted instead. ``n_skipped`` also counts well-formed rows that hold
+nothing to convert (PRM800K ``bad_problem`` rows, or rows with no rated step).
 
 Converting writes TRL stepwise JSONL ``{prompt, completions, labels, **meta}`` atomically (temp file + rename): a
 failure leaves any previous output file untouched. Problem-only formats (GSM8K, MATH) write their reference solution
@@ -18,6 +21,8 @@ reference steps is a bad row for conversion.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import functools
 import inspect
 import json
@@ -34,7 +39,7 @@ from prmloop.data.jsonl import write_jsonl
 from prmloop.data.schema import Problem, StepwiseExample
 
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-"""Local file suffix -> the ``datasets`` builder that reads it."""
+"""Local file suffix -> how it is read: ``json`` by Python's json module, ``parquet`` by ``datasets``."""
 HUB_SUBSETS = {"openai/gsm8k": "main", "gsm8k": "main"}
 """Hub datasets that need a subset (config) name, and the one used when none is given."""
 _ROW_ERRORS = (BadRow, KeyError, TypeError, AttributeError, IndexError)
@@ -166,7 +171,18 @@ def _parse_one(
         item = problem_to_stepwise(item, where)
     if isinstance(item, StepwiseExample):
         item.validate(where)
+    if as_stepwise:
+        _check_writable(item.to_row(), where)
     return item
+
+
+def _check_writable(row: dict[str, Any], where: str) -> None:
+    """UserError naming ``where`` and the key whose value JSON cannot hold (bytes or a date from a parquet column)."""
+    for key, value in row.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{where}: key '{key}' cannot be written as JSON ({err})") from None
 
 
 # ---------------------------------------------------------------- reading sources
@@ -194,65 +210,102 @@ def _hub_rows(name: str, split: str, subset: str | None) -> Rows:
         dataset = datasets.load_dataset(name, subset, split=split)
     except Exception as err:  # noqa: BLE001 -- datasets raises many types (offline, not found, bad split); one line out
         raise UserError(f"{name}: cannot load split '{split}' from the hub ({_first_line(err)})") from None
-    return ((f"{name}[{split}]:{number}", row) for number, row in enumerate(dataset, start=1))
-
-
-def _check_utf8(path: Path, shown: str) -> None:
-    """UserError naming file:line at the first byte that is not UTF-8 (read line by line: bounded memory)."""
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise UserError(f"{shown}:{number}: not UTF-8 text (byte {err.start} of the line)") from None
+    return _dataset_rows(dataset, f"{name}[{split}]")
 
 
 def _local_rows(path: Path, shown: str, split: str) -> Rows:
-    builder = LOCAL_BUILDERS[path.suffix.lower()]
-    if builder == "json":
-        _check_utf8(path, shown)
-    try:
-        dataset = datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
-    except Exception as err:  # noqa: BLE001 -- a broken file surfaces as one of many datasets/arrow/pandas errors
-        if builder == "json":
-            return _json_rows_by_line(path, shown)
-        raise UserError(f"{shown}: cannot read as {builder} ({_first_line(err)})") from None
-    numbers: Any = range(1, len(dataset) + 1)
-    if path.suffix.lower() == ".jsonl":
-        line_numbers = _non_blank_line_numbers(path)
-        if len(line_numbers) == len(dataset):  # one record per non-blank line: name rows by their line number
-            numbers = line_numbers
-    return ((f"{shown}:{number}", row) for number, row in zip(numbers, dataset))
-
-
-def _non_blank_line_numbers(path: Path) -> list[int]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        return [number for number, line in enumerate(handle, start=1) if line.strip()]
-
-
-def _json_rows_by_line(path: Path, shown: str) -> Rows:
-    """Fallback reader: a JSON array file whole, else JSON lines one by one (a broken line becomes a BadRow)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if text.lstrip().startswith("["):
+    """Rows of a local JSON/JSONL file (Python's json) or parquet file (datasets), as the module docstring says."""
+    if LOCAL_BUILDERS[path.suffix.lower()] == "json":
+        return _json_rows(path, shown)
+    with _quiet_datasets():
         try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{shown}:{err.lineno}: not valid JSON ({err.msg})") from None
-        return ((f"{shown}:{number}", row) for number, row in enumerate(records, start=1))
-    return ((f"{shown}:{number}", _loads_line(line)) for number, line in _numbered_lines(text))
+            dataset = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
+        except Exception as err:  # noqa: BLE001 -- a broken file surfaces as one of many datasets/arrow errors
+            raise UserError(f"{shown}: cannot read as parquet ({_first_line(err)})") from None
+    return _dataset_rows(dataset, shown)
 
 
-def _numbered_lines(text: str) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(text.split("\n"), start=1):
-        if line.strip():
-            yield number, line
-
-
-def _loads_line(line: str) -> Any:
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Silence datasets' progress bars and log lines while it reads a local file (restored after): one line out."""
+    bars_were_on, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
-        return json.loads(line)
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _dataset_rows(dataset: datasets.Dataset, shown: str) -> Rows:
+    """``(shown:number, row)`` for each row, numbered from 1; a row holding text that is not UTF-8 becomes a BadRow.
+
+    datasets decodes each row's text as it yields it, and an undecodable row ends the iteration: go on after it.
+    """
+    start = 0
+    while start < len(dataset):
+        position = start
+        try:
+            for row in dataset.select(range(start, len(dataset))) if start else dataset:
+                yield f"{shown}:{position + 1}", row
+                position += 1
+            return
+        except UnicodeDecodeError as err:
+            byte = err.object[err.start]
+            yield f"{shown}:{position + 1}", BadRow(f"not UTF-8 text (byte {byte:#04x} at {err.start} of a string)")
+            start = position + 1
+
+
+def _json_rows(path: Path, shown: str) -> Rows:
+    """A JSON array file's records numbered from 1, else JSON lines numbered by line (blank lines skipped)."""
+    with path.open("rb") as handle:
+        is_array = handle.read(4096).removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"[")
+    return _json_array_rows(path, shown) if is_array else _json_line_rows(path, shown)
+
+
+def _json_array_rows(path: Path, shown: str) -> Rows:
+    """Records of a JSON array file, numbered from 1; a record holding a byte that is not UTF-8 becomes a BadRow."""
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")  # a bad byte stays inside its record
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{shown}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise UserError(f"{shown}: not valid JSON (nested too deeply)") from None
+    return ((f"{shown}:{number}", _utf8_checked(row)) for number, row in enumerate(records, start=1))
+
+
+def _json_line_rows(path: Path, shown: str) -> Rows:
+    """One row per non-blank line, read one line at a time (bounded memory); a broken line becomes a BadRow."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield f"{shown}:{number}", _json_line(line)
+
+
+def _json_line(line: bytes) -> Any:
+    """The value on one JSONL line, or a BadRow saying why it is not one."""
+    try:
+        text = line.decode("utf-8-sig")  # -sig: a byte-order mark some editors put at the start is not an error
+    except UnicodeDecodeError as err:
+        return BadRow(f"not UTF-8 text (byte {err.start} of the line)")
+    try:
+        return _utf8_checked(json.loads(text))
     except json.JSONDecodeError as err:
         return BadRow(f"not valid JSON ({err.msg})")
+    except RecursionError:
+        return BadRow("not valid JSON (nested too deeply)")
+
+
+def _utf8_checked(value: Any) -> Any:
+    """``value``, or a BadRow if text in it cannot be written as UTF-8 (an undecodable byte or a lone ``\\ud800``)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return BadRow("not UTF-8 text (a byte that is not UTF-8, or a lone surrogate escape such as \\ud800)")
+    return value
 
 
 def _first_line(err: BaseException) -> str:

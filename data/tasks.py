@@ -28,6 +28,7 @@ from prmloop.data import arith
 from prmloop.data.answers import answers_match, extract_answer
 from prmloop.data.config import DataConfig
 from prmloop.data.errors import UserError
+from prmloop.data.formats import BadRow
 from prmloop.data.hub import is_local
 from prmloop.data.loaders import iter_rows, load
 from prmloop.data.schema import Problem
@@ -143,6 +144,8 @@ def _problems_split(cfg: DataConfig, split: str) -> list[Problem]:
         raise UserError("data.source: the 'problems' task needs a file path or hub dataset name")
     problems = []
     for index, (where, row) in enumerate(iter_rows(cfg.source, split, cfg.subset or None)):
+        if isinstance(row, BadRow):
+            raise UserError(f"{where}: {row}")
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected an object with columns '{cfg.question_column}' and "
                             f"'{cfg.answer_column}'")

@@ -343,7 +343,7 @@ def test_hub_failure_is_one_line(monkeypatch, hub_online):
     )
 
 
-@pytest.mark.parametrize("fmt", ["gsm8k", "math", "processbench", "trl_stepwise"])
+@pytest.mark.parametrize("fmt", ["gsm8k"])  # every format and file type: tests/test_convert_hostile.py
 def test_a_non_utf8_byte_in_a_row_is_one_line_naming_the_row(tmp_path, fmt):
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b'{"question": "fine", "answer": "#### 1"}\n{"question": "Q \xff x", "answer": "a\\n#### 5"}\n')

@@ -158,3 +158,10 @@ def test_arith_task_matches_the_generator_and_verifier():
     assert task.verify_steps(problem, list(problem.reference_steps)) == [True] * len(problem.reference_steps)
     wrong = ["1 + 1 = 3", *problem.reference_steps[1:]]
     assert task.verify_steps(problem, wrong)[0] is False
+
+
+def test_an_unreadable_problems_row_names_its_line_and_why(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"question": "1+1", "answer": "2"}\n{"question": "Q \xff", "answer": "5"}\n')
+    with pytest.raises(UserError, match=r"rows.jsonl:2: not UTF-8 text"):
+        get_task(DataConfig(task="problems", source=str(path))).problems()
