@@ -7,7 +7,9 @@ on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import sys
 import time
 
@@ -174,10 +176,21 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
+@contextlib.contextmanager
+def _main_process_output():
+    """Under ``accelerate launch`` only the main process (RANK 0) prints results; errors still go to stderr."""
+    if os.environ.get("RANK", "0") == "0":
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        dispatch(args)
+        with _main_process_output():
+            dispatch(args)
     except UserError as err:
         print(f"prmloop: error: {err}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from prmloop.data.errors import UserError
 from prmloop.data.jsonl import atomic_write_text, read_jsonl, write_jsonl
@@ -58,10 +59,13 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
     model, how = init_reward_model(init, cfg.prm, cfg.prm.mode)
     torch.manual_seed(cfg.prm.seed)
     summary = train_prm(model, examples, cfg.prm, replay=replay)
-    out_dir = model.save_pretrained(out)
-    save_config(cfg, out_dir)
     summary = {"init": how, "init_from": str(init), **summary}
-    atomic_write_text(out_dir / "prm_metrics.json", json.dumps(summary, indent=1, default=str) + "\n")
+    state = PartialState()  # under accelerate launch: the main process alone writes the output folder
+    if state.is_main_process:
+        out_dir = model.save_pretrained(out)
+        save_config(cfg, out_dir)
+        atomic_write_text(out_dir / "prm_metrics.json", json.dumps(summary, indent=1, default=str) + "\n")
+    state.wait_for_everyone()
     return summary
 
 

@@ -33,7 +33,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 
 from prmloop.data.errors import UserError
@@ -94,6 +94,17 @@ def get_label_type(name: str):
 def step_bce_loss(step_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean BCE over the S supervised steps: step logits and targets, both (S,)."""
     return F.binary_cross_entropy_with_logits(step_logits.float(), targets.float())
+
+
+def _global_mean_bce(step_logits: torch.Tensor, targets: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    """This process's part of the mean BCE over the steps of the whole (split) batch, scaled so that DDP's averaging
+    of gradients gives exactly the one-process gradient: sum_local * processes / steps_global. One process: the mean."""
+    world = accelerator.num_processes
+    if world == 1:
+        return step_bce_loss(step_logits, targets)
+    total = accelerator.reduce(torch.tensor(float(targets.numel()), device=step_logits.device), "sum")
+    summed = F.binary_cross_entropy_with_logits(step_logits.float(), targets.float(), reduction="sum")
+    return summed * world / total.clamp(min=1.0)
 
 
 @dataclass(frozen=True)
@@ -280,6 +291,12 @@ def train_prm(
 ) -> dict:
     """Train ``model`` in place on ``examples`` (+ replay); returns a summary with losses and validation metrics."""
     check_config(cfg)
+    accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision,
+                                             dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if cfg.batch_size % accelerator.num_processes:
+        raise UserError(f"prm.batch_size: {cfg.batch_size} does not split evenly over {accelerator.num_processes} "
+                        "processes (each optimizer step splits one batch over them)")
+    log = log if accelerator.is_main_process else _silent
     if model.mode != cfg.mode:
         raise UserError(f"prm.mode: training in {cfg.mode!r} mode, but the model was built for {model.mode!r}")
     for index, example in enumerate(examples):
@@ -298,7 +315,6 @@ def train_prm(
     )
     if not items:
         raise UserError(f"prm training: none of {len(examples) + len(replayed)} examples has a step within max_length")
-    accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
     started = time.perf_counter()
     validate = partial(_validate, examples=val_examples, cfg=cfg, log=log) if val_examples else None
     history = _fit(model, items, cfg, accelerator, log, validate)
@@ -321,6 +337,10 @@ def train_prm(
     summary.update(tuned)
     summary["history"] = history
     return summary
+
+
+def _silent(*_args: object) -> None:
+    """``log`` on every process but the main one."""
 
 
 def _validate(model: StepRewardModel, examples: list[StepwiseExample], cfg: PRMConfig, log) -> dict:
@@ -361,15 +381,15 @@ def _fit(
             output = model(batch["input_ids"], batch["attention_mask"], batch["rows"], batch["starts"],
                            batch["positions"], with_lm_loss=bool(cfg.lm_loss_weight))  # (S,) or ((S,), ())
             logits, token_loss = output if cfg.lm_loss_weight else (output, 0.0)
-            loss = step_bce_loss(logits, batch["targets"]) + cfg.lm_loss_weight * token_loss
+            loss = _global_mean_bce(logits, batch["targets"], accelerator) + cfg.lm_loss_weight * token_loss
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the global batch's loss
             progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}")
+            progress.set_postfix(loss=f"{losses[-1]:.4f}")
         history.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(losses)})
         log(f"prm epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]['train_loss']:.4f}")
         if validate is not None:
