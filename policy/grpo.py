@@ -48,6 +48,7 @@ from prmloop.data.tasks import Task
 from prmloop.policy import divergence, grpo_checkpoint, lora
 from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
 from prmloop.policy.config import GRPOConfig, PolicyConfig
+from prmloop.policy.distributed import refuse_sharded
 from prmloop.policy.losses import grpo_loss, masked_mean
 from prmloop.policy.rewards import Rewards, StepScorer, check_reward_setup, compute_rewards
 from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, forward_logps, sample_rollout
@@ -92,6 +93,7 @@ class GRPOTrainer:
         self.cfg, self.policy_cfg, self.tokenizer, self.scorer, self.task = cfg, policy_cfg, tokenizer, scorer, task
         self.prompter = Prompter.of(policy_cfg, tokenizer)
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+        refuse_sharded(self.accelerator, "grpo")
         if policy_cfg.lora_r:
             model = lora.add_lora(model, policy_cfg)
         if policy_cfg.gradient_checkpointing:

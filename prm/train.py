@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from prmloop.data.errors import UserError
 from prmloop.data.schema import Label, StepwiseExample
+from prmloop.policy.distributed import refuse_sharded
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
 
@@ -293,6 +294,7 @@ def train_prm(
     check_config(cfg)
     accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision,
                                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    refuse_sharded(accelerator, "prm train")
     if cfg.batch_size % accelerator.num_processes:
         raise UserError(f"prm.batch_size: {cfg.batch_size} does not split evenly over {accelerator.num_processes} "
                         "processes (each optimizer step splits one batch over them)")

@@ -43,7 +43,10 @@ def main(out_path: str, steps: int = 3) -> None:
     problems = generate(DataConfig(), 16, "train")
     history = trainer.train(problems, steps=steps)
     if trainer.accelerator.is_main_process:
-        Path(out_path).write_text(json.dumps({"processes": trainer.accelerator.num_processes, "history": history}))
+        sharded = any(type(p).__name__ == "DTensor" for p in trainer.model.parameters())
+        Path(out_path).write_text(json.dumps({"processes": trainer.accelerator.num_processes, "history": history,
+                                              "distributed_type": str(trainer.accelerator.distributed_type),
+                                              "sharded": sharded}))
     trainer.accelerator.end_training()
     # torch 2.13's gloo teardown at interpreter exit sometimes aborts one rank ("terminate called without an active
     # exception") and leaves the other waiting forever; the outputs are written, so leave without that teardown.

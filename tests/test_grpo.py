@@ -208,8 +208,8 @@ def test_two_processes_match_one_process(tmp_path):
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     script = str(Path(__file__).parent / "grpo_ddp_script.py")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-              "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    launch = [accelerate, "launch", "--config_file", "configs/accelerate/cpu_ddp.yaml", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]  # the shipped config
     for command in ([sys.executable, script, str(tmp_path / "one.json")], [*launch, script, str(tmp_path / "two.json")]):
         for _ in range(2):  # one retry: a rank was once seen aborting at start-up on the shared test machine
             try:
@@ -221,7 +221,7 @@ def test_two_processes_match_one_process(tmp_path):
                 break
         assert done.returncode == 0, done.stderr[:1500] + "\n...\n" + done.stderr[-1500:]
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
-    assert (one["processes"], two["processes"]) == (1, 2)
+    assert (one["processes"], two["processes"]) == (1, 2) and two["distributed_type"] == "DistributedType.MULTI_CPU"
     assert len(one["history"]) == len(two["history"]) == 3
     for single, double in zip(one["history"], two["history"]):
         assert double["loss"] == pytest.approx(single["loss"], abs=1e-4)
