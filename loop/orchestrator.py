@@ -128,14 +128,14 @@ def _run_id(out: Path, arm: Arm, seed: int) -> str:
     return f"{arm.name}-s{seed}-{digest}"
 
 
-def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, out: Path):
+def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, run_id: str):
     from prmloop.loop.tracking import Tracker
 
     config = {**arm.as_config(seed), "experiment": cfg.name, "rl_steps_per_round": cfg.loop.rl_steps_per_round,
               "rounds": cfg.loop.rounds, "group_size": cfg.grpo.group_size, "beta": cfg.grpo.beta, "lr": cfg.grpo.lr}
     return Tracker(run_dir, project=cfg.tracking.project, group=cfg.name, name=f"{arm.name}-s{seed}",
                    job_type=arm.name, tags=[arm.supervision, arm.reward_source, arm.rm_update, arm.credit],
-                   config=config, mode=cfg.tracking.mode, run_id=_run_id(out, arm, seed))
+                   config=config, mode=cfg.tracking.mode, run_id=run_id)
 
 
 def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, task: Task, train: list[Problem],
@@ -154,7 +154,8 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
     if ledger.done("finished"):
         log(f"{arm.name} seed {seed}: already finished")
         return run_dir
-    tracker = _tracker(cfg, arm, seed, run_dir, out)
+    # The W&B run id is kept with the run, so a resume continues the same W&B run even from a moved --out.
+    tracker = _tracker(cfg, arm, seed, run_dir, ledger.info.get("wandb_run_id") or _run_id(out, arm, seed))
     model, tokenizer = _load_policy(shared.policy_dir, cfg)  # the latest GRPO checkpoint is loaded into it below
     rm_path = Path(ledger.info.get("rm_path", shared.reward_models[arm.reward_model_mode]))
     reward_model = StepRewardModel.from_pretrained(rm_path, cfg.prm.max_length)
@@ -177,7 +178,7 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
 
     if not ledger.done("r0/eval"):
         evaluate(0)
-        ledger.commit("r0/eval")
+        ledger.commit("r0/eval", wandb_run_id=tracker.run_id)
     for round_index in range(1, cfg.loop.rounds + 1):
         stage = f"r{round_index}"
         round_seed = seed * 1_000 + round_index

@@ -23,7 +23,9 @@ def _cli(*args: str) -> list[str]:
 
 
 def _env() -> dict:
-    return {**os.environ, "WANDB_SILENT": "true", "TQDM_DISABLE": "1"}
+    """The CLI's environment: no W&B service of this pytest process leaking in, one torch thread per run."""
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    return {**inherited, "WANDB_SILENT": "true", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _loop_args(out: Path, cache: Path) -> list[str]:
