@@ -167,7 +167,8 @@ def time_trl(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, proble
         args = trl.GRPOConfig(output_dir=out, per_device_train_batch_size=cfg.prompts_per_step * cfg.group_size,
                               num_generations=cfg.group_size, max_completion_length=policy_cfg.max_new_tokens,
                               max_steps=steps + 1, learning_rate=cfg.lr, beta=cfg.beta, temperature=cfg.temperature,
-                              use_cpu=True, report_to="none", logging_steps=1, save_strategy="no", seed=cfg.seed)
+                              use_cpu=True, report_to="none", logging_steps=1, save_strategy="no", seed=cfg.seed,
+                              gradient_checkpointing=False, bf16=False)  # float32, no recomputation, as prmloop here
         trainer = trl.GRPOTrainer(model=model, reward_funcs=rule_reward, args=args, processing_class=tokenizer,
                                   train_dataset=Dataset.from_dict({"prompt": list(by_prompt)}),
                                   callbacks=[StepTimer()])

@@ -63,6 +63,7 @@ RULES: dict[str, Check] = {
     "grpo.generation_batch_size": POSITIVE, "grpo.max_grad_norm": _above(0), "grpo.max_weight_change": NON_NEGATIVE,
     "grpo.max_skips_in_a_row": NON_NEGATIVE, "grpo.mixed_precision": PRECISIONS,
     "grpo.checkpoint_every": NON_NEGATIVE,
+    "grpo.vllm_gpu_memory_utilization": _between(0, 1, open_low=True),
     "loop.rounds": POSITIVE, "loop.rl_steps_per_round": POSITIVE, "loop.rm_update": _one_of("iterative", "fixed"),
     "loop.labeller": _one_of("auto", "exact", "mc", "mc_binary"), "loop.mc_rollouts": POSITIVE,
     "loop.label_problems": POSITIVE, "loop.init_label_problems": POSITIVE, "loop.samples_per_problem": POSITIVE,

@@ -110,3 +110,11 @@ class GRPOConfig:
     """Seed of the prompt order and of every rollout (a sample depends only on seed, step and prompt index)."""
     checkpoint_every: int = 0
     """Save a resumable checkpoint every this many steps during ``train`` (0 = only at the end)."""
+    use_vllm: bool = False
+    """Sample rollouts with a vLLM engine in this process (the 'vllm' extra, one CUDA GPU, one process) instead of the
+    built-in HF loop; the policy's weights are pushed into it after each optimizer step (``policy.vllm_backend``)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """With use_vllm: fraction of the GPU's memory the engine may take for its weights, activations and KV cache."""
+    vllm_sleep: bool = True
+    """With use_vllm: release the engine's GPU memory while the policy updates, and wake it (with the new weights)
+    before the next sampling."""

@@ -107,8 +107,14 @@ class GRPOTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
-        self.backend = HFBackend(self.policy, tokenizer, policy_cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                 cfg.generation_batch_size)
+        if cfg.use_vllm:  # a colocated vLLM engine; optional extra, imported only when asked for
+            from prmloop.policy.vllm_backend import VLLMBackend
+
+            self.backend = VLLMBackend.from_configs(self.policy, tokenizer, cfg, policy_cfg,
+                                                    self.accelerator.num_processes)
+        else:
+            self.backend = HFBackend(self.policy, tokenizer, policy_cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                                     cfg.generation_batch_size)
         self.step, self.skipped_updates, self.num_tokens, self.skips_in_a_row = 0, 0, 0, 0
         self.skip_reasons: Counter[str] = Counter()
         """Why updates were skipped (this process's run), for the one-line error when every update was."""
@@ -255,6 +261,8 @@ class GRPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             if diverged:
                 return totals, diverged
+            if hasattr(self.backend, "sync_weights"):  # an engine with its own copy of the weights (vLLM)
+                self.backend.sync_weights(self.policy)
             totals["grad_norm"] = float(grad_norm)
         return totals, None
 

@@ -86,18 +86,37 @@ def load_adapters(model: Any, directory: Path) -> None:
 
 
 @torch.no_grad()
-def save_merged(model: Any, tokenizer: Any, directory: Path) -> None:
-    """A plain (non-PEFT) model with the adapters merged into its weights; ``model`` itself is not changed."""
+def merged_weights(model: Any) -> Iterator[tuple[str, Tensor]]:
+    """(name, tensor) of every weight as a plain checkpoint of the base model has them, one at a time.
+
+    A plain model gives its ``state_dict``. A PEFT (LoRA) model gives its base weights with each adapted layer's
+    ``base_layer.weight`` plus the delta of its active adapters, under the name without ``.base_layer``, and never
+    the adapters (vLLM's weight push and ``save_merged`` both read it). Only one merged tensor exists at a time, and
+    the PEFT model is not changed.
+    """
+    if not is_lora(model):
+        yield from model.state_dict().items()
+        return
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
-    state = {name: value for name, value in base.state_dict().items() if ADAPTER_PREFIX not in name}
-    for name, module in base.named_modules():
-        if isinstance(module, LoraLayer):
-            key = f"{name}.base_layer.weight"
+    adapted = {f"{name}.base_layer.weight": module for name, module in base.named_modules()
+               if isinstance(module, LoraLayer)}
+    for name, value in base.state_dict().items():
+        if ADAPTER_PREFIX in name:
+            continue
+        module = adapted.get(name)
+        if module is not None and not module.merged and not module.disable_adapters:  # as the PEFT forward adds it
             delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
-            state[key] = state[key] + delta.to(state[key].dtype)
-    base.save_pretrained(directory, state_dict={name.replace(".base_layer.", "."): v for name, v in state.items()})
+            value = value + delta.to(value.dtype)
+        yield name.replace(".base_layer.", "."), value
+
+
+@torch.no_grad()
+def save_merged(model: Any, tokenizer: Any, directory: Path) -> None:
+    """A plain (non-PEFT) model with the adapters merged into its weights; ``model`` itself is not changed."""
+    base = model.get_base_model() if is_lora(model) else model
+    base.save_pretrained(directory, state_dict=dict(merged_weights(model)))
     tokenizer.save_pretrained(directory)
 
 

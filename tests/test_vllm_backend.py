@@ -1,0 +1,471 @@
+"""Tests for policy/vllm_backend.py: one-line errors without vllm or CUDA, config checks, the pure pieces (padding,
+log-probs, LoRA merge), the engine calls against a fake ``vllm`` module (CPU), and on a GPU the real engine: its
+samples against ``HFBackend``'s, raw log-probs, seeds, weight pushes (full and LoRA), sleep, and a GRPO run."""
+
+import copy
+import importlib.util
+import json
+import math
+import os
+import random
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from grpo_ddp_script import DigitScorer
+from hub_fixtures import build_hub_tokenizer
+from test_grpo import ARITH, PROBLEMS, make_trainer, one_thread  # noqa: F401 - one_thread is an autouse fixture
+from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+from prmloop.data.errors import UserError
+from prmloop.data.vocab import build_task_tokenizer
+from prmloop.loop.config import load_config
+from prmloop.policy import lora
+from prmloop.policy.config import GRPOConfig, PolicyConfig
+from prmloop.policy.grpo import GRPOTrainer
+from prmloop.policy.lora import merged_weights
+from prmloop.policy.rollout import HFBackend, encode_prompts, forward_logps, left_pad, row_seed
+from prmloop.policy.tiny import build_tiny_llama, tiny_random_model
+from prmloop.policy.vllm_backend import (
+    NEEDS,
+    VLLMBackend,
+    generation_from_outputs,
+    require_vllm,
+    sampled_logps,
+)
+
+# ---------------------------------------------------------------- errors and config (CPU)
+
+
+def test_use_vllm_without_cuda_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError) as caught:
+        make_trainer(use_vllm=True)
+    assert str(caught.value) == ("grpo.use_vllm: needs the 'vllm' extra (pip install 'prmloop[vllm]') and a CUDA GPU; "
+                                 "no CUDA GPU is visible to torch (torch.cuda.is_available() is False)")
+
+
+def test_use_vllm_without_vllm_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError, as when it is absent
+    with pytest.raises(UserError) as caught:
+        make_trainer(use_vllm=True)
+    message = str(caught.value)
+    assert message.startswith(f"{NEEDS}; vllm cannot be imported (") and "\n" not in message
+    assert message.startswith("grpo.use_vllm: needs the 'vllm' extra (pip install 'prmloop[vllm]') and a CUDA GPU")
+
+
+def test_too_old_vllm_and_many_processes_are_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(__version__="0.9.2"))
+    with pytest.raises(UserError, match=r"^grpo\.use_vllm: .*; vllm 0\.9\.2 is installed, older than 0\.10$"):
+        require_vllm()
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(__version__="0.10.1.dev7+gabc"))
+    assert require_vllm().__version__ == "0.10.1.dev7+gabc"
+    with pytest.raises(UserError, match=r"^grpo\.use_vllm: runs in one process only for now; this run has 2 "):
+        VLLMBackend.from_configs(None, None, GRPOConfig(use_vllm=True), PolicyConfig(), num_processes=2)
+
+
+def test_config_fields_load_and_are_checked():
+    defaults = load_config(None, [])
+    assert (defaults.grpo.use_vllm, defaults.grpo.vllm_gpu_memory_utilization, defaults.grpo.vllm_sleep) == (
+        False, 0.3, True)
+    cfg = load_config(None, ["grpo.use_vllm=true", "grpo.vllm_gpu_memory_utilization=1", "grpo.vllm_sleep=false"])
+    assert cfg.grpo.use_vllm is True and cfg.grpo.vllm_gpu_memory_utilization == 1.0 and cfg.grpo.vllm_sleep is False
+    for bad, shown in (("0", "0.0"), ("1.5", "1.5"), ("-0.2", "-0.2"), ("nan", "nan")):
+        with pytest.raises(UserError) as caught:
+            load_config(None, [f"grpo.vllm_gpu_memory_utilization={bad}"])
+        assert str(caught.value) == (f"defaults + --set: grpo.vllm_gpu_memory_utilization = {shown}: "
+                                     "must be a number in (0, 1]")
+    with pytest.raises(UserError, match=r"key 'grpo\.use_vllm' expects bool"):
+        load_config(None, ["grpo.use_vllm=maybe"])
+
+
+# ---------------------------------------------------------------- pure pieces (CPU)
+
+
+def test_generation_from_outputs_literal():
+    # EOS id 2, pad 0. Row 0 ends with EOS; row 1 is cut off at 4 tokens; row 2 drew EOS as its 4th (= max_tokens-th)
+    # token, which vLLM reports as a "length" stop, but it did end with EOS; row 3 is a lone EOS.
+    tokens = [[5, 7, 2], [4, 4, 4, 4], [6, 6, 6, 2], [2]]
+    logps = [[-0.5, -1.0, -0.25], [-1.0, -2.0, -3.0, -4.0], [-0.1, -0.2, -0.3, -0.4], [-2.5]]
+    generation = generation_from_outputs(tokens, logps, eos_ids=[2], pad_id=0)
+    assert generation.completion_ids.tolist() == [[5, 7, 2, 0], [4, 4, 4, 4], [6, 6, 6, 2], [2, 0, 0, 0]]
+    assert generation.completion_mask.tolist() == [[True, True, True, False], [True] * 4, [True] * 4,
+                                                   [True, False, False, False]]
+    assert generation.logp.tolist() == [[-0.5, -1.0, -0.25, 0.0], [-1.0, -2.0, -3.0, -4.0],
+                                        [pytest.approx(v) for v in (-0.1, -0.2, -0.3, -0.4)], [-2.5, 0.0, 0.0, 0.0]]
+    assert generation.finished.tolist() == [True, False, True, True]
+    assert generation.logp.dtype == torch.float32 and generation.completion_ids.dtype == torch.long
+
+
+def test_sampled_logps_picks_the_sampled_token():
+    # logprobs=0 still returns the sampled token, and vLLM may add the top-1 token beside it.
+    logprob = lambda value: SimpleNamespace(logprob=value)
+    completion = SimpleNamespace(token_ids=[7, 3], logprobs=[{7: logprob(-1.5), 9: logprob(-0.2)}, {3: logprob(-0.75)}])
+    assert sampled_logps(completion) == [-1.5, -0.75]
+    with pytest.raises(RuntimeError, match="no log-probs"):
+        sampled_logps(SimpleNamespace(token_ids=[7], logprobs=None))
+
+
+def test_merged_weights_of_a_plain_model_are_its_state_dict():
+    model = tiny_random_model("llama", build_task_tokenizer(), seed=0)
+    pushed = dict(merged_weights(model))
+    assert list(pushed) == list(model.state_dict()) and all(torch.equal(pushed[k], v) for k, v in model.state_dict().items())
+
+
+def test_merged_weights_of_a_lora_model_load_into_the_plain_base_and_match_it(tmp_path):
+    tokenizer = build_task_tokenizer()
+    peft = lora.add_lora(tiny_random_model("llama", tokenizer, seed=0), PolicyConfig(lora_r=4, lora_alpha=8))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # lora_B starts at zero (no delta): give every adapter a real one
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    before = {name: p.detach().clone() for name, p in peft.named_parameters()}
+    merged = dict(merged_weights(peft))
+    assert all(torch.equal(before[name], p) for name, p in peft.named_parameters())  # the PEFT model is unchanged
+    assert lora.is_lora(peft) and not any("lora" in name or "base_layer" in name for name in merged)
+    plain = tiny_random_model("llama", tokenizer, seed=1)
+    plain.load_state_dict(merged, strict=True)  # every name is one the base model expects, and none is missing
+    ids = torch.tensor([encode_prompts(tokenizer, ["12+30=\n"])[0]])
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids).logits, peft(input_ids=ids).logits, atol=1e-5)
+    lora.save_merged(peft, tokenizer, tmp_path / "merged")  # the same merge as the export
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "merged" / "model.safetensors")
+    assert all(torch.allclose(merged[name], value, atol=1e-6) for name, value in saved.items())
+
+
+# ---------------------------------------------------------------- engine calls against a fake vllm (CPU)
+
+
+class FakeLLM:
+    """Stands in for ``vllm.LLM``: records its arguments and every call; a request's tokens come from ``script``."""
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.env = kwargs, os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+        self.config = json.loads((Path(kwargs["model"]) / "config.json").read_text())
+        self.calls, self.pushed, self.params = [], {}, []
+        self.script = lambda seed: [30 + seed % 7, 31] + ([1] if seed % 2 == 0 else [])
+        torch.manual_seed(1234)  # vLLM seeds the global generators of the process it runs in
+        random.seed(1234)
+
+    def apply_model(self, fn):
+        self.calls.append("push")
+        engine_model = SimpleNamespace(load_weights=lambda weights: self.pushed.update(
+            (name, value.detach().clone()) for name, value in weights))
+        return [fn(engine_model)]
+
+    def generate(self, prompts, params, use_tqdm):
+        self.calls.append("generate")
+        assert not torch.is_autocast_enabled("cuda") and use_tqdm is False
+        self.prompts, self.params = prompts, params
+        outputs = []
+        for p in params:
+            tokens = self.script(p.seed)
+            logprobs = [{token: SimpleNamespace(logprob=-0.5 * (i + 1)), 99: SimpleNamespace(logprob=-9.0)}
+                        for i, token in enumerate(tokens)]
+            outputs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=logprobs)]))
+        return outputs
+
+    def sleep(self, level):
+        self.calls.append(f"sleep {level}")
+
+    def wake_up(self, tags):
+        self.calls.append(f"wake {','.join(tags)}")
+
+    def reset_prefix_cache(self):
+        self.calls.append("reset prefix cache")
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(__version__="0.10.2", LLM=FakeLLM,
+                                                             SamplingParams=lambda **kw: SimpleNamespace(**kw)))
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+
+
+def fake_backend(sleep: bool, model=None):
+    tokenizer = build_task_tokenizer()  # EOS id 1, pad id 0
+    model = tiny_random_model("llama", tokenizer, seed=0) if model is None else model
+    return VLLMBackend(model, tokenizer, 8, temperature=0.7, top_p=0.9, max_model_len=160, gpu_memory_utilization=0.25,
+                       sleep=sleep, seed=3), model
+
+
+def test_engine_is_built_in_process_from_the_policy_config(fake_vllm):
+    model = tiny_random_model("llama", build_task_tokenizer(), seed=0)
+    torch.manual_seed(7)
+    random.seed(7)
+    expected = (torch.rand(3), random.random())
+    torch.manual_seed(7)
+    random.seed(7)
+    backend, _ = fake_backend(sleep=True, model=model)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]  # global RNG states kept
+    llm = backend.llm
+    assert llm.env == "0" and "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # set while building, then restored
+    assert llm.config["hidden_size"] == model.config.hidden_size and llm.config["model_type"] == "llama"
+    assert llm.config["architectures"] == ["LlamaForCausalLM"] and model.config.architectures is None  # not mutated
+    assert {key: llm.kwargs[key] for key in ("load_format", "skip_tokenizer_init", "generation_config", "dtype",
+                                              "max_model_len", "gpu_memory_utilization", "enable_sleep_mode", "seed",
+                                              "logprobs_mode", "distributed_executor_backend")} == {
+        "load_format": "dummy", "skip_tokenizer_init": True, "generation_config": "vllm", "dtype": "float32",
+        "max_model_len": 160, "gpu_memory_utilization": 0.25, "enable_sleep_mode": True, "seed": 3,
+        "logprobs_mode": "raw_logprobs", "distributed_executor_backend": "uni"}
+
+
+def test_requests_and_generation(fake_vllm):
+    backend, _ = fake_backend(sleep=False)
+    generation = backend.generate([[4, 5], [6]], row_seeds=[10, 3])
+    assert backend.llm.prompts == [{"prompt_token_ids": [4, 5]}, {"prompt_token_ids": [6]}]
+    first = vars(backend.llm.params[0])
+    assert first == {"n": 1, "seed": 10, "temperature": 0.7, "top_p": 0.9, "max_tokens": 8, "logprobs": 0,
+                     "stop_token_ids": [1], "detokenize": False}
+    assert backend.llm.params[1].seed == 3
+    # seed 10 -> [30 + 3, 31, EOS 1]; seed 3 -> [30 + 3, 31] (odd seed: no EOS, cut off); log-probs -0.5, -1.0, -1.5
+    assert generation.completion_ids.tolist() == [[33, 31, 1], [33, 31, 0]]
+    assert generation.completion_mask.tolist() == [[True, True, True], [True, True, False]]
+    assert generation.logp.tolist() == [[-0.5, -1.0, -1.5], [-0.5, -1.0, 0.0]]
+    assert generation.finished.tolist() == [True, False]
+
+
+def test_pushes_without_sleep(fake_vllm):
+    backend, model = fake_backend(sleep=False)
+    backend.generate([[4]], [0])
+    backend.generate([[4]], [1])
+    assert backend.llm.calls == ["push", "reset prefix cache", "generate", "generate"]  # pushed once, before sampling
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    backend.sync_weights(model)
+    backend.sync_weights(model)  # μ optimizer steps before the next sampling still cost one push
+    backend.generate([[4]], [2])
+    assert backend.llm.calls[4:] == ["push", "reset prefix cache", "generate"]
+    assert list(backend.llm.pushed) == list(model.state_dict())
+    assert torch.equal(backend.llm.pushed["lm_head.weight"], model.lm_head.weight)  # the current weights
+
+
+def test_a_lora_policy_gives_its_base_architecture_and_merged_weights(fake_vllm):
+    peft = lora.add_lora(tiny_random_model("llama", build_task_tokenizer(), seed=0), PolicyConfig(lora_r=4))
+    backend, _ = fake_backend(sleep=False, model=peft)
+    backend.generate([[4]], [0])
+    assert backend.llm.config["architectures"] == ["LlamaForCausalLM"]
+    plain = tiny_random_model("llama", build_task_tokenizer(), seed=0)
+    assert list(backend.llm.pushed) == list(plain.state_dict())  # the names of the plain model, in its order
+
+
+def test_sleep_wakes_weights_then_pushes_then_wakes_the_kv_cache(fake_vllm):
+    backend, _ = fake_backend(sleep=True)
+    backend.generate([[4]], [0])
+    backend.generate([[4]], [1])  # no optimizer step between: level 2 released the weights, so they come back anyway
+    assert backend.llm.calls == ["push", "reset prefix cache", "generate", "sleep 2",
+                                 "wake weights", "push", "wake kv_cache", "generate", "sleep 2"]
+
+
+def test_grpo_trainer_samples_with_the_engine_and_syncs_after_each_kept_step(fake_vllm):
+    tokenizer = build_task_tokenizer()
+    newline, eos = tokenizer.convert_tokens_to_ids("\n"), tokenizer.eos_token_id
+    trainer = make_trainer(use_vllm=True, vllm_sleep=False, vllm_gpu_memory_utilization=0.5, temperature=0.9)
+    assert isinstance(trainer.backend, VLLMBackend) and trainer.backend.llm.kwargs["gpu_memory_utilization"] == 0.5
+    assert trainer.backend.llm.kwargs["max_model_len"] == trainer.policy_cfg.max_length
+    # ids 5..12 are digits and 13..20 letters: DigitScorer gives each one-token step 1 or 0, so groups have spread
+    trainer.backend.llm.script = lambda seed: [5 + seed % 16, newline, 5 + seed // 16 % 16, newline, eos]
+    def weights():
+        return {name: value.clone() for name, value in trainer.policy.state_dict().items()}
+
+    initial = weights()
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert metrics["skipped_updates"] == 0 and math.isfinite(metrics["loss"])
+    assert [p.seed for p in trainer.backend.llm.params] == [row_seed(0, 0, i, g) for i in range(2) for g in range(4)]
+    assert all(torch.equal(initial[k], v) for k, v in trainer.backend.llm.pushed.items())  # step 0 sampled π_init
+    updated = weights()
+    assert not all(torch.equal(initial[k], updated[k]) for k in initial)
+    trainer.train_step(PROBLEMS[2:4], step=1)
+    assert trainer.backend.llm.calls == ["push", "reset prefix cache", "generate",
+                                         "push", "reset prefix cache", "generate"]
+    assert all(torch.equal(updated[k], v) for k, v in trainer.backend.llm.pushed.items())  # step 1 sampled π after 0
+
+
+# ---------------------------------------------------------------- the real engine (GPU)
+
+gpu = pytest.mark.skipif(not (torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None),
+                         reason="needs a CUDA GPU and the vllm extra")
+PROMPTS = ["What is 2 + 3?\n", "Tom has 5 apples and buys 7 more.\n", "Simplify 12/4.\n", "Half of 48 is\n"]
+ENGINE = {"max_model_len": 256, "gpu_memory_utilization": 0.1, "sleep": False, "seed": 0}
+
+
+def gpu_policy(seed: int = 0):
+    """A tiny random Qwen2 on the GPU (float32, head size 64) whose samples are neither uniform nor all of one length:
+    init std 0.2, and the <|im_end|> embedding doubled (tied, so EOS logits spread: ~40% of 32-token samples end)."""
+    tokenizer = build_hub_tokenizer("qwen2")
+    tokenizer.padding_side = "left"
+    im_end, endoftext = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = Qwen2Config(vocab_size=-(-len(tokenizer) // 64) * 64, hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, initializer_range=0.2, bos_token_id=endoftext, eos_token_id=im_end,
+                         pad_token_id=endoftext)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        model.model.embed_tokens.weight[im_end] *= 2.0
+    model.generation_config = GenerationConfig(eos_token_id=[im_end, endoftext], pad_token_id=endoftext)
+    return model.cuda(), tokenizer
+
+
+def perturbed(model, scale: float = 0.05, seed: int = 1):
+    """A copy with every weight moved by seeded noise (what training does, minus the training)."""
+    moved = copy.deepcopy(model)
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    with torch.no_grad():
+        for param in moved.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=generator, device="cuda"))
+    return moved
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """One engine (no sleep) for the tests below; each pushes its own policy with ``sync_weights`` first."""
+    model, tokenizer = gpu_policy()
+    return VLLMBackend(model, tokenizer, 32, **ENGINE)
+
+
+def rows_and_seeds(tokenizer, per_prompt: int, seed: int = 0):
+    prompts = encode_prompts(tokenizer, PROMPTS)
+    rows = [ids for ids in prompts for _ in range(per_prompt)]
+    return rows, [row_seed(seed, 0, i, g) for i in range(len(prompts)) for g in range(per_prompt)]
+
+
+def sample(backend, model, rows, seeds, temperature: float, top_p: float = 1.0):
+    backend.temperature, backend.top_p = temperature, top_p  # the engine is shared: set this test's sampling
+    backend.sync_weights(model)
+    return backend.generate(rows, seeds)
+
+
+def teacher_forced_logits(model, tokenizer, rows, generation):
+    prompt, prompt_mask = left_pad(rows, tokenizer.pad_token_id, "cuda")
+    ids = torch.cat([prompt, generation.completion_ids], 1)  # (B, P + T)
+    attention = torch.cat([prompt_mask, generation.completion_mask], 1).long()
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attention, position_ids=(attention.cumsum(1) - 1).clamp(min=0)
+                       ).logits[:, prompt.shape[1] - 1 : -1].float()  # (B, T, V) logits predicting each o_t
+    return logits
+
+
+@pytest.mark.gpu
+@gpu
+def test_logp_is_the_raw_temperature_one_log_prob(engine):
+    model, tokenizer = gpu_policy()
+    rows, seeds = rows_and_seeds(tokenizer, 16)
+    generation = sample(engine, model, rows, seeds, temperature=0.7, top_p=0.9)
+    mask = generation.completion_mask
+    logits = teacher_forced_logits(model, tokenizer, rows, generation)  # (B, T, V)
+    token = generation.completion_ids[..., None]
+    raw = torch.log_softmax(logits, -1).gather(-1, token).squeeze(-1)  # (B, T)
+    processed = torch.log_softmax(logits / 0.7, -1).gather(-1, token).squeeze(-1)  # what raw mode must NOT return
+    assert (generation.logp - raw)[mask].abs().max() < 2e-3
+    assert (generation.logp - processed)[mask].abs().mean() > 0.1  # the check above can tell the two apart
+    hf_logp, _ = forward_logps(model, *left_pad(rows, tokenizer.pad_token_id, "cuda"), generation.completion_ids, mask)
+    assert (generation.logp - hf_logp)[mask].abs().max() < 2e-3  # = the π_θ the GRPO loss computes
+
+
+@pytest.mark.gpu
+@gpu
+def test_sampling_statistics_match_hf_backend(engine):
+    # Different samplers, same distribution: per-row completion length, per-row mean token log-prob and the finished
+    # fraction agree within 4 standard errors of their difference (1024 independent rows per backend).
+    model, tokenizer = gpu_policy()
+    rows, seeds = rows_and_seeds(tokenizer, 256)
+    ours = sample(engine, model, rows, seeds, temperature=1.0)
+    theirs = HFBackend(model, tokenizer, 32, temperature=1.0).generate(rows, seeds)
+
+    def stats(generation):
+        lengths = generation.completion_mask.sum(1).float()  # (B,)
+        return {"length": lengths, "mean_logp": generation.logp.sum(1) / lengths, "finished": generation.finished.float()}
+
+    for key, a in stats(ours).items():
+        b = stats(theirs)[key]
+        error = math.sqrt(a.var().item() / len(a) + b.var().item() / len(b))
+        assert abs(a.mean().item() - b.mean().item()) < 4 * error + 1e-6, (key, a.mean().item(), b.mean().item())
+    assert 0.1 < stats(theirs)["finished"].mean().item() < 0.9  # the test model is not degenerate
+
+
+@pytest.mark.gpu
+@gpu
+def test_same_seeds_give_the_same_samples(engine):
+    model, tokenizer = gpu_policy()
+    rows, seeds = rows_and_seeds(tokenizer, 8)
+    first, second = (sample(engine, model, rows, seeds, temperature=1.0) for _ in range(2))
+    assert torch.equal(first.completion_ids, second.completion_ids)
+    assert torch.allclose(first.logp, second.logp, atol=1e-5)
+    other = sample(engine, model, rows, rows_and_seeds(tokenizer, 8, seed=1)[1], temperature=1.0)
+    assert not torch.equal(first.completion_ids[:, :4], other.completion_ids[:, :4])
+
+
+def greedy_hf(model, tokenizer, rows):
+    return HFBackend(model, tokenizer, 32, temperature=0.0).generate(rows, [0] * len(rows))
+
+
+@pytest.mark.gpu
+@gpu
+def test_sync_weights_moves_the_engine_to_the_changed_model(engine):
+    model, tokenizer = gpu_policy()
+    rows, seeds = rows_and_seeds(tokenizer, 1)
+    before = sample(engine, model, rows, seeds, temperature=0.0)
+    assert torch.equal(before.completion_ids, greedy_hf(model, tokenizer, rows).completion_ids)
+    trained = perturbed(model)
+    engine.temperature = 0.0
+    assert torch.equal(engine.generate(rows, seeds).completion_ids, before.completion_ids)  # not pushed yet
+    after = sample(engine, trained, rows, seeds, temperature=0.0)
+    expected = greedy_hf(trained, tokenizer, rows)
+    assert not torch.equal(expected.completion_ids, before.completion_ids)  # the change shows in greedy outputs
+    assert torch.equal(after.completion_ids, expected.completion_ids)
+    assert (after.logp - expected.logp)[after.completion_mask].abs().max() < 2e-3
+
+
+@pytest.mark.gpu
+@gpu
+def test_lora_policy_is_merged_into_the_engine_and_left_unchanged(engine):
+    model, tokenizer = gpu_policy()
+    peft = lora.add_lora(model, PolicyConfig(lora_r=4, lora_alpha=8))
+    generator = torch.Generator(device="cuda").manual_seed(2)
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.2 * torch.randn(param.shape, generator=generator, device="cuda"))
+    before = {name: p.detach().clone() for name, p in peft.named_parameters()}
+    rows, seeds = rows_and_seeds(tokenizer, 1)
+    ours = sample(engine, peft, rows, seeds, temperature=0.0)
+    assert torch.equal(ours.completion_ids, greedy_hf(peft, tokenizer, rows).completion_ids)
+    with peft.disable_adapter():
+        assert not torch.equal(ours.completion_ids, greedy_hf(peft, tokenizer, rows).completion_ids)
+    assert lora.is_lora(peft) and all(torch.equal(before[n], p) for n, p in peft.named_parameters())
+
+
+@pytest.mark.gpu
+@gpu
+def test_grpo_trainer_with_a_sleeping_engine():
+    # The only sleep-mode engine of the process (vLLM's sleep allocator serves one engine per process). After each
+    # step the engine sleeps (its memory comes back to the GPU) and the next sampling is from the updated policy: the
+    # rollout's log-probs equal the policy's own forward on the same tokens (π_old = π_θ before the update).
+    tokenizer = build_task_tokenizer()
+    policy_cfg = PolicyConfig(max_new_tokens=10)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=4, lr=1e-2, use_vllm=True, vllm_gpu_memory_utilization=0.1)
+    trainer = GRPOTrainer(build_tiny_llama(policy_cfg, tokenizer, seed=0), tokenizer, cfg, policy_cfg, ARITH,
+                          scorer=DigitScorer())  # the embedded tiny policy: head size 32 (vLLM kernels need >= 16)
+    assert trainer.backend.device.type == "cuda"
+    initial = {name: value.clone() for name, value in trainer.policy.state_dict().items()}
+    free_awake = torch.cuda.mem_get_info()[0]
+    for step in range(2):
+        metrics = trainer.train_step(PROBLEMS[2 * step : 2 * step + 2], step=step)
+        assert metrics["skipped_updates"] == 0 and math.isfinite(metrics["loss"])
+    assert not all(torch.equal(initial[k], v) for k, v in trainer.policy.state_dict().items())  # the policy moved
+    assert torch.cuda.mem_get_info()[0] > free_awake + 2**30  # the sleeping engine gave back its KV cache
+    prompts = [trainer.prompter(p.question) for p in PROBLEMS[4:6]]
+    rollout = trainer._sample(trainer._encode(PROBLEMS[4:6], prompts), 2, 0)
+    with torch.no_grad():
+        logp, _ = forward_logps(trainer.policy, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
+                                rollout.completion_mask)
+    assert (rollout.logp - logp)[rollout.completion_mask].abs().max() < 2e-3
