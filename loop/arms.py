@@ -24,10 +24,14 @@ class Arm:
     """'iterative' (retrain the reward model every round, §4.1.4) or 'fixed' (keep the first one)."""
     credit: str = "sum"
     """Process supervision credit: 'sum' (DeepSeekMath) or 'min' (PURE)."""
+    mix: bool = False
+    """Add the answer check's outcome advantage, weighted by ``grpo.outcome_mix``, to every token (arm suffix '-mix');
+    arms without it run with ``outcome_mix`` 0, so one config holds the weight for the mixed arms only."""
 
     @property
     def name(self) -> str:
-        return f"{self.supervision}-{self.reward_source}-{self.rm_update}" + ("-min" if self.credit == "min" else "")
+        return (f"{self.supervision}-{self.reward_source}-{self.rm_update}" + ("-min" if self.credit == "min" else "")
+                + ("-mix" if self.mix else ""))
 
     @property
     def uses_reward_model(self) -> bool:
@@ -40,16 +44,21 @@ class Arm:
 
     def as_config(self, seed: int) -> dict:
         return {"arm": self.name, "supervision": self.supervision, "reward_source": self.reward_source,
-                "rm_update": self.rm_update, "credit": self.credit, "seed": seed}
+                "rm_update": self.rm_update, "credit": self.credit, "mix": self.mix, "seed": seed}
 
 
 def parse_arm(spec: str, where: str = "compare.arms") -> Arm:
-    """'supervision-reward_source-rm_update[-credit]' -> Arm; a UserError names the bad part."""
+    """'supervision-reward_source-rm_update[-credit][-mix]' -> Arm; a UserError names the bad part."""
+    form = "'supervision-reward_source-rm_update[-credit][-mix]'"
     if len(spec) > 80:
-        raise UserError(f"{where}: arm {spec[:60]!r}... is too long to be 'supervision-reward_source-rm_update[-credit]'")
+        raise UserError(f"{where}: arm {spec[:60]!r}... is too long to be {form}")
     parts = spec.strip().split("-")
+    mix = parts[-1] == "mix" and len(parts) > 3
+    if mix:
+        parts = parts[:-1]
     if len(parts) not in (3, 4):
-        raise UserError(f"{where}: arm {spec!r} must look like 'process-prm-iterative' or 'process-prm-fixed-min'")
+        raise UserError(f"{where}: arm {spec!r} must look like 'process-prm-iterative', 'process-prm-fixed-min' or "
+                        "'process-prm-iterative-mix'")
     supervision, reward_source, rm_update = parts[:3]
     credit = parts[3] if len(parts) == 4 else "sum"
     for value, valid, what in ((supervision, SUPERVISIONS, "supervision"), (reward_source, REWARD_SOURCES, "reward source"),
@@ -60,13 +69,16 @@ def parse_arm(spec: str, where: str = "compare.arms") -> Arm:
         raise UserError(f"{where}: arm {spec!r}: process supervision needs step rewards, i.e. reward source 'prm'")
     if supervision == "outcome" and credit == "min":
         raise UserError(f"{where}: arm {spec!r}: min-form credit assigns step rewards; it needs process supervision")
-    return Arm(supervision, reward_source, rm_update, credit)
+    if mix and reward_source == "rule":
+        raise UserError(f"{where}: arm {spec!r}: '-mix' adds the rule reward to a reward model's; the rule reward "
+                        "alone needs no mix")
+    return Arm(supervision, reward_source, rm_update, credit, mix)
 
 
 def arm_from_config(cfg: ExperimentConfig) -> Arm:
     """The single arm `prmloop loop` runs: grpo.supervision/reward_source/credit and loop.rm_update."""
     spec = f"{cfg.grpo.supervision}-{cfg.grpo.reward_source}-{cfg.loop.rm_update}-{cfg.grpo.credit}"
-    return parse_arm(spec, where="grpo/loop")
+    return parse_arm(spec + ("-mix" if cfg.grpo.outcome_mix else ""), where="grpo/loop")
 
 
 def arm_config(cfg: ExperimentConfig, arm: Arm, seed: int) -> ExperimentConfig:
@@ -74,6 +86,7 @@ def arm_config(cfg: ExperimentConfig, arm: Arm, seed: int) -> ExperimentConfig:
     out = copy.deepcopy(cfg)
     out.grpo.supervision, out.grpo.reward_source, out.grpo.credit = arm.supervision, arm.reward_source, arm.credit
     out.loop.rm_update = arm.rm_update
+    out.grpo.outcome_mix = cfg.grpo.outcome_mix if arm.mix else 0.0
     out.seed = seed
     out.grpo.seed = seed
     return out

@@ -97,4 +97,6 @@ def validate(cfg: Any, where: str = "config") -> None:
 
     arm_from_config(cfg)
     for spec in cfg.compare.arms:
-        parse_arm(spec)
+        if parse_arm(spec).mix and not cfg.grpo.outcome_mix:
+            raise UserError(f"{where}: compare.arms: {spec!r} mixes in the answer check's advantage with weight "
+                            "grpo.outcome_mix, which is 0; set it (e.g. 0.5)")

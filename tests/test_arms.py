@@ -37,3 +37,26 @@ def test_arm_config_sets_sections_without_touching_the_original():
     assert (out.grpo.supervision, out.grpo.reward_source, out.grpo.credit) == ("process", "prm", "min")
     assert (out.loop.rm_update, out.seed, out.grpo.seed) == ("fixed", 3, 3)
     assert cfg.seed == 0 and cfg.loop.rm_update == "iterative"
+
+
+def test_mix_arms_carry_the_outcome_mix_and_others_run_without_it():
+    mixed = parse_arm("process-prm-iterative-mix")
+    assert mixed == Arm("process", "prm", "iterative", "sum", mix=True) and mixed.name == "process-prm-iterative-mix"
+    assert parse_arm("process-prm-fixed-min-mix").name == "process-prm-fixed-min-mix"
+    cfg = ExperimentConfig()
+    cfg.grpo.outcome_mix = 0.5
+    assert arm_config(cfg, mixed, seed=0).grpo.outcome_mix == 0.5
+    assert arm_config(cfg, parse_arm("process-prm-iterative"), seed=0).grpo.outcome_mix == 0.0
+    with pytest.raises(UserError, match=r"'outcome-rule-fixed-mix': '-mix' adds the rule reward"):
+        parse_arm("outcome-rule-fixed-mix")
+    with pytest.raises(UserError, match="reward-model update 'mix'"):
+        parse_arm("process-prm-mix")
+
+
+def test_a_mix_arm_without_a_weight_is_refused_up_front():
+    from prmloop.loop.config import load_config
+
+    with pytest.raises(UserError, match=r"compare.arms: 'process-prm-iterative-mix' mixes in .* grpo.outcome_mix, "
+                                        r"which is 0; set it"):
+        load_config(None, ["compare.arms=[process-prm-iterative-mix]"])
+    assert load_config(None, ["compare.arms=[process-prm-iterative-mix]", "grpo.outcome_mix=0.5"]).grpo.outcome_mix == 0.5
