@@ -48,6 +48,9 @@ class LoopConfig:
     eval_mc_solutions: int = 32
     """Tasks without a step verifier: held-out samples given Monte Carlo labels each round for the PRM's
     first-error F1 (loop.mc_rollouts completions per step prefix; 0 = skip)."""
+    eval_every: int = 0
+    """Also measure held-out greedy accuracy (on the same loop.eval_problems) every this many RL steps inside a round,
+    for accuracy-vs-step curves; 0 = only the full evaluation at each round's end."""
     prm_eval_data: str = ""
     """A labelled file (e.g. ProcessBench's gsm8k/math split) the PRM is also evaluated on each round ('' = none)."""
     prm_eval_format: str = "processbench"

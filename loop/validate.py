@@ -67,7 +67,7 @@ RULES: dict[str, Check] = {
     "loop.rounds": POSITIVE, "loop.rl_steps_per_round": POSITIVE, "loop.rm_update": _one_of("iterative", "fixed"),
     "loop.labeller": _one_of("auto", "exact", "mc", "mc_binary"), "loop.mc_rollouts": POSITIVE,
     "loop.label_problems": POSITIVE, "loop.init_label_problems": POSITIVE, "loop.samples_per_problem": POSITIVE,
-    "loop.eval_problems": POSITIVE, "loop.eval_k": POSITIVE, "loop.eval_mc_solutions": NON_NEGATIVE,
+    "loop.eval_problems": POSITIVE, "loop.eval_k": POSITIVE, "loop.eval_mc_solutions": NON_NEGATIVE, "loop.eval_every": NON_NEGATIVE,
     "tracking.mode": _one_of("offline", "online", "disabled"),
     "compare.seeds": POSITIVE,
 }

@@ -153,3 +153,21 @@ def test_a_diverging_round_is_rolled_back_and_not_committed(tmp_path):
         "the weights by more than grpo.max_weight_change (lower grpo.lr)); the round is not committed")
     assert not any("grpo" in stage for stage in _completed(out / ARM / "state.json"))
     assert not (out / ARM / "policy").exists()
+
+
+def test_curve_points_by_hand():
+    from prmloop.loop.orchestrator import _curve_point
+
+    assert [s for s in range(1, 9) if _curve_point(s, 2, 4)] == [2, 6]  # 4 and 8 end a round: its full evaluation
+    assert not any(_curve_point(s, 0, 4) for s in range(1, 9))
+
+
+def test_eval_every_adds_greedy_accuracy_points_inside_a_round(tmp_path):
+    out = tmp_path / "run"
+    args = [*_loop_args(out, tmp_path / "cache"), "--set", "loop.rounds=1", "--set", "loop.rl_steps_per_round=3",
+            "--set", "loop.eval_every=1"]
+    done = subprocess.run(_cli(*args), cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evals = [r for r in _rows(out / ARM / "metrics.jsonl") if r["kind"] == "eval" and "accuracy" in r]
+    assert [(r["round"], r["rl_step"]) for r in evals] == [(0, 0), (1, 1), (1, 2), (1, 3)]
+    assert set(evals[1]) == {"kind", "round", "rl_step", "accuracy"} and "pass_at_4" in evals[3]
