@@ -4,7 +4,8 @@ Run: ``python bench/memory.py`` (every variant, each in a fresh subprocess so it
 ``python bench/memory.py --variant lora`` (one). The model has Qwen2-0.5B's shape (hidden 896, 24 layers, 14 heads,
 2 KV heads, MLP 4864, vocabulary 151,936, tied embeddings: 494M parameters, float32) and random weights; the prompts
 are embedded-task questions (the task tokenizer's ids are a subset of the vocabulary). One step: 2 prompts x G=4,
-32 new tokens, outcome supervision with the rule reward, β = 0.04 (so full fine-tuning holds a π_ref copy).
+32 new tokens, outcome supervision with the rule reward, β = 0.04 (so full fine-tuning holds a π_ref copy); two steps,
+the second timed (the first creates the optimizer state).
 Variants:
 - ``full``: full fine-tuning, π_ref a deep copy, the divergence rollback's CPU copy on (the default);
 - ``full-norollback``: the same with ``grpo.rollback: false``;
@@ -64,8 +65,9 @@ def run_variant(name: str, threads: int) -> dict:
     policy_cfg = PolicyConfig(model="random-qwen2-0.5b-shape", max_new_tokens=32, max_length=160, **policy_overrides)
     trainer = GRPOTrainer(model, tokenizer, cfg, policy_cfg, get_task(DataConfig()))
     problems = generate(DataConfig(), 4, "train")
+    trainer.train_step(problems[:2], step=0)  # the first step creates the optimizer state
     started = time.perf_counter()
-    metrics = trainer.train_step(problems[:2], step=0)
+    metrics = trainer.train_step(problems[2:4], step=1)
     seconds = time.perf_counter() - started
     return {"variant": name, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "params_m": sum(p.numel() for p in trainer.policy.parameters()) / 1e6,
@@ -83,7 +85,7 @@ def main() -> None:
         return
     import torch
 
-    print(f"torch {torch.__version__}, {args.threads} threads; one GRPO step, 2 prompts x G=4, 32 new tokens")
+    print(f"torch {torch.__version__}, {args.threads} threads; GRPO steps of 2 prompts x G=4, 32 new tokens")
     print("| variant | peak RSS GiB | params M | trainable M | step s | sample s |")
     print("|---|---|---|---|---|---|")
     for name in VARIANTS:

@@ -1,5 +1,7 @@
 """Strict config loading: unknown keys, wrong types, missing files, --set coercion, saving beside outputs."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -59,9 +61,9 @@ def test_saved_config_round_trips(tmp_path):
     assert load_config(path) == cfg
 
 
-@pytest.mark.parametrize("name", ["demo", "quick", "compare", "gsm8k_qwen"])
-def test_shipped_configs_load(name):
-    load_config(f"configs/{name}.yaml")
+@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    load_config(str(path))
 
 
 def test_demo_config_equals_builtin_defaults():

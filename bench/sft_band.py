@@ -1,0 +1,69 @@
+"""Where the SFT warm start lands across seeds: held-out greedy accuracy and per-step accuracy, mean, range and CI.
+
+Run: ``python bench/sft_band.py --config configs/long.yaml --seeds 5`` (one ``prmloop policy sft`` per seed, one after
+the other, into ``runs/sft_band/<config>-s<seed>``; a seed whose folder already holds a finished SFT is read, not
+retrained). Prints one row per seed and a summary line with the mean, the range and the 95% t-interval of the mean,
+plus the torch version and the CPU, since the landing point has been seen to depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from prmloop.loop.report import mean_ci
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_seed(config: str, seed: int, out: Path, extra: list[str]) -> dict:
+    metrics = out / "sft_metrics.json"
+    if not metrics.is_file():
+        sets = [arg for item in [f"sft.seed={seed}", *extra] for arg in ("--set", item)]
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "prmloop", "policy", "sft", "--config", config, "--out", str(out), *sets],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        print(f"  seed {seed}: trained in {time.perf_counter() - started:.0f}s", flush=True)
+    return json.loads(metrics.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/long.yaml")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
+    args = parser.parse_args()
+    import torch
+
+    name = Path(args.config).stem
+    print(f"SFT landing band: {args.config}, seeds 0..{args.seeds - 1}; torch {torch.__version__}, {cpu_name()}")
+    rows = []
+    for seed in range(args.seeds):
+        metrics = run_seed(args.config, seed, ROOT / "runs" / "sft_band" / f"{name}-s{seed}", args.set)
+        rows.append(metrics)
+        print(f"| seed {seed} | greedy accuracy {metrics['eval_accuracy']:.3f} | step accuracy "
+              f"{metrics['eval_step_accuracy']:.3f} | {metrics['seconds']:.0f} s |", flush=True)
+    for key in ("eval_accuracy", "eval_step_accuracy"):
+        values = [row[key] for row in rows]
+        mean, half = mean_ci(values)
+        print(f"{key}: mean {mean:.3f} ± {half:.3f} (95% CI of the mean, n={len(values)}), "
+              f"range {min(values):.3f}-{max(values):.3f}")
+
+
+if __name__ == "__main__":
+    main()
