@@ -100,7 +100,8 @@ class GRPOConfig:
     steps move far less (measured on the tiny policy: 6e-4 at lr 5e-5, 0.01 at 1e-3, 0.12 at 1e-2 from random init)."""
     rollback: bool = True
     """Keep a CPU copy of the trainable weights and optimizer state before each optimizer step, so a diverged step is
-    undone. False saves that copy (full fine-tuning of a large model); a diverged step then stops the run."""
+    undone (3x the trainable weights: 5.7 GiB for a 0.5B model fully fine-tuned; bench/memory.py). False saves that
+    copy (full fine-tuning of a large model); a diverged step then stops the run."""
     max_skips_in_a_row: int = 5
     """Stop the run (one line naming the reasons; the last checkpoint is left as it was) after this many consecutive
     skipped updates. 0 = never stop early (a run whose updates were all skipped still fails at the end)."""
