@@ -9,6 +9,7 @@ plus the torch version and the CPU, since the landing point has been seen to dep
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import subprocess
@@ -50,7 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    name = Path(args.config).stem
+    settings = Path(args.config).read_text() + "\n".join(args.set)  # a changed config trains into a new folder
+    name = f"{Path(args.config).stem}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
     print(f"SFT landing band: {args.config}, seeds 0..{args.seeds - 1}; torch {torch.__version__}, {cpu_name()}")
     rows = []
     for seed in range(args.seeds):
