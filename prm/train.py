@@ -298,7 +298,7 @@ def train_prm(
     if cfg.batch_size % accelerator.num_processes:
         raise UserError(f"prm.batch_size: {cfg.batch_size} does not split evenly over {accelerator.num_processes} "
                         "processes (each optimizer step splits one batch over them)")
-    log = log if accelerator.is_main_process else _silent
+    log = log if accelerator.is_main_process else (lambda *_: None)  # only the main process logs
     if model.mode != cfg.mode:
         raise UserError(f"prm.mode: training in {cfg.mode!r} mode, but the model was built for {model.mode!r}")
     for index, example in enumerate(examples):
@@ -339,10 +339,6 @@ def train_prm(
     summary.update(tuned)
     summary["history"] = history
     return summary
-
-
-def _silent(*_args: object) -> None:
-    """``log`` on every process but the main one."""
 
 
 def _validate(model: StepRewardModel, examples: list[StepwiseExample], cfg: PRMConfig, log) -> dict:
