@@ -2,7 +2,7 @@
 # vLLM rollouts (grpo.use_vllm, policy/vllm_backend.py) on one CUDA GPU: the GPU tests, then a benchmark table.
 # Needs the extras: pip install -e '.[vllm,dev]'. Usage: bash bench/gpu_vllm.sh [--size tiny|0.5b] [--prompts N] ...
 #
-# 1. tests/test_vllm_backend.py -m gpu, in two processes (vLLM's sleep-mode allocator serves one engine per process):
+# 1. tests/test_vllm_gpu.py, in two processes (vLLM's sleep-mode allocator serves one engine per process):
 #    raw temperature-1 log-probs equal the policy's forward; vLLM's and HFBackend's sampling statistics agree within
 #    4 standard errors; the same seeds give the same samples; sync_weights moves the engine to a changed model and to a
 #    LoRA policy merged on the fly (greedy outputs identical to HF's); a GRPO run with a sleeping engine frees GPU
@@ -22,8 +22,8 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 WANDB_SILENT=true TQDM_DISABLE=1 VLLM_LOGGING_LEVEL=WARNING
 python -c "import torch, vllm; assert torch.cuda.is_available(), 'no CUDA GPU'; \
 print('vllm', vllm.__version__, '| torch', torch.__version__, '|', torch.cuda.get_device_name())"
-python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_backend.py -k "not trainer"
-python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_backend.py -k "trainer_with_a_sleeping_engine"
+python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "not trainer"
+python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "trainer_with_a_sleeping_engine"
 python - "$@" <<'EOF'
 import argparse
 import statistics
