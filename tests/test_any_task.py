@@ -183,3 +183,19 @@ def test_llama_prompts_carry_one_bos_and_sample_without_a_pad_token(tmp_path):
     alone = complete_problems(model, tokenizer, Prompter(tokenizer), problems[:1], max_new_tokens=5, k=2,
                               temperature=1.0, seed=0)
     assert alone[0] == grouped[0]  # left padding with EOS as pad does not change a row's samples
+
+
+def test_lora_grpo_on_gsm8k_with_a_chat_model_exports_a_plain_model(tmp_path, qwen_dir, capsys):
+    from transformers import AutoModelForCausalLM
+
+    source = write_gsm8k_file(tmp_path / "gsm8k.jsonl", n=40)
+    values = _gsm8k_config(tmp_path, qwen_dir, source,
+                           policy={"lora_r": 4, "lora_target_modules": "q_proj,v_proj"},
+                           grpo={"steps": 2, "supervision": "outcome", "reward_source": "rule", "beta": 0.04})
+    config = _write_config(tmp_path / "gsm8k.yaml", values)
+    code = main(["grpo", "--config", str(config), "--policy", str(qwen_dir), "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    checkpoint = {p.name for p in (tmp_path / "run" / "checkpoint" / "policy").iterdir()}
+    assert "adapter_model.safetensors" in checkpoint and "model.safetensors" not in checkpoint
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "policy")
+    assert type(plain).__name__ == "Qwen2ForCausalLM" and not any("lora" in n for n, _ in plain.named_parameters())
