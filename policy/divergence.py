@@ -32,11 +32,12 @@ def verdict(norm_before: float, change: float, max_change: float) -> str | None:
 
 @torch.no_grad()
 def norm(tensors: Iterable[Tensor]) -> float:
-    """The L2 norm of all ``tensors`` together, in float64 (inf/NaN when any element is)."""
-    total = torch.zeros((), dtype=torch.float64)
-    for tensor in tensors:
-        total += tensor.detach().double().pow(2).sum().cpu()
-    return math.sqrt(total.item()) if math.isfinite(total.item()) else float("nan")
+    """The L2 norm of all ``tensors`` together, in float64 (NaN when any element is NaN/inf); one device sync."""
+    squares = [tensor.detach().double().pow(2).sum() for tensor in tensors]  # each on its tensor's device
+    if not squares:
+        return 0.0
+    total = torch.stack([square.to(squares[0].device) for square in squares]).sum().item()
+    return math.sqrt(total) if math.isfinite(total) else float("nan")
 
 
 def _to_cpu(value: Any) -> Any:
