@@ -64,6 +64,40 @@ def apply(value: int, op: str, operand: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
+def slips(value: int, op: str, operand: int) -> bool:
+    """Whether ``value op operand`` needs a carry (+) or a borrow (-) in the ones digit: where the teacher may slip."""
+    if op == "+":
+        return value % 10 + operand % 10 >= 10
+    if op == "-":
+        return value % 10 < operand % 10
+    return False
+
+
+def slipped_result(value: int, op: str, operand: int) -> int:
+    """The result with the carry or borrow forgotten: the tens digit one off (``47 + 8 -> 45``, ``52 - 7 -> 55``)."""
+    return apply(value, op, operand) + (-10 if op == "+" else 10)
+
+
+def teacher_steps(problem: ArithProblem, slip_rate: float, rng: random.Random) -> tuple[str, ...]:
+    """A solution by a teacher that slips on each carry/borrow step with chance ``slip_rate`` and carries the slipped
+    value on (later steps are right given it; the answer line states the slipped chain's value)."""
+    steps, value = [], problem.start
+    for op, operand in problem.operations:
+        result = apply(value, op, operand)
+        if slips(value, op, operand) and rng.random() < slip_rate:
+            result = slipped_result(value, op, operand)
+        steps.append(f"{value} {op} {operand} = {result}")
+        value = result
+    return (*steps, f"{ANSWER_PREFIX}{value}")
+
+
+def with_teacher_slips(problems: list[Problem], slip_rate: float, seed: int) -> list[Problem]:
+    """``problems`` with reference steps rewritten by the slipping teacher (seeded; answers stay the true ones)."""
+    rng = random.Random(f"{seed}-slips")
+    return [Problem(p.id, p.question, p.answer, teacher_steps(parse_question(p.question), slip_rate, rng))
+            for p in problems]
+
+
 def parse_question(question: str) -> ArithProblem:
     """Read a question back into its structure; anything outside the task's grammar raises UserError."""
     match = _QUESTION_RE.fullmatch(question.strip())
@@ -107,6 +141,8 @@ def check_config(cfg: DataConfig) -> None:
             raise UserError(f"data.{key}: must be >= 1")
     if cfg.mul_max < 2:
         raise UserError("data.mul_max: must be >= 2")
+    if not 0.0 <= cfg.slip_rate <= 1.0:
+        raise UserError(f"data.slip_rate: must be within 0..1, got {cfg.slip_rate}")
     if cfg.start_max > cfg.value_max:
         raise UserError("data.start_max: must not exceed data.value_max")
 

@@ -75,6 +75,12 @@ class Task:
                             f"{len(held_out)} held-out problems; both are needed")
         return train[: self.cfg.n_train], held_out[: self.cfg.n_eval]
 
+    def sft_problems(self, train: list[Problem]) -> list[Problem]:
+        """The problems SFT trains on: ``train``, with the slipping teacher's solutions where data.slip_rate > 0."""
+        if self.cfg.slip_rate:
+            return arith.with_teacher_slips(train, self.cfg.slip_rate, self.cfg.seed)
+        return train
+
     # ---- steps
 
     @property
@@ -181,4 +187,6 @@ def get_task(cfg: DataConfig) -> Task:
         raise UserError(f"data.step_split: unknown {step_split!r}; valid: {', '.join(sorted(STEP_SEPARATORS))}")
     if cfg.task == "arith":
         arith.check_config(cfg)
+    elif cfg.slip_rate:
+        raise UserError(f"data.slip_rate: only the embedded task ('arith') has a slipping teacher, not {cfg.task!r}")
     return Task(cfg.task, cfg, step_split, loader, _arith_verifier if has_verifier else None)

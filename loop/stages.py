@@ -39,7 +39,7 @@ def run_sft(cfg: ExperimentConfig, out: str) -> dict:
     else:
         model, tokenizer = load_policy(cfg.policy.model, cfg.policy.dtype)
     started = time.perf_counter()
-    history = train_sft(model, tokenizer, train, held_out, cfg.policy, cfg.sft, task)
+    history = train_sft(model, tokenizer, task.sft_problems(train), held_out, cfg.policy, cfg.sft, task)
     seconds = time.perf_counter() - started
     out_dir = Path(out)
     model.save_pretrained(out_dir)

@@ -1,9 +1,11 @@
 """Tests for data/arith.py: seeded determinism, train/eval disjointness, reference steps, grammar and config checks."""
 
 import dataclasses
+import random
 
 import pytest
 
+from prmloop.data import arith
 from prmloop.data.arith import ArithProblem, check_config, generate, parse_question, split_of
 from prmloop.data.config import DataConfig
 from prmloop.data.errors import UserError
@@ -102,3 +104,54 @@ def test_too_many_problems_for_knobs_raises():
 def test_parse_question_rejects_fullwidth_digits():
     with pytest.raises(UserError):
         parse_question("７ + ５ = ? (left to right)")
+
+
+# ---- the slipping teacher (data.slip_rate): the sparse-reward regime's SFT data
+
+
+def test_slips_only_on_carry_and_borrow():
+    assert arith.slips(47, "+", 8)  # 7 + 8 = 15 >= 10: a carry
+    assert not arith.slips(41, "+", 8)  # 1 + 8 = 9: none
+    assert arith.slips(52, "-", 7)  # 2 < 7: a borrow
+    assert not arith.slips(57, "-", 2)
+    assert not arith.slips(47, "*", 3)  # multiplication never slips
+
+
+def test_slipped_result_is_the_tens_digit_one_off():
+    assert arith.slipped_result(47, "+", 8) == 45  # 55 with the carry forgotten
+    assert arith.slipped_result(52, "-", 7) == 55  # 45 with the borrow forgotten
+
+
+def test_teacher_at_rate_one_slips_every_carry_and_carries_the_value_on():
+    problem = arith.ArithProblem(47, (("+", 8), ("*", 2), ("-", 3)))
+    steps = arith.teacher_steps(problem, 1.0, random.Random(0))
+    # 47 + 8 slips to 45; 45 * 2 = 90; 90 - 3 borrows and slips to 97 (87 + 10); the answer is the slipped chain's
+    assert steps == ("47 + 8 = 45", "45 * 2 = 90", "90 - 3 = 97", "Answer: 97")
+    assert arith.teacher_steps(problem, 0.0, random.Random(0)) == problem.reference_steps
+
+
+def test_teacher_slip_frequency_follows_the_rate_and_answers_stay_true():
+    cfg = DataConfig(min_steps=4, max_steps=6, slip_rate=0.75, n_train=400)
+    problems = arith.generate(cfg, 400, "train")
+    taught = arith.with_teacher_slips(problems, 0.75, seed=0)
+    assert [p.answer for p in taught] == [p.answer for p in problems]
+    assert taught == arith.with_teacher_slips(problems, 0.75, seed=0)  # seeded
+    slipped = chances = 0
+    for original, new in zip(problems, taught):
+        parsed = arith.parse_question(original.question)
+        value = parsed.start
+        for (op, operand), step in zip(parsed.operations, new.reference_steps):
+            head, result = step.split(" = ")
+            value = int(head.split(" ")[0])
+            if arith.slips(value, op, operand):
+                chances += 1
+                slipped += int(result) == arith.slipped_result(value, op, operand)
+            else:
+                assert int(result) == arith.apply(value, op, operand)
+    assert chances > 300
+    assert 0.68 < slipped / chances < 0.82  # binomial, n > 300: 0.75 ± 3 sd is about ± 0.07
+
+
+def test_slip_rate_is_checked():
+    with pytest.raises(UserError, match="data.slip_rate"):
+        arith.check_config(DataConfig(slip_rate=1.5))
