@@ -288,8 +288,6 @@ def hacking_section(arms: list[Arm]) -> list[str]:
             "![PRM score vs accuracy](prm_score_vs_accuracy.png)", ""]
 
 
-
-
 # ---- entry point -----------------------------------------------------------------------------------------------
 
 
@@ -300,13 +298,14 @@ def write_report(out_dir: str | Path, runs: list[RunInfo], title: str) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from prmloop.loop.plots import plot_accuracy, plot_f1, plot_hacking
+    from prmloop.loop.questions import questions_section
 
     arms = group_arms(runs)
     plotted = {name: plot(arms, out_dir / name)
                for name, plot in zip(PLOT_FILES, (plot_accuracy, plot_f1, plot_hacking))}
     lines = [f"# {title}", "", (f"{len(runs)} runs in {len(arms)} arms; numbers are held-out evaluations "
              "read from each run's metrics.jsonl."), ""]
-    for section in (settings_section, accuracy_section, steps_section, f1_section, rm_update_section,
+    for section in (questions_section, settings_section, accuracy_section, steps_section, f1_section, rm_update_section,
                     hacking_section):
         lines += section(arms)
     text = "\n".join(line for line in lines if not _missing_plot(line, plotted))

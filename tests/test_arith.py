@@ -109,29 +109,29 @@ def test_parse_question_rejects_fullwidth_digits():
 # ---- the slipping teacher (data.slip_rate): the sparse-reward regime's SFT data
 
 
-def test_slips_only_on_carry_and_borrow():
+def test_slips_only_on_a_carrying_addition():
     assert arith.slips(47, "+", 8)  # 7 + 8 = 15 >= 10: a carry
+    assert arith.slips(45, "+", 15)  # 5 + 5 = 10: a carry
     assert not arith.slips(41, "+", 8)  # 1 + 8 = 9: none
-    assert arith.slips(52, "-", 7)  # 2 < 7: a borrow
-    assert not arith.slips(57, "-", 2)
-    assert not arith.slips(47, "*", 3)  # multiplication never slips
+    assert not arith.slips(52, "-", 7)  # a borrow is never a slip
+    assert not arith.slips(47, "*", 3)  # nor is multiplication
 
 
-def test_slipped_result_is_the_tens_digit_one_off():
+def test_slipped_result_is_the_tens_digit_one_short():
     assert arith.slipped_result(47, "+", 8) == 45  # 55 with the carry forgotten
-    assert arith.slipped_result(52, "-", 7) == 55  # 45 with the borrow forgotten
+    assert arith.slipped_result(95, "+", 7) == 92  # 102 with the carry forgotten
 
 
 def test_teacher_at_rate_one_slips_every_carry_and_carries_the_value_on():
-    problem = arith.ArithProblem(47, (("+", 8), ("*", 2), ("-", 3)))
+    problem = arith.ArithProblem(47, (("+", 8), ("*", 2), ("+", 3), ("+", 9)))
     steps = arith.teacher_steps(problem, 1.0, random.Random(0))
-    # 47 + 8 slips to 45; 45 * 2 = 90; 90 - 3 borrows and slips to 97 (87 + 10); the answer is the slipped chain's
-    assert steps == ("47 + 8 = 45", "45 * 2 = 90", "90 - 3 = 97", "Answer: 97")
+    # 47 + 8 slips to 45; 45 * 2 = 90; 90 + 3 = 93 carries nothing; 93 + 9 slips to 92 (102 - 10); the answer is 92
+    assert steps == ("47 + 8 = 45", "45 * 2 = 90", "90 + 3 = 93", "93 + 9 = 92", "Answer: 92")
     assert arith.teacher_steps(problem, 0.0, random.Random(0)) == problem.reference_steps
 
 
 def test_teacher_slip_frequency_follows_the_rate_and_answers_stay_true():
-    cfg = DataConfig(min_steps=4, max_steps=6, slip_rate=0.75, n_train=400)
+    cfg = DataConfig(min_steps=4, max_steps=6, slip_rate=0.75, n_train=400, start_max=99, operand_max=9, value_max=99)
     problems = arith.generate(cfg, 400, "train")
     taught = arith.with_teacher_slips(problems, 0.75, seed=0)
     assert [p.answer for p in taught] == [p.answer for p in problems]

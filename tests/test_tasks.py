@@ -174,11 +174,11 @@ def test_sft_problems_use_the_slipping_teacher_only_when_asked(tmp_path):
     slipping = get_task(DataConfig(n_train=50, n_eval=5, min_steps=4, max_steps=6, slip_rate=1.0))
     taught = slipping.sft_problems(train)
     assert [p.question for p in taught] == [p.question for p in train]
-    # at rate 1 every problem with a carry or borrow is taught a wrong chain, which the exact verifier catches; a
-    # carry slip (-10) and a borrow slip (+10) can cancel, so a few wrong chains still end at the true answer
+    # at rate 1 every problem with a carrying addition is taught a wrong chain, which the exact verifier catches (and
+    # its answer is wrong too, unless a later operation maps the slipped value back, e.g. a multiplication by 0)
     wrong = [p for p in taught if not all(slipping.verify_steps(p, list(p.reference_steps)))]
     wrong_answer = [p for p in wrong if p.reference_steps[-1] != f"Answer: {p.answer}"]
-    assert len(wrong) > 25 and len(wrong_answer) > 0.6 * len(wrong)
+    assert len(wrong) > 20 and len(wrong_answer) > 0.9 * len(wrong)
     path = write_gsm8k_file(tmp_path / "gsm8k.jsonl")
     with pytest.raises(UserError, match="data.slip_rate"):
         get_task(DataConfig(task="gsm8k", source=str(path), slip_rate=0.5))

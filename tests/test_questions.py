@@ -1,0 +1,73 @@
+"""Tests for loop/questions.py: the S1/S2/S4 verdicts, with hand-computed numbers."""
+
+import math
+from pathlib import Path
+
+import pytest
+from test_report import OUTCOME, PROCESS, fake_run
+
+from prmloop.loop.questions import difference_ci, gap_growth, questions_section, step_ratio
+from prmloop.loop.report import RunInfo, group_arms
+
+
+def test_difference_ci_hand_values():
+    # a = [0.5, 0.7]: mean 0.6, var 0.02; b = [0.2, 0.4]: mean 0.3, var 0.02
+    # se = sqrt(0.02/2 + 0.02/2) = sqrt(0.02) = 0.1414214; t_{0.975, 1} = 12.7062 -> half 1.796928
+    diff, half = difference_ci([0.5, 0.7], [0.2, 0.4])
+    assert diff == pytest.approx(0.3) and half == pytest.approx(1.796928, abs=1e-5)
+    assert math.isnan(difference_ci([0.5], [0.2, 0.4])[1]) and difference_ci([0.5], [0.2, 0.4])[0] == pytest.approx(0.2)
+    assert math.isnan(difference_ci([], [0.1])[0])
+
+
+def test_step_ratio_and_gap_growth():
+    assert step_ratio(7, 10) == pytest.approx(0.7)
+    assert step_ratio(None, 10) is None and step_ratio(5, None) is None
+    assert gap_growth({1: 0.1, 3: 0.25, 2: 0.0}) == pytest.approx(0.15)  # last round 3 minus first round 1
+    assert gap_growth({1: 0.1}) is None
+
+
+def runs_for(tmp_path: Path) -> list[RunInfo]:
+    fixed = {**PROCESS, "rm_update": "fixed"}
+    minimum = {**PROCESS, "credit": "min"}
+    return [
+        # outcome: seed means [0.2, 0.4, 0.6] at steps 0, 10, 20 -> its final 0.6 is reached at step 20
+        RunInfo("outcome", s, run_dir=fake_run(tmp_path / f"o{s}", [0.2, 0.4, 0.6], None, None), **OUTCOME)
+        for s in (0, 1)
+    ] + [
+        # process iterative reaches 0.6 at step 10 -> 0.5x; F1 0.9, 0.85 in rounds 1, 2; scores give gaps
+        # round 0..2: 0.3-0.2, 0.8-0.6, 1.0-0.7 = +0.1, +0.2, +0.3 -> growth +0.2
+        RunInfo("process-prm-iterative", s, run_dir=fake_run(tmp_path / f"i{s}", [0.2, 0.6, 0.7], [0.9, 0.9, 0.85],
+                                                              [0.3, 0.8, 1.0]), **PROCESS) for s in (0, 1)
+    ] + [
+        # process fixed: F1 0.8 -> 0.6 (decays), final 0.5
+        RunInfo("process-prm-fixed", s, run_dir=fake_run(tmp_path / f"f{s}", [0.2, 0.3, 0.5], [0.9, 0.8, 0.6], None),
+                **fixed) for s in (0, 1)
+    ] + [
+        # min credit: gaps +0.1, +0.1, +0.15 -> growth +0.05 <= half of +0.2
+        RunInfo("process-prm-iterative-min", 0, run_dir=fake_run(tmp_path / "m0", [0.2, 0.4, 0.5], None,
+                                                                  [0.3, 0.5, 0.65]), **minimum),
+    ]
+
+
+def test_questions_met(tmp_path: Path):
+    text = "\n".join(questions_section(group_arms(runs_for(tmp_path))))
+    assert "S1 (process vs outcome): **met**" in text
+    assert "`process-prm-iterative`: reaches it at 0.50x the steps" in text
+    assert "`process-prm-fixed`: never reaches it" in text
+    # finals [0.7, 0.7] vs [0.6, 0.6]: zero spread, so the half width is 0
+    assert "difference +0.100 ± 0.000" in text
+    assert "S2 (iterative vs fixed PRM): **met**" in text
+    assert "r1 0.900 vs 0.800, r2 0.850 vs 0.600" in text
+    assert "final accuracy iterative - fixed: +0.200" in text
+    assert "S4 (reward hacking): **met**" in text
+    assert "`process-prm-iterative-min`: gap growth 0.050 vs `process-prm-iterative` +0.200" in text
+
+
+def test_questions_not_met_and_not_measured(tmp_path: Path):
+    runs = runs_for(tmp_path)
+    # the process arm alone, with an outcome arm it never catches: S1 not met; S2, S4 lack their arms
+    only = [r for r in runs if r.arm in ("outcome", "process-prm-fixed")]
+    text = "\n".join(questions_section(group_arms(only)))
+    assert "S1 (process vs outcome): **not met**" in text
+    assert "S2 (iterative vs fixed PRM): **not measured**" in text
+    assert "S4 (reward hacking): **not measured**" in text
