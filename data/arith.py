@@ -65,21 +65,17 @@ def apply(value: int, op: str, operand: int) -> int:
 
 
 def slips(value: int, op: str, operand: int) -> bool:
-    """Whether ``value op operand`` needs a carry (+) or a borrow (-) in the ones digit: where the teacher may slip."""
-    if op == "+":
-        return value % 10 + operand % 10 >= 10
-    if op == "-":
-        return value % 10 < operand % 10
-    return False
+    """Whether ``value op operand`` is an addition that carries out of the ones digit: where the teacher may slip."""
+    return op == "+" and value % 10 + operand % 10 >= 10
 
 
 def slipped_result(value: int, op: str, operand: int) -> int:
-    """The result with the carry or borrow forgotten: the tens digit one off (``47 + 8 -> 45``, ``52 - 7 -> 55``)."""
-    return apply(value, op, operand) + (-10 if op == "+" else 10)
+    """The sum with the carry forgotten: the tens digit one short (``47 + 8 -> 45``)."""
+    return apply(value, op, operand) - 10
 
 
 def teacher_steps(problem: ArithProblem, slip_rate: float, rng: random.Random) -> tuple[str, ...]:
-    """A solution by a teacher that slips on each carry/borrow step with chance ``slip_rate`` and carries the slipped
+    """A solution by a teacher that slips on each carrying step with chance ``slip_rate`` and carries the slipped
     value on (later steps are right given it; the answer line states the slipped chain's value)."""
     steps, value = [], problem.start
     for op, operand in problem.operations:
@@ -141,6 +137,8 @@ def check_config(cfg: DataConfig) -> None:
             raise UserError(f"data.{key}: must be >= 1")
     if cfg.mul_max < 2:
         raise UserError("data.mul_max: must be >= 2")
+    if not 0 <= cfg.sft_min_steps <= cfg.max_steps:
+        raise UserError(f"data.sft_min_steps: need 0 <= sft_min_steps <= max_steps, got {cfg.sft_min_steps}")
     if not 0.0 <= cfg.slip_rate <= 1.0:
         raise UserError(f"data.slip_rate: must be within 0..1, got {cfg.slip_rate}")
     if cfg.start_max > cfg.value_max:

@@ -48,8 +48,12 @@ class DataConfig:
     """Running values stay within 0..value_max (operations that would leave it are redrawn)."""
     operators: str = "+-*"
     """Operators the generator may use, as one string of characters from '+-*'."""
+    sft_min_steps: int = 0
+    """Embedded task, SFT data only: the fewest operations of the SFT corpus's problems (0 = min_steps). Below
+    min_steps, short problems teach the step format early, so the warm start's training converges on long problems
+    instead of waiting for a late jump (a length curriculum by mixture)."""
     slip_rate: float = 0.0
-    """Embedded task, SFT data only: the chance that the teacher's reference solution slips on a step that needs a
-    carry (+) or a borrow (-) in the ones digit, writing the tens digit one off (``47 + 8 = 45``, ``52 - 7 = 55``) and
-    carrying that value on. Above 0.5 the warm start's greedy answer slips on every such step, so its final answers are
-    mostly wrong while its other steps are right: the sparse-reward regime (configs/long.yaml). 0 = an exact teacher."""
+    """Embedded task, SFT data only: the chance that the teacher's reference solution forgets the carry on an addition
+    that carries out of the ones digit (``47 + 8 = 45``) and goes on from that value. Above 0.5 the warm start's greedy
+    answer slips on every such step, so most final answers are wrong while the other steps are right: the
+    sparse-reward regime (configs/long.yaml). 0 = an exact teacher."""

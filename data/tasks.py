@@ -76,7 +76,10 @@ class Task:
         return train[: self.cfg.n_train], held_out[: self.cfg.n_eval]
 
     def sft_problems(self, train: list[Problem]) -> list[Problem]:
-        """The problems SFT trains on: ``train``, with the slipping teacher's solutions where data.slip_rate > 0."""
+        """The problems SFT trains on: ``train``, or on the embedded task the training split drawn with
+        data.sft_min_steps operations and up, with the slipping teacher's solutions where data.slip_rate > 0."""
+        if self.name == "arith" and self.cfg.sft_min_steps:
+            train = self.load_split(dataclasses.replace(self.cfg, min_steps=self.cfg.sft_min_steps), "train")
         if self.cfg.slip_rate:
             return arith.with_teacher_slips(train, self.cfg.slip_rate, self.cfg.seed)
         return train
@@ -187,6 +190,7 @@ def get_task(cfg: DataConfig) -> Task:
         raise UserError(f"data.step_split: unknown {step_split!r}; valid: {', '.join(sorted(STEP_SEPARATORS))}")
     if cfg.task == "arith":
         arith.check_config(cfg)
-    elif cfg.slip_rate:
-        raise UserError(f"data.slip_rate: only the embedded task ('arith') has a slipping teacher, not {cfg.task!r}")
+    elif cfg.slip_rate or cfg.sft_min_steps:
+        key = "slip_rate" if cfg.slip_rate else "sft_min_steps"
+        raise UserError(f"data.{key}: only the embedded task ('arith') has it, not {cfg.task!r}")
     return Task(cfg.task, cfg, step_split, loader, _arith_verifier if has_verifier else None)

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from prmloop.data.errors import UserError
 from prmloop.data.jsonl import append_jsonl, read_jsonl_tolerant
 from prmloop.data.prompts import Prompter
@@ -203,7 +205,9 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
         if not ledger.done(f"{stage}/grpo"):
             trainer.reset_reference()
             first, skipped_before = (round_index - 1) * cfg.loop.rl_steps_per_round, trainer.skipped_updates
-            for rl_step in range(first, first + cfg.loop.rl_steps_per_round):
+            steps = tqdm(range(first, first + cfg.loop.rl_steps_per_round), desc=f"{arm.name} s{seed} r{round_index}",
+                         unit="step", mininterval=1.0, leave=False)
+            for rl_step in steps:
                 batch = random.Random(seed * 1_000_003 + rl_step).sample(train, cfg.grpo.prompts_per_step)
                 metrics = trainer.train_step(batch, rl_step)
                 tracker.log_rl(metrics, rl_step=rl_step + 1, round=round_index)

@@ -182,3 +182,16 @@ def test_sft_problems_use_the_slipping_teacher_only_when_asked(tmp_path):
     path = write_gsm8k_file(tmp_path / "gsm8k.jsonl")
     with pytest.raises(UserError, match="data.slip_rate"):
         get_task(DataConfig(task="gsm8k", source=str(path), slip_rate=0.5))
+
+
+def test_sft_min_steps_adds_shorter_training_problems_only():
+    cfg = DataConfig(n_train=200, n_eval=20, min_steps=4, max_steps=6, sft_min_steps=1)
+    task = get_task(cfg)
+    train, held_out = task.problems()
+    sft = task.sft_problems(train)
+    operations = [len(arith.parse_question(p.question).operations) for p in sft]
+    assert min(operations) == 1 and max(operations) == 6 and len(sft) == 200
+    assert min(len(arith.parse_question(p.question).operations) for p in train + held_out) == 4  # RL, eval: 4-6
+    assert not {p.question for p in sft} & {p.question for p in held_out}  # the held-out bucket stays out
+    with pytest.raises(UserError, match="data.sft_min_steps"):
+        get_task(DataConfig(min_steps=2, max_steps=3, sft_min_steps=4))
