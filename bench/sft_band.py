@@ -1,6 +1,6 @@
 """Where the SFT warm start lands across seeds: held-out greedy accuracy and per-step accuracy, mean, range and CI.
 
-Run: ``python bench/sft_band.py --config configs/long.yaml --seeds 5`` (one ``prmloop policy sft`` per seed, one after
+Run: ``python bench/sft_band.py --config configs/compare.yaml --seeds 5`` (one ``prmloop policy sft`` per seed, one after
 the other, into ``runs/sft_band/<config>-s<seed>``; a seed whose folder already holds a finished SFT is read, not
 retrained). Prints one row per seed and a summary line with the mean, the range and the 95% t-interval of the mean,
 plus the torch version and the CPU, since the landing point has been seen to depend on the machine.
@@ -45,7 +45,7 @@ def run_seed(config: str, seed: int, out: Path, extra: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/long.yaml")
+    parser.add_argument("--config", default="configs/compare.yaml")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     args = parser.parse_args()

@@ -56,4 +56,4 @@ class DataConfig:
     """Embedded task, SFT data only: the chance that the teacher's reference solution forgets the carry on an addition
     that carries out of the ones digit (``47 + 8 = 45``) and goes on from that value. Above 0.5 the warm start's greedy
     answer slips on every such step, so most final answers are wrong while the other steps are right: the
-    sparse-reward regime (configs/long.yaml). 0 = an exact teacher."""
+    sparse-reward regime (configs/compare.yaml). 0 = an exact teacher."""
