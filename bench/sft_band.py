@@ -32,6 +32,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def band_dir(config: str, extra: list[str], seed: int) -> Path:
+    """runs/sft_band/<config stem>-<digest of the file and overrides>-s<seed>: a changed config trains anew."""
+    settings = Path(config).read_text() + "\n".join(extra)
+    return ROOT / "runs" / "sft_band" / f"{Path(config).stem}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}-s{seed}"
+
+
 def run_seed(config: str, seed: int, out: Path, extra: list[str]) -> dict:
     metrics = out / "sft_metrics.json"
     if not metrics.is_file():
@@ -51,12 +57,10 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    settings = Path(args.config).read_text() + "\n".join(args.set)  # a changed config trains into a new folder
-    name = f"{Path(args.config).stem}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
     print(f"SFT landing band: {args.config}, seeds 0..{args.seeds - 1}; torch {torch.__version__}, {cpu_name()}")
     rows = []
     for seed in range(args.seeds):
-        metrics = run_seed(args.config, seed, ROOT / "runs" / "sft_band" / f"{name}-s{seed}", args.set)
+        metrics = run_seed(args.config, seed, band_dir(args.config, args.set, seed), args.set)
         rows.append(metrics)
         print(f"| seed {seed} | greedy accuracy {metrics['eval_accuracy']:.3f} | step accuracy "
               f"{metrics['eval_step_accuracy']:.3f} | {metrics['seconds']:.0f} s |", flush=True)

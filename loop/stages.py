@@ -51,15 +51,20 @@ def run_sft(cfg: ExperimentConfig, out: str) -> dict:
     return summary
 
 
+def warm_start_path(cfg: ExperimentConfig) -> Path:
+    """Where warm_start caches the SFT policy of cfg's data/policy/sft sections (a digest of them)."""
+    sections = {name: dataclasses.asdict(getattr(cfg, name)) for name in ("data", "policy", "sft")}
+    digest = hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cfg.loop.cache_dir) / f"sft-{digest}"
+
+
 def warm_start(cfg: ExperimentConfig, log=print) -> Path:
     """The SFT policy directory for cfg's data/policy/sft sections, trained once and cached under loop.cache_dir
     (``sft.steps: 0`` with a hub or local ``policy.model`` starts from that model as it is)."""
     if cfg.policy.model != "tiny" and cfg.sft.steps == 0:
         return Path(cfg.policy.model)
     key_cfg = ExperimentConfig(data=cfg.data, policy=cfg.policy, sft=cfg.sft)
-    sections = {name: dataclasses.asdict(getattr(cfg, name)) for name in ("data", "policy", "sft")}
-    digest = hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cfg.loop.cache_dir) / f"sft-{digest}"
+    path = warm_start_path(cfg)
     with waiting(path.with_name(path.name + ".lock"), log):  # runs sharing the cache train an entry once
         if (path / "sft_metrics.json").is_file():
             log(f"warm start: cached SFT policy {path}")
