@@ -5,7 +5,8 @@ Run: ``python bench/study.py`` (defaults: ``configs/compare.yaml``, 5 band seeds
 2. the band's seed ``cfg.seed`` is the comparison's warm start (same data/policy/sft sections): it is copied into the
    loop's SFT cache unless that already holds one, so it is not trained twice;
 3. ``prmloop compare --config CONFIG --out OUT`` (add ``--resume`` to continue an interrupted study), timed;
-4. prints the machine, the torch version, the wall times, and the report's questions and final-accuracy sections.
+4. prints the machine, the torch version, the wall times, and the report's questions and final-accuracy sections,
+   and copies report.md and its PNGs to ``bench/results/<config stem>/`` (what the README shows).
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def main() -> None:
     print(f"\nStudy: {args.config}; torch {torch.__version__}, {cpu_name()}, {torch.get_num_threads()} threads")
     print(f"band: {band_seconds / 60:.1f} min; comparison: {compare_seconds / 60:.1f} min")
     print(report_sections(ROOT / args.out / "report.md", ("The questions", "Final held-out accuracy")))
+    published = ROOT / "bench" / "results" / Path(args.config).stem
+    published.mkdir(parents=True, exist_ok=True)
+    for path in (ROOT / args.out).glob("*"):
+        if path.suffix in (".md", ".png"):
+            shutil.copy2(path, published / path.name)
+    print(f"report and plots copied to {published.relative_to(ROOT)}/")
 
 
 if __name__ == "__main__":
