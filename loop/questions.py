@@ -76,13 +76,18 @@ def s1_lines(arms: list[Arm]) -> list[str]:
         ratios.append(ratio)
         diff, half = difference_ci(arm.finals(), outcome.finals())
         reach = "never reaches it" if ratio is None else f"reaches it at {ratio:.2f}x the steps"
+        if not outcome_steps:
+            reach = "no steps to compare"
         lines.append(f"  - `{arm.info.arm}`: {reach}; final accuracy {mean_ci(arm.finals())[0]:.3f} vs "
                      f"{target:.3f}, difference {diff:+.3f} ± {_num(half)} (95% CI, n = {len(arm.finals())} vs "
                      f"{len(outcome.finals())} seeds)")
+    goal = (f"Goal: a process arm reaches `{outcome.info.arm}`'s final seed-mean accuracy {target:.3f} in <= "
+            f"{S1_STEP_RATIO}x its RL steps")
+    if not outcome_steps:  # reached at step 0: the outcome arm ended no better than it started
+        return [f"- S1 (process vs outcome): {_verdict(None)}. {goal}, but `{outcome.info.arm}` ended no better than "
+                "its start, so there are no steps to compare; the final accuracies:", *lines]
     met = any(r is not None and r <= S1_STEP_RATIO for r in ratios)
-    head = (f"- S1 (process vs outcome): {_verdict(met)}. Goal: a process arm reaches `{outcome.info.arm}`'s final "
-            f"seed-mean accuracy {target:.3f} (reached at RL step {outcome_steps}) in <= {S1_STEP_RATIO}x its steps.")
-    return [head, *lines]
+    return [f"- S1 (process vs outcome): {_verdict(met)}. {goal} (it reached it at RL step {outcome_steps}).", *lines]
 
 
 def s2_lines(arms: list[Arm]) -> list[str]:

@@ -71,3 +71,12 @@ def test_questions_not_met_and_not_measured(tmp_path: Path):
     assert "S1 (process vs outcome): **not met**" in text
     assert "S2 (iterative vs fixed PRM): **not measured**" in text
     assert "S4 (reward hacking): **not measured**" in text
+
+
+def test_s1_is_not_measured_when_the_outcome_arm_never_improves(tmp_path: Path):
+    runs = [RunInfo("outcome", 0, run_dir=fake_run(tmp_path / "o", [0.3, 0.25, 0.2], None, None), **OUTCOME),
+            RunInfo("process", 0, run_dir=fake_run(tmp_path / "p", [0.3, 0.4, 0.35], None, None), **PROCESS)]
+    text = "\n".join(questions_section(group_arms(runs)))
+    # target 0.2 is reached by every arm at step 0: no steps to compare, the final accuracies still shown
+    assert "S1 (process vs outcome): **not measured**" in text and "ended no better than its start" in text
+    assert "`process`: no steps to compare; final accuracy 0.350 vs 0.200, difference +0.150" in text
