@@ -78,7 +78,7 @@ class Task:
     def sft_problems(self, train: list[Problem]) -> list[Problem]:
         """The problems SFT trains on: ``train``, or on the embedded task the training split drawn with
         data.sft_min_steps operations and up, with the slipping teacher's solutions where data.slip_rate > 0."""
-        if self.name == "arith" and self.cfg.sft_min_steps:
+        if self.cfg.sft_min_steps:  # get_task allows it on the embedded task only
             train = self.load_split(dataclasses.replace(self.cfg, min_steps=self.cfg.sft_min_steps), "train")
         if self.cfg.slip_rate:
             return arith.with_teacher_slips(train, self.cfg.slip_rate, self.cfg.seed)

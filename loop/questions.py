@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from prmloop.loop.report import Arm, _num, hacking_curves, mean_ci, seed_curve, steps_to_reach, t_quantile_975
+from prmloop.loop.report import (Arm, _num, hacking_curves, mean_ci, reach_step, sample_variance, seed_curve,
+                                  t_quantile_975)
 
 S1_STEP_RATIO = 0.7
 """S1: process supervision should need at most this fraction of the outcome arm's RL steps."""
@@ -30,12 +31,7 @@ def difference_ci(a: list[float], b: list[float]) -> tuple[float, float]:
     diff = mean_ci(a)[0] - mean_ci(b)[0]
     if len(a) < 2 or len(b) < 2:
         return diff, math.nan
-
-    def variance(values: list[float]) -> float:
-        mean = sum(values) / len(values)
-        return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-
-    standard_error = math.sqrt(variance(a) / len(a) + variance(b) / len(b))
+    standard_error = math.sqrt(sample_variance(a) / len(a) + sample_variance(b) / len(b))
     return diff, t_quantile_975(min(len(a), len(b)) - 1) * standard_error
 
 
@@ -58,21 +54,21 @@ def _verdict(met: bool | None) -> str:
     return "**not measured**" if met is None else ("**met**" if met else "**not met**")
 
 
-def _reach(arm: Arm, target: float) -> int | None:
-    curve = seed_curve(arm.per_seed("accuracy", "rl_step"))
-    return steps_to_reach([p[0] for p in curve], [p[1] for p in curve], target)
+def _mixed(arm: Arm) -> bool:
+    """Whether the arm adds the outcome advantage ('-mix'; the report's RunInfo knows it only by name)."""
+    return arm.info.arm.endswith("-mix")
 
 
 def s1_lines(arms: list[Arm]) -> list[str]:
     outcome = next((a for a in arms if a.info.supervision == "outcome" and a.finals()), None)
-    process = [a for a in arms if a.info.supervision == "process" and not a.info.arm.endswith("-mix") and a.finals()]
+    process = [a for a in arms if a.info.supervision == "process" and not _mixed(a) and a.finals()]
     if outcome is None or not process:
         return [f"- S1 (process vs outcome): {_verdict(None)}: it needs an outcome arm and a process arm."]
     target = mean_ci(outcome.finals())[0]
-    outcome_steps = _reach(outcome, target)
+    outcome_steps = reach_step(outcome, target)
     lines, ratios = [], []
     for arm in process:
-        ratio = step_ratio(_reach(arm, target), outcome_steps)
+        ratio = step_ratio(reach_step(arm, target), outcome_steps)
         ratios.append(ratio)
         diff, half = difference_ci(arm.finals(), outcome.finals())
         reach = "never reaches it" if ratio is None else f"reaches it at {ratio:.2f}x the steps"
@@ -93,7 +89,7 @@ def s1_lines(arms: list[Arm]) -> list[str]:
 def s2_lines(arms: list[Arm]) -> list[str]:
     def pick(update: str) -> Arm | None:
         return next((a for a in arms if a.info.supervision == "process" and a.info.rm_update == update
-                     and a.info.credit == "sum" and not a.info.arm.endswith("-mix")), None)
+                     and a.info.credit == "sum" and not _mixed(a)), None)
 
     iterative, fixed = pick("iterative"), pick("fixed")
     if iterative is None or fixed is None:
@@ -122,8 +118,8 @@ def s4_lines(arms: list[Arm]) -> list[str]:
         return {r: scores[r] - accuracy[r] for r in set(scores) & set(accuracy)}
 
     sum_arm = next((a for a in arms if a.info.reward_source == "prm" and a.info.credit == "sum"
-                    and a.info.rm_update == "iterative" and not a.info.arm.endswith("-mix")), None)
-    others = [a for a in arms if a.info.reward_source == "prm" and (a.info.credit == "min" or a.info.arm.endswith("-mix"))]
+                    and a.info.rm_update == "iterative" and not _mixed(a)), None)
+    others = [a for a in arms if a.info.reward_source == "prm" and (a.info.credit == "min" or _mixed(a))]
     growth = gap_growth(gaps(sum_arm)) if sum_arm else None
     if growth is None or not others:
         return [f"- S4 (reward hacking): {_verdict(None)}: it needs a process sum arm and a min or mix arm, "

@@ -65,6 +65,12 @@ def t_quantile_975(df: int) -> float:
     return float(student_t.ppf(0.975, df))
 
 
+def sample_variance(values: list[float]) -> float:
+    """Sample variance (ddof 1) of two or more values."""
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """(mean, 95% CI half width) over ``values`` with the t-distribution; half width is nan for fewer than 2 values."""
     n = len(values)
@@ -73,8 +79,7 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / n
     if n == 1:
         return mean, math.nan
-    sample_std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, t_quantile_975(n - 1) * sample_std / math.sqrt(n)
+    return mean, t_quantile_975(n - 1) * math.sqrt(sample_variance(values)) / math.sqrt(n)
 
 
 def steps_to_reach(steps: list[int], values: list[float], target: float) -> int | None:
@@ -206,6 +211,12 @@ def reference_arm(arms: list[Arm]) -> Arm | None:
     return next((arm for arm in arms if arm.info.supervision == "outcome"), None)
 
 
+def reach_step(arm: Arm, target: float) -> int | None:
+    """The first rl_step at which ``arm``'s seed-mean held-out accuracy reaches ``target``, or None."""
+    curve = seed_curve(arm.per_seed("accuracy", "rl_step"))
+    return steps_to_reach([p[0] for p in curve], [p[1] for p in curve], target)
+
+
 def steps_section(arms: list[Arm]) -> list[str]:
     """RL steps each arm needs for its seed-mean accuracy to reach the outcome arm's final mean accuracy."""
     lines = ["## RL steps to reach the outcome arm's final accuracy", ""]
@@ -216,7 +227,7 @@ def steps_section(arms: list[Arm]) -> list[str]:
     rows = []
     for arm in arms:
         curve = seed_curve(arm.per_seed("accuracy", "rl_step"))
-        step = steps_to_reach([p[0] for p in curve], [p[1] for p in curve], target)
+        step = reach_step(arm, target)
         last_step = str(curve[-1][0]) if curve else "–"
         rows.append([arm.info.arm, "not reached" if step is None else str(step), last_step])
     sentence = (f"Target: the final mean accuracy of the outcome arm `{reference.info.arm}`, {target:.3f}. "
