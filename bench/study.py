@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sft_band import band_dir, cpu_name  # noqa: E402  (a sibling script, not a package)
+from sft_band import band_dir, cpu_name
 
-from prmloop.loop.config import load_config  # noqa: E402
-from prmloop.loop.stages import warm_start_path  # noqa: E402
+from prmloop.loop.config import load_config
+from prmloop.loop.stages import warm_start_path
 
 
 def report_sections(report: Path, titles: tuple[str, ...]) -> str:

@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import math
 
-from prmloop.loop.report import (Arm, _num, hacking_curves, mean_ci, reach_step, sample_variance, seed_curve,
-                                  t_quantile_975)
+from prmloop.loop.report import (
+    Arm,
+    _num,
+    hacking_curves,
+    mean_ci,
+    reach_step,
+    sample_variance,
+    seed_curve,
+    t_quantile_975,
+)
 
 S1_STEP_RATIO = 0.7
 """S1: process supervision should need at most this fraction of the outcome arm's RL steps."""
@@ -80,8 +88,8 @@ def s1_lines(arms: list[Arm]) -> list[str]:
     goal = (f"Goal: a process arm reaches `{outcome.info.arm}`'s final seed-mean accuracy {target:.3f} in <= "
             f"{S1_STEP_RATIO}x its RL steps")
     if not outcome_steps:  # reached at step 0: the outcome arm ended no better than it started
-        return [f"- S1 (process vs outcome): {_verdict(None)}. {goal}, but `{outcome.info.arm}` ended no better than "
-                "its start, so there are no steps to compare; the final accuracies:", *lines]
+        return [(f"- S1 (process vs outcome): {_verdict(None)}. {goal}, but `{outcome.info.arm}` ended no better than "
+                "its start, so there are no steps to compare; the final accuracies:"), *lines]
     met = any(r is not None and r <= S1_STEP_RATIO for r in ratios)
     return [f"- S1 (process vs outcome): {_verdict(met)}. {goal} (it reached it at RL step {outcome_steps}).", *lines]
 
@@ -104,11 +112,11 @@ def s2_lines(arms: list[Arm]) -> list[str]:
     diff, half = difference_ci(iterative.finals(), fixed.finals())
     met = decays and holds and diff >= 0
     per_round = ", ".join(f"r{r} {_num(f1['iterative'].get(r))} vs {_num(f1['fixed'].get(r))}" for r in rounds)
-    return [f"- S2 (iterative vs fixed PRM): {_verdict(met)}. Goal: the fixed PRM's first-error F1 on the current "
+    return [(f"- S2 (iterative vs fixed PRM): {_verdict(met)}. Goal: the fixed PRM's first-error F1 on the current "
             f"policy's samples decays while the iterative one stays >= {S2_ITERATIVE_F1}, and iterative final "
-            f"accuracy >= fixed.",
-            f"  - F1 iterative vs fixed by round: {per_round} (fixed decays: {'yes' if decays else 'no'}; "
-            f"iterative >= {S2_ITERATIVE_F1} throughout: {'yes' if holds else 'no'})",
+            f"accuracy >= fixed."),
+            (f"  - F1 iterative vs fixed by round: {per_round} (fixed decays: {'yes' if decays else 'no'}; "
+            f"iterative >= {S2_ITERATIVE_F1} throughout: {'yes' if holds else 'no'})"),
             f"  - final accuracy iterative - fixed: {diff:+.3f} ± {_num(half)} (95% CI)"]
 
 
@@ -122,8 +130,8 @@ def s4_lines(arms: list[Arm]) -> list[str]:
     others = [a for a in arms if a.info.reward_source == "prm" and (a.info.credit == "min" or _mixed(a))]
     growth = gap_growth(gaps(sum_arm)) if sum_arm else None
     if growth is None or not others:
-        return [f"- S4 (reward hacking): {_verdict(None)}: it needs a process sum arm and a min or mix arm, "
-                "with gaps logged for two or more rounds."]
+        return [(f"- S4 (reward hacking): {_verdict(None)}: it needs a process sum arm and a min or mix arm, "
+                "with gaps logged for two or more rounds.")]
     lines, closed = [], []
     for arm in others:
         other = gap_growth(gaps(arm))
@@ -131,9 +139,9 @@ def s4_lines(arms: list[Arm]) -> list[str]:
         closed.append(closes)
         lines.append(f"  - `{arm.info.arm}`: gap growth {_num(other)} vs `{sum_arm.info.arm}` {growth:+.3f}")
     met = growth > 0 and any(closed)
-    return [f"- S4 (reward hacking): {_verdict(met)}. Goal: the sum arm's gap (PRM score - true accuracy of the same "
+    return [(f"- S4 (reward hacking): {_verdict(met)}. Goal: the sum arm's gap (PRM score - true accuracy of the same "
             f"samples) grows over rounds, and a min or mix arm closes at least {S4_CLOSED_FRACTION:.0%} of that "
-            "growth.", *lines]
+            "growth."), *lines]
 
 
 def questions_section(arms: list[Arm]) -> list[str]:
