@@ -1,5 +1,5 @@
 """Where a warm start of the slipping-teacher regime goes wrong: the first wrong step of each greedy held-out solution,
-sorted into 'the taught slip' (a carrying addition with the carry forgotten) and every other kind of error.
+sorted into 'the taught slip' (a carry, or with data.slip_borrow a borrow, forgotten) and every other kind of error.
 
 Run: ``python bench/slip_errors.py --policy runs/sft_band/<name>-s0 --config configs/compare.yaml [--problems 500]``.
 A policy whose wrong answers come mostly from the taught slip is right on its other steps, so its step labels say what
@@ -19,7 +19,7 @@ from prmloop.policy.evaluate import complete_problems
 from prmloop.policy.load import load_policy
 
 
-def error_kind(problem: arith.ArithProblem, steps: list[str], labels: list[bool]) -> str:
+def error_kind(problem: arith.ArithProblem, steps: list[str], labels: list[bool], borrow: bool = False) -> str:
     """The kind of a solution's first wrong step (labels from the exact verifier)."""
     first = next((index for index, ok in enumerate(labels) if not ok), -1)
     if first < 0:
@@ -30,9 +30,9 @@ def error_kind(problem: arith.ArithProblem, steps: list[str], labels: list[bool]
     for op, operand in problem.operations[:first]:
         value = arith.apply(value, op, operand)
     op, operand = problem.operations[first]
-    if arith.slips(value, op, operand):
+    if arith.slips(value, op, operand, borrow):
         taught = f"{value} {op} {operand} = {arith.slipped_result(value, op, operand)}"
-        return "the taught slip" if steps[first] == taught else "a carrying addition, wrong otherwise"
+        return "the taught slip" if steps[first] == taught else f"a slip-prone {op} step, wrong otherwise"
     return f"another {op} step"
 
 
@@ -53,7 +53,8 @@ def main() -> None:
     kinds = Counter()
     for problem, completion in zip(problems, completions):
         steps = task.split(completion)
-        kinds[error_kind(arith.parse_question(problem.question), steps, task.verify_steps(problem, steps))] += 1
+        labels = task.verify_steps(problem, steps)
+        kinds[error_kind(arith.parse_question(problem.question), steps, labels, cfg.data.slip_borrow)] += 1
     wrong = len(problems) - kinds["all steps right"]
     print(f"{args.policy}: {len(problems)} held-out problems, greedy")
     for kind, count in kinds.most_common():

@@ -1,7 +1,7 @@
 """The full study as the README reports it: the warm start's landing band over seeds, then the comparison, timed.
 
 Run: ``python bench/study.py`` (defaults: ``configs/compare.yaml``, 5 band seeds, output ``runs/study``). Steps:
-1. ``bench/sft_band.py --config CONFIG --seeds N`` (each seed's SFT, reused if already trained);
+1. ``bench/sft_band.py --config CONFIG --seeds N --jobs J`` (each seed's SFT, reused if already trained);
 2. the band's seed ``cfg.seed`` is the comparison's warm start (same data/policy/sft sections): it is copied into the
    loop's SFT cache unless that already holds one, so it is not trained twice;
 3. ``prmloop compare --config CONFIG --out OUT`` (add ``--resume`` to continue an interrupted study), timed;
@@ -42,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/compare.yaml")
     parser.add_argument("--band-seeds", type=int, default=5)
+    parser.add_argument("--band-jobs", type=int, default=1, help="band seeds trained at once (sft_band.py --jobs)")
     parser.add_argument("--out", default="runs/study")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
     args = parser.parse_args()
@@ -50,7 +51,7 @@ def main() -> None:
     started = time.perf_counter()
     if args.band_seeds:
         subprocess.run([sys.executable, str(ROOT / "bench" / "sft_band.py"), "--config", args.config, "--seeds",
-                        str(args.band_seeds)], cwd=ROOT, check=True)
+                        str(args.band_seeds), "--jobs", str(args.band_jobs)], cwd=ROOT, check=True)
     band_seconds = time.perf_counter() - started
     cfg = load_config(ROOT / args.config)
     cache = ROOT / warm_start_path(cfg)

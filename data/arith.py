@@ -64,33 +64,37 @@ def apply(value: int, op: str, operand: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
-def slips(value: int, op: str, operand: int) -> bool:
-    """Whether ``value op operand`` is an addition that carries out of the ones digit: where the teacher may slip."""
-    return op == "+" and value % 10 + operand % 10 >= 10
+def slips(value: int, op: str, operand: int, borrow: bool = False) -> bool:
+    """Whether ``value op operand`` is where the teacher may slip: an addition that carries out of the ones digit, and
+    with ``borrow`` also a subtraction that borrows into it."""
+    if op == "+":
+        return value % 10 + operand % 10 >= 10
+    return borrow and op == "-" and value % 10 < operand % 10
 
 
 def slipped_result(value: int, op: str, operand: int) -> int:
-    """The sum with the carry forgotten: the tens digit one short (``47 + 8 -> 45``)."""
-    return apply(value, op, operand) - 10
+    """The result with the carry or borrow forgotten: the tens digit one short after a carry (``47 + 8 -> 45``), one
+    too many after a borrow (``43 - 8 -> 45``)."""
+    return apply(value, op, operand) + (10 if op == "-" else -10)
 
 
-def teacher_steps(problem: ArithProblem, slip_rate: float, rng: random.Random) -> tuple[str, ...]:
-    """A solution by a teacher that slips on each carrying step with chance ``slip_rate`` and carries the slipped
-    value on (later steps are right given it; the answer line states the slipped chain's value)."""
+def teacher_steps(problem: ArithProblem, slip_rate: float, rng: random.Random, borrow: bool = False) -> tuple[str, ...]:
+    """A solution by a teacher that slips on each slip step (``slips``) with chance ``slip_rate`` and carries the
+    slipped value on (later steps are right given it; the answer line states the slipped chain's value)."""
     steps, value = [], problem.start
     for op, operand in problem.operations:
         result = apply(value, op, operand)
-        if slips(value, op, operand) and rng.random() < slip_rate:
+        if slips(value, op, operand, borrow) and rng.random() < slip_rate:
             result = slipped_result(value, op, operand)
         steps.append(f"{value} {op} {operand} = {result}")
         value = result
     return (*steps, f"{ANSWER_PREFIX}{value}")
 
 
-def with_teacher_slips(problems: list[Problem], slip_rate: float, seed: int) -> list[Problem]:
+def with_teacher_slips(problems: list[Problem], slip_rate: float, seed: int, borrow: bool = False) -> list[Problem]:
     """``problems`` with reference steps rewritten by the slipping teacher (seeded; answers stay the true ones)."""
     rng = random.Random(f"{seed}-slips")
-    return [Problem(p.id, p.question, p.answer, teacher_steps(parse_question(p.question), slip_rate, rng))
+    return [Problem(p.id, p.question, p.answer, teacher_steps(parse_question(p.question), slip_rate, rng, borrow))
             for p in problems]
 
 
@@ -141,6 +145,8 @@ def check_config(cfg: DataConfig) -> None:
         raise UserError(f"data.sft_min_steps: need 0 <= sft_min_steps <= max_steps, got {cfg.sft_min_steps}")
     if not 0.0 <= cfg.slip_rate <= 1.0:
         raise UserError(f"data.slip_rate: must be within 0..1, got {cfg.slip_rate}")
+    if cfg.slip_borrow and not cfg.slip_rate:
+        raise UserError("data.slip_borrow: needs data.slip_rate > 0 (the chance of each slip)")
     if cfg.start_max > cfg.value_max:
         raise UserError("data.start_max: must not exceed data.value_max")
 

@@ -56,4 +56,8 @@ class DataConfig:
     """Embedded task, SFT data only: the chance that the teacher's reference solution forgets the carry on an addition
     that carries out of the ones digit (``47 + 8 = 45``) and goes on from that value. Above 0.5 the warm start's greedy
     answer slips on every such step, so most final answers are wrong while the other steps are right: the
-    sparse-reward regime (configs/compare.yaml). 0 = an exact teacher."""
+    sparse-reward regime. 0 = an exact teacher."""
+    slip_borrow: bool = False
+    """Embedded task, with slip_rate: the teacher also forgets the borrow on a subtraction that borrows into the ones
+    digit (``43 - 8 = 45``), at the same rate. A second misconception, so fewer greedy answers are right
+    (configs/compare.yaml)."""

@@ -81,7 +81,7 @@ class Task:
         if self.cfg.sft_min_steps:  # get_task allows it on the embedded task only
             train = self.load_split(dataclasses.replace(self.cfg, min_steps=self.cfg.sft_min_steps), "train")
         if self.cfg.slip_rate:
-            return arith.with_teacher_slips(train, self.cfg.slip_rate, self.cfg.seed)
+            return arith.with_teacher_slips(train, self.cfg.slip_rate, self.cfg.seed, self.cfg.slip_borrow)
         return train
 
     # ---- steps
@@ -190,7 +190,7 @@ def get_task(cfg: DataConfig) -> Task:
         raise UserError(f"data.step_split: unknown {step_split!r}; valid: {', '.join(sorted(STEP_SEPARATORS))}")
     if cfg.task == "arith":
         arith.check_config(cfg)
-    elif cfg.slip_rate or cfg.sft_min_steps:
-        key = "slip_rate" if cfg.slip_rate else "sft_min_steps"
+    elif cfg.slip_rate or cfg.slip_borrow or cfg.sft_min_steps:
+        key = "slip_rate" if cfg.slip_rate else "slip_borrow" if cfg.slip_borrow else "sft_min_steps"
         raise UserError(f"data.{key}: only the embedded task ('arith') has it, not {cfg.task!r}")
     return Task(cfg.task, cfg, step_split, loader, _arith_verifier if has_verifier else None)

@@ -113,13 +113,28 @@ def test_slips_only_on_a_carrying_addition():
     assert arith.slips(47, "+", 8)  # 7 + 8 = 15 >= 10: a carry
     assert arith.slips(45, "+", 15)  # 5 + 5 = 10: a carry
     assert not arith.slips(41, "+", 8)  # 1 + 8 = 9: none
-    assert not arith.slips(52, "-", 7)  # a borrow is never a slip
+    assert not arith.slips(52, "-", 7)  # a borrow is no slip unless asked
     assert not arith.slips(47, "*", 3)  # nor is multiplication
+
+
+def test_borrow_slips_only_when_asked_and_only_on_a_borrowing_subtraction():
+    assert arith.slips(52, "-", 7, borrow=True)  # 2 < 7: a borrow
+    assert arith.slips(13, "-", 8, borrow=True)
+    assert not arith.slips(58, "-", 7, borrow=True)  # 8 >= 7: none
+    assert not arith.slips(50, "-", 10, borrow=True)  # 0 >= 0: none
+    assert not arith.slips(47, "*", 3, borrow=True)
+    assert arith.slips(47, "+", 8, borrow=True)  # carries still slip
 
 
 def test_slipped_result_is_the_tens_digit_one_short():
     assert arith.slipped_result(47, "+", 8) == 45  # 55 with the carry forgotten
     assert arith.slipped_result(95, "+", 7) == 92  # 102 with the carry forgotten
+
+
+def test_borrow_slip_leaves_the_tens_digit_one_too_many():
+    assert arith.slipped_result(43, "-", 8) == 45  # 35 with the borrow forgotten
+    assert arith.slipped_result(13, "-", 8) == 15  # 5 with the borrow forgotten
+    assert arith.slipped_result(102, "-", 15) == 97  # 87 with the borrow forgotten
 
 
 def test_teacher_at_rate_one_slips_every_carry_and_carries_the_value_on():
@@ -128,6 +143,16 @@ def test_teacher_at_rate_one_slips_every_carry_and_carries_the_value_on():
     # 47 + 8 slips to 45; 45 * 2 = 90; 90 + 3 = 93 carries nothing; 93 + 9 slips to 92 (102 - 10); the answer is 92
     assert steps == ("47 + 8 = 45", "45 * 2 = 90", "90 + 3 = 93", "93 + 9 = 92", "Answer: 92")
     assert arith.teacher_steps(problem, 0.0, random.Random(0)) == problem.reference_steps
+
+
+def test_teacher_with_borrow_slips_both_and_only_when_asked():
+    problem = arith.ArithProblem(43, (("-", 8), ("+", 7), ("-", 20)))
+    # 43 - 8 slips to 45 (35 + 10); 45 + 7 slips to 42 (52 - 10); 42 - 20 = 22 borrows nothing; the answer is 22
+    steps = arith.teacher_steps(problem, 1.0, random.Random(0), borrow=True)
+    assert steps == ("43 - 8 = 45", "45 + 7 = 42", "42 - 20 = 22", "Answer: 22")
+    # without borrow slips only the carry slips: 43 - 8 = 35; 35 + 7 = 42 (32 + 10, a slip); 42 - 20 = 22
+    assert arith.teacher_steps(problem, 1.0, random.Random(0)) == ("43 - 8 = 35", "35 + 7 = 32", "32 - 20 = 12",
+                                                                   "Answer: 12")
 
 
 def test_teacher_slip_frequency_follows_the_rate_and_answers_stay_true():
@@ -155,3 +180,5 @@ def test_teacher_slip_frequency_follows_the_rate_and_answers_stay_true():
 def test_slip_rate_is_checked():
     with pytest.raises(UserError, match="data.slip_rate"):
         arith.check_config(DataConfig(slip_rate=1.5))
+    with pytest.raises(UserError, match="data.slip_borrow: needs data.slip_rate"):
+        arith.check_config(DataConfig(slip_borrow=True))

@@ -182,6 +182,13 @@ def test_sft_problems_use_the_slipping_teacher_only_when_asked(tmp_path):
     path = write_gsm8k_file(tmp_path / "gsm8k.jsonl")
     with pytest.raises(UserError, match="data.slip_rate"):
         get_task(DataConfig(task="gsm8k", source=str(path), slip_rate=0.5))
+    with pytest.raises(UserError, match="data.slip_borrow: only the embedded task"):
+        get_task(DataConfig(task="gsm8k", source=str(path), slip_borrow=True))
+    # borrow slips teach more problems a wrong chain, on the same questions
+    both = get_task(DataConfig(n_train=50, n_eval=5, min_steps=4, max_steps=6, slip_rate=1.0, slip_borrow=True))
+    taught_both = both.sft_problems(train)
+    wrong_both = [p for p in taught_both if not all(both.verify_steps(p, list(p.reference_steps)))]
+    assert {p.id for p in wrong} < {p.id for p in wrong_both}
 
 
 def test_sft_min_steps_adds_shorter_training_problems_only():
