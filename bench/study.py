@@ -24,18 +24,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from sft_band import band_dir, cpu_name
 
 from prmloop.loop.config import load_config
+from prmloop.loop.report import HEADLINE, report_sections
 from prmloop.loop.stages import warm_start_path
-
-
-def report_sections(report: Path, titles: tuple[str, ...]) -> str:
-    """The named '## ' sections of report.md, in file order."""
-    keep, lines = False, []
-    for line in report.read_text().splitlines():
-        if line.startswith("## "):
-            keep = line[3:] in titles
-        if keep:
-            lines.append(line)
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -65,7 +55,7 @@ def main() -> None:
     compare_seconds = time.perf_counter() - started
     print(f"\nStudy: {args.config}; torch {torch.__version__}, {cpu_name()}, {torch.get_num_threads()} threads")
     print(f"band: {band_seconds / 60:.1f} min; comparison: {compare_seconds / 60:.1f} min")
-    print(report_sections(ROOT / args.out / "report.md", ("The questions", "Final held-out accuracy")))
+    print(report_sections((ROOT / args.out / "report.md").read_text(), HEADLINE))
     published = ROOT / "bench" / "results" / Path(args.config).stem
     published.mkdir(parents=True, exist_ok=True)
     for path in (ROOT / args.out).glob("*"):

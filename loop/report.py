@@ -325,5 +325,20 @@ def write_report(out_dir: str | Path, runs: list[RunInfo], title: str) -> Path:
     return path
 
 
+HEADLINE = ("The questions", "Final held-out accuracy")
+"""The report sections `compare`/`demo` print when they finish."""
+
+
+def report_sections(text: str, titles: tuple[str, ...]) -> str:
+    """The '## ' sections of a report.md text whose titles are in ``titles``, in file order."""
+    keep, lines = False, []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            keep = line[3:] in titles
+        if keep and not line.startswith("!["):  # plots are files; the terminal shows their text only
+            lines.append(line)
+    return "\n".join(lines).strip()
+
+
 def _missing_plot(line: str, plotted: dict[str, bool]) -> bool:
     return line.startswith("![") and any(f"({name})" in line and not done for name, done in plotted.items())

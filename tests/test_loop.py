@@ -114,6 +114,7 @@ def test_demo_quick_writes_report_plots_and_wandb_runs(tmp_path):
                           cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     report = (out / "report.md").read_text()
+    assert "## The questions" in done.stdout and "## Final held-out accuracy" in done.stdout  # the headline, printed
     for arm in ("process-prm-iterative", "process-prm-fixed", "outcome-rule-fixed"):
         assert f"| {arm} |" in report
         run = out / "arms" / arm / "seed0"

@@ -8,7 +8,16 @@ import pytest
 
 from prmloop.data.errors import UserError
 from prmloop.data.jsonl import append_jsonl
-from prmloop.loop.report import RunInfo, mean_ci, seed_curve, steps_to_reach, t_quantile_975, write_report
+from prmloop.loop.report import (
+    HEADLINE,
+    RunInfo,
+    mean_ci,
+    report_sections,
+    seed_curve,
+    steps_to_reach,
+    t_quantile_975,
+    write_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -99,6 +108,12 @@ def test_report_two_arms_two_seeds(tmp_path: Path):
         png = tmp_path / "report" / name
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
         assert f"]({name})" in text  # embedded with a relative link
+
+
+def test_report_sections_keep_the_named_sections_as_text():
+    text = "# title\n\nintro\n\n## The questions\n\n- S1\n\n## Arms\n\n| a |\n\n## Final held-out accuracy\n\n| f |\n\n![plot](a.png)\n"
+    assert report_sections(text, HEADLINE) == "## The questions\n\n- S1\n\n## Final held-out accuracy\n\n| f |"
+    assert report_sections(text, ("nothing",)) == ""
 
 
 def test_report_fixed_vs_iterative_single_seed_no_outcome(tmp_path: Path):
