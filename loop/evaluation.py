@@ -21,7 +21,7 @@ from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import Task
 from prmloop.loop.stages import format_prefix_for
-from prmloop.policy.evaluate import complete_problems, correctness
+from prmloop.policy.evaluate import complete_problems, correctness, greedy_scores
 from prmloop.policy.rollout import PolicySampler
 from prmloop.prm.label import label_exhaustive
 from prmloop.prm.metrics import (
@@ -116,7 +116,7 @@ def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int) -> tup
     correct = correctness(task, problems, grouped)
     answers = [[_vote_key(task.final_answer(text)) for text in texts] for texts in grouped]
     metrics = {
-        "accuracy": sum(greedy_right) / max(1, len(problems)),
+        **greedy_scores(task, problems, greedy),
         f"maj_at_{k}": majority_vote_accuracy(answers, correct),
         f"pass_at_{k}": pass_at_n(correct),
         "num_problems": float(len(problems)),

@@ -39,7 +39,7 @@ from prmloop.loop.config import ExperimentConfig, check_resume, save_config
 from prmloop.loop.evaluation import EvalSetup, evaluate_round
 from prmloop.loop.ledger import Ledger
 from prmloop.loop.stages import label_rows, sample_rows, train_reward_model, warm_start
-from prmloop.policy.evaluate import heldout_accuracy
+from prmloop.policy.evaluate import greedy_metrics
 from prmloop.policy.load import load_policy
 from prmloop.policy.rollout import PolicySampler
 
@@ -212,9 +212,9 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
                 metrics = trainer.train_step(batch, rl_step)
                 tracker.log_rl(metrics, rl_step=rl_step + 1, round=round_index)
                 if _curve_point(rl_step + 1, cfg.loop.eval_every, cfg.loop.rl_steps_per_round):
-                    accuracy = heldout_accuracy(trainer.policy, tokenizer, trainer.prompter, task, setup.problems,
-                                                cfg.policy.max_new_tokens)
-                    tracker.log_eval({"accuracy": accuracy}, rl_step=rl_step + 1, round=round_index)
+                    point = greedy_metrics(trainer.policy, tokenizer, trainer.prompter, task, setup.problems,
+                                           cfg.policy.max_new_tokens)
+                    tracker.log_eval(point, rl_step=rl_step + 1, round=round_index)
             if trainer.skipped_updates - skipped_before == cfg.loop.rl_steps_per_round:
                 raise UserError(f"{arm.name} seed {seed} round {round_index}: all {cfg.loop.rl_steps_per_round} "
                                 f"updates were skipped ({trainer.skip_summary()}); the round is not committed")

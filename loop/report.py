@@ -193,16 +193,25 @@ def settings_section(arms: list[Arm]) -> list[str]:
 
 
 def accuracy_section(arms: list[Arm]) -> list[str]:
-    """Final held-out accuracy per arm (mean ± 95% CI over seeds) with the round-0 start accuracy."""
+    """Final held-out accuracy per arm (mean ± 95% CI over seeds) with the round-0 start accuracy; trace accuracy (every
+    step right too) beside it where the task's step verifier measured it."""
+    traced = any(arm.finals("trace_accuracy") for arm in arms)
     rows = []
     for arm in arms:
         starts = [curve[0] for curve in arm.per_seed("accuracy") if 0 in curve]
-        rows.append([arm.info.arm, str(len(arm.seeds)), _ci_text(starts), _ci_text(arm.finals()),
-                     ", ".join(_num(v) for v in arm.finals())])
+        row = [arm.info.arm, str(len(arm.seeds)), _ci_text(starts), _ci_text(arm.finals()),
+               ", ".join(_num(v) for v in arm.finals())]
+        if traced:
+            trace_starts = [curve[0] for curve in arm.per_seed("trace_accuracy") if 0 in curve]
+            row += [_ci_text(trace_starts), _ci_text(arm.finals("trace_accuracy"))]
+        rows.append(row)
+    header = ["arm", "seeds", "start accuracy", "final accuracy", "final per seed"]
+    note = ("Trace accuracy: the answer is right and the exact step verifier finds no wrong step (right answers "
+            "reached through wrong steps do not count). ") if traced else ""
     return ["## Final held-out accuracy", "",
             ("Mean ± 95% CI half width over seeds (t-distribution, sample std, df = seeds − 1). "
-            "Start = the round-0 evaluation, before any RL step."), "",
-            *_table(["arm", "seeds", "start accuracy", "final accuracy", "final per seed"], rows),
+             f"Start = the round-0 evaluation, before any RL step. {note}").rstrip(), "",
+            *_table(header + (["start trace accuracy", "final trace accuracy"] if traced else []), rows),
             "![held-out accuracy vs RL step](accuracy_vs_rl_step.png)", ""]
 
 

@@ -33,3 +33,22 @@ def test_nan_scores_and_empty_solutions_are_left_out():
     assert m["prm_first_error_f1"] == 1.0
     assert math.isclose(m["sample_accuracy"], 0.5)
     assert math.isnan(m["prm_bon_min"])  # no problem has all of its samples usable
+
+
+def test_trace_accuracy_does_not_count_right_answers_reached_through_wrong_steps():
+    from prmloop.data.config import DataConfig
+    from prmloop.data.schema import Problem
+    from prmloop.data.tasks import get_task
+    from prmloop.policy.evaluate import greedy_scores, trace_correctness
+
+    task = get_task(DataConfig())
+    # 47 + 8 - 8 = 47: the true chain is 55, 47
+    problem = Problem("p", "47 + 8 - 8 = ? (left to right)", "47", ("47 + 8 = 55", "55 - 8 = 47", "Answer: 47"))
+    right = "47 + 8 = 55\n55 - 8 = 47\nAnswer: 47"
+    cancelled = "47 + 8 = 45\n45 - 8 = 47\nAnswer: 47"  # a forgotten carry (-10), then a forgotten borrow (+10)
+    wrong = "47 + 8 = 55\n55 - 8 = 37\nAnswer: 37"
+    texts = [right, cancelled, wrong]
+    assert [task.is_correct(t, "47") for t in texts] == [True, True, False]
+    assert trace_correctness(task, [problem] * 3, texts) == [True, False, False]
+    scores = greedy_scores(task, [problem] * 3, texts)
+    assert math.isclose(scores["accuracy"], 2 / 3) and math.isclose(scores["trace_accuracy"], 1 / 3)

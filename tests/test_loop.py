@@ -122,6 +122,7 @@ def test_demo_quick_writes_report_plots_and_wandb_runs(tmp_path):
         evals = [r for r in _rows(run / "metrics.jsonl") if r["kind"] == "eval" and "accuracy" in r]
         assert [r["round"] for r in evals] == [0, 1, 2]
         assert all(math.isfinite(r["accuracy"]) and math.isfinite(r["prm_score_mean"]) for r in evals)
+        assert all(0 <= r["trace_accuracy"] <= r["accuracy"] for r in evals)  # the embedded task has a step verifier
         rl = [r for r in _rows(run / "metrics.jsonl") if r["kind"] == "rl"]
         assert rl and all(math.isfinite(r["loss"]) and math.isfinite(r["reward"]) for r in rl)
     assert (out / "accuracy_vs_rl_step.png").stat().st_size > 5_000

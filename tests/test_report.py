@@ -110,6 +110,21 @@ def test_report_two_arms_two_seeds(tmp_path: Path):
         assert f"]({name})" in text  # embedded with a relative link
 
 
+def test_report_shows_trace_accuracy_where_logged(tmp_path: Path):
+    runs = two_by_two(tmp_path)
+    # the outcome arm's seeds also logged trace accuracy: start 0.1 / 0.1, final 0.3 / 0.4 -> 0.350 ± 0.635
+    for run, accuracy, trace in ((runs[0], 0.5, 0.3), (runs[1], 0.6, 0.4)):  # re-logged rows: the last one wins
+        append_jsonl(run.run_dir / "metrics.jsonl", [
+            {"kind": "eval", "round": 0, "rl_step": 0, "accuracy": 0.2, "trace_accuracy": 0.1},
+            {"kind": "eval", "round": 2, "rl_step": 20, "accuracy": accuracy, "trace_accuracy": trace}])
+    text = write_report(tmp_path / "report", runs, title="t").read_text()
+    assert "| arm | seeds | start accuracy | final accuracy | final per seed | start trace accuracy | final trace accuracy |" in text
+    assert "| outcome | 2 | 0.200 ± 0.000 | 0.550 ± 0.635 | 0.500, 0.600 | 0.100 ± 0.000 | 0.350 ± 0.635 |" in text
+    assert "| process | 2 | 0.200 ± 0.000 | 0.700 ± 0.000 | 0.700, 0.700 | – | – |" in text
+    plain = write_report(tmp_path / "plain", two_by_two(tmp_path / "again"), title="t").read_text()
+    assert "trace accuracy" not in plain  # nothing logged, no columns
+
+
 def test_report_sections_keep_the_named_sections_as_text():
     text = "# title\n\nintro\n\n## The questions\n\n- S1\n\n## Arms\n\n| a |\n\n## Final held-out accuracy\n\n| f |\n\n![plot](a.png)\n"
     assert report_sections(text, HEADLINE) == "## The questions\n\n- S1\n\n## Final held-out accuracy\n\n| f |"
