@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from prmloop.loop.config import load_config
 from prmloop.loop.report import mean_ci
 
 
@@ -38,6 +39,11 @@ def band_dir(config: str, extra: list[str], seed: int) -> Path:
     """runs/sft_band/<config stem>-<digest of the file and overrides>-s<seed>: a changed config trains anew."""
     settings = Path(config).read_text() + "\n".join(extra)
     return ROOT / "runs" / "sft_band" / f"{Path(config).stem}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}-s{seed}"
+
+
+def trace_from_counts(metrics: dict, problems: int) -> float:
+    """Trace accuracy of an SFT run that predates its logging: the share of solutions with no wrong step."""
+    return 1 - sum(metrics["first_error_counts"].values()) / problems
 
 
 def run_seed(config: str, seed: int, out: Path, extra: list[str], threads: int = 0) -> dict:
@@ -67,10 +73,13 @@ def main() -> None:
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         rows = list(pool.map(lambda seed: run_seed(args.config, seed, band_dir(args.config, args.set, seed), args.set,
                                                    threads), range(args.seeds)))
+    problems = load_config(ROOT / args.config, args.set).sft.eval_problems
     for seed, metrics in enumerate(rows):
-        print(f"| seed {seed} | greedy accuracy {metrics['eval_accuracy']:.3f} | step accuracy "
-              f"{metrics['eval_step_accuracy']:.3f} | {metrics['seconds']:.0f} s |", flush=True)
-    for key in ("eval_accuracy", "eval_step_accuracy"):
+        metrics.setdefault("eval_trace_accuracy", trace_from_counts(metrics, problems))
+        print(f"| seed {seed} | greedy accuracy {metrics['eval_accuracy']:.3f} | trace accuracy "
+              f"{metrics['eval_trace_accuracy']:.3f} | step accuracy {metrics['eval_step_accuracy']:.3f} | "
+              f"{metrics['seconds']:.0f} s |", flush=True)
+    for key in ("eval_accuracy", "eval_trace_accuracy", "eval_step_accuracy"):
         values = [row[key] for row in rows]
         mean, half = mean_ci(values)
         print(f"{key}: mean {mean:.3f} ± {half:.3f} (95% CI of the mean, n={len(values)}), "

@@ -128,8 +128,9 @@ def dispatch(args: argparse.Namespace) -> None:
 
         summary = run_sft(cfg, args.out)
         errors = f", first errors by step {summary['first_error_counts']}" if "first_error_counts" in summary else ""
-        print(f"SFT done in {summary['seconds']}s: held-out greedy accuracy {summary['eval_accuracy']:.3f}{errors}; "
-              f"saved to {args.out}")
+        trace = f" (trace accuracy {summary['eval_trace_accuracy']:.3f})" if "eval_trace_accuracy" in summary else ""
+        print(f"SFT done in {summary['seconds']}s: held-out greedy accuracy {summary['eval_accuracy']:.3f}{trace}"
+              f"{errors}; saved to {args.out}")
     elif args.command == "prm":
         _dispatch_prm(cfg, args)
     elif args.command == "grpo":

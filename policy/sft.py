@@ -72,6 +72,8 @@ class EvalResult:
     first_error_counts: dict[int, int]
     """How many wrong solutions first go wrong at each step index (empty without a verifier)."""
     seconds: float
+    trace_accuracy: float = math.nan
+    """Fraction whose final answer is right and whose every step is right (NaN on a task without a verifier)."""
 
 
 def evaluate_greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompter: Prompter, task: Task,
@@ -80,20 +82,22 @@ def evaluate_greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     started = time.perf_counter()
     completions = [texts[0] for texts in complete_problems(model, tokenizer, prompter, problems, max_new_tokens)]
     right = [row[0] for row in correctness(task, problems, [[text] for text in completions])]
-    good_steps, total_steps, first_errors = 0, 0, Counter()
+    good_steps, total_steps, first_errors, traced = 0, 0, Counter(), 0
     if task.has_verifier:
-        for problem, completion in zip(problems, completions):
+        for problem, completion, answer_right in zip(problems, completions, right):
             labels = task.verify_steps(problem, task.split(completion))
             good_steps += sum(labels)
             total_steps += len(labels)
             first_error = next((index for index, ok in enumerate(labels) if not ok), -1)
             if first_error >= 0:
                 first_errors[first_error] += 1
+            traced += answer_right and first_error < 0
     return EvalResult(
         accuracy=sum(right) / max(1, len(problems)),
         step_accuracy=good_steps / total_steps if total_steps else math.nan,
         first_error_counts=dict(sorted(first_errors.items())),
         seconds=time.perf_counter() - started,
+        trace_accuracy=traced / max(1, len(problems)) if task.has_verifier else math.nan,
     )
 
 
@@ -144,9 +148,10 @@ def train_sft(
             row = {"step": step, "eval_accuracy": result.accuracy}
             message = f"step {step + 1}: held-out greedy accuracy {result.accuracy:.3f}"
             if task.has_verifier:
-                row.update(eval_step_accuracy=result.step_accuracy, first_error_counts=result.first_error_counts)
-                message += (f", step accuracy {result.step_accuracy:.3f}, first errors by step "
-                            f"{result.first_error_counts}")
+                row.update(eval_step_accuracy=result.step_accuracy, eval_trace_accuracy=result.trace_accuracy,
+                           first_error_counts=result.first_error_counts)
+                message += (f", trace accuracy {result.trace_accuracy:.3f}, step accuracy {result.step_accuracy:.3f}, "
+                            f"first errors by step {result.first_error_counts}")
             history.append(row)
             log(message)
             model.train()

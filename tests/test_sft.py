@@ -1,5 +1,7 @@
 """Tests for policy/sft.py: collate masks, prompt/solution encoding, lr schedule, a short SFT run lowering the loss."""
 
+import math
+
 import pytest
 import torch
 
@@ -95,3 +97,18 @@ def test_short_sft_run_lowers_loss(one_thread):
     assert 0.0 <= evals[0]["eval_accuracy"] <= 1.0
     result = evaluate_greedy(model, tokenizer, Prompter(tokenizer), ARITH, held_out[:2], policy_cfg.max_new_tokens)
     assert 0.0 <= result.step_accuracy <= 1.0
+
+
+def test_evaluate_greedy_counts_trace_accuracy_by_hand(monkeypatch):
+    from prmloop.policy import sft
+
+    problem = Problem("p", "47 + 8 - 8 = ? (left to right)", "47", ("47 + 8 = 55", "55 - 8 = 47", "Answer: 47"))
+    texts = ["47 + 8 = 55\n55 - 8 = 47\nAnswer: 47",  # right throughout
+             "47 + 8 = 45\n45 - 8 = 47\nAnswer: 47",  # the right answer through two slips that cancel
+             "47 + 8 = 55\n55 - 8 = 37\nAnswer: 37"]  # wrong from step 1
+    monkeypatch.setattr(sft, "complete_problems", lambda *args, **kwargs: [[text] for text in texts])
+    result = sft.evaluate_greedy(None, None, None, ARITH, [problem] * 3, 32)
+    assert math.isclose(result.accuracy, 2 / 3) and math.isclose(result.trace_accuracy, 1 / 3)
+    assert result.first_error_counts == {0: 1, 1: 1}
+    # steps right: 3 + 0 + 1 of 9 (every step after the first wrong one counts as wrong)
+    assert math.isclose(result.step_accuracy, 4 / 9)
