@@ -37,26 +37,33 @@ def _draw_curves(ax: Any, arms: list[Arm], per_seed: Callable[[Arm], list[dict[i
     return drawn
 
 
-def plot_accuracy(arms: list[Arm], path: Path) -> bool:
-    """Seed-mean held-out accuracy vs RL step per arm, band = min..max over seeds; dashed line = outcome target."""
+def plot_accuracy(arms: list[Arm], path: Path, key: str = "accuracy") -> bool:
+    """Seed-mean held-out ``key`` (accuracy or trace_accuracy) vs RL step per arm, band = min..max over seeds; dashed
+    line = the outcome arm's final mean."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
-    drawn = _draw_curves(ax, arms, lambda arm: arm.per_seed("accuracy", "rl_step"),
+    drawn = _draw_curves(ax, arms, lambda arm: arm.per_seed(key, "rl_step"),
                          lambda arm: f"{arm.info.arm} (n={len(arm.seeds)})")
     reference = reference_arm(arms)
-    if reference is not None and reference.finals():
-        ax.axhline(mean_ci(reference.finals())[0], color="grey", linestyle="--", linewidth=1,
+    if reference is not None and reference.finals(key):
+        ax.axhline(mean_ci(reference.finals(key))[0], color="grey", linestyle="--", linewidth=1,
                    label=f"final mean of {reference.info.arm}")
+    name = "held-out accuracy" if key == "accuracy" else "held-out trace accuracy (every step right)"
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
-    ax.set(xlabel="RL step", ylabel="held-out accuracy", title="Held-out accuracy (line: seed mean, band: min–max)")
+    ax.set(xlabel="RL step", ylabel=name, title=f"{name[0].upper()}{name[1:]} (line: seed mean, band: min–max)")
     ax.grid(alpha=0.3)
-    ax.legend(**LEGEND_OUTSIDE)
     if drawn:
+        ax.legend(**LEGEND_OUTSIDE)
         _save(fig, path)
     return drawn
+
+
+def plot_trace_accuracy(arms: list[Arm], path: Path) -> bool:
+    """``plot_accuracy`` of trace accuracy (tasks with a step verifier only; nothing drawn elsewhere)."""
+    return plot_accuracy(arms, path, "trace_accuracy")
 
 
 def plot_f1(arms: list[Arm], path: Path) -> bool:

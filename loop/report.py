@@ -27,7 +27,8 @@ T_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622
 REACH_TOLERANCE = 1e-9
 """A seed-mean accuracy within this of the target counts as reaching it (float noise in means)."""
 
-PLOT_FILES = ("accuracy_vs_rl_step.png", "prm_f1_per_round.png", "prm_score_vs_accuracy.png")
+PLOT_FILES = ("accuracy_vs_rl_step.png", "trace_accuracy_vs_rl_step.png", "prm_f1_per_round.png",
+              "prm_score_vs_accuracy.png")
 """The PNGs write_report may write into out_dir (a plot with no data is left out and said so in report.md)."""
 
 
@@ -212,7 +213,8 @@ def accuracy_section(arms: list[Arm]) -> list[str]:
             ("Mean ± 95% CI half width over seeds (t-distribution, sample std, df = seeds − 1). "
              f"Start = the round-0 evaluation, before any RL step. {note}").rstrip(), "",
             *_table(header + (["start trace accuracy", "final trace accuracy"] if traced else []), rows),
-            "![held-out accuracy vs RL step](accuracy_vs_rl_step.png)", ""]
+            "![held-out accuracy vs RL step](accuracy_vs_rl_step.png)", "",
+            *(["![held-out trace accuracy vs RL step](trace_accuracy_vs_rl_step.png)", ""] if traced else [])]
 
 
 def reference_arm(arms: list[Arm]) -> Arm | None:
@@ -317,12 +319,12 @@ def write_report(out_dir: str | Path, runs: list[RunInfo], title: str) -> Path:
         raise UserError("report: no runs to compare")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from prmloop.loop.plots import plot_accuracy, plot_f1, plot_hacking
+    from prmloop.loop.plots import plot_accuracy, plot_f1, plot_hacking, plot_trace_accuracy
     from prmloop.loop.questions import questions_section
 
     arms = group_arms(runs)
     plotted = {name: plot(arms, out_dir / name)
-               for name, plot in zip(PLOT_FILES, (plot_accuracy, plot_f1, plot_hacking))}
+               for name, plot in zip(PLOT_FILES, (plot_accuracy, plot_trace_accuracy, plot_f1, plot_hacking))}
     lines = [f"# {title}", "", (f"{len(runs)} runs in {len(arms)} arms; numbers are held-out evaluations "
              "read from each run's metrics.jsonl."), ""]
     for section in (questions_section, settings_section, accuracy_section, steps_section, f1_section, rm_update_section,

@@ -121,8 +121,11 @@ def test_report_shows_trace_accuracy_where_logged(tmp_path: Path):
     assert "| arm | seeds | start accuracy | final accuracy | final per seed | start trace accuracy | final trace accuracy |" in text
     assert "| outcome | 2 | 0.200 ± 0.000 | 0.550 ± 0.635 | 0.500, 0.600 | 0.100 ± 0.000 | 0.350 ± 0.635 |" in text
     assert "| process | 2 | 0.200 ± 0.000 | 0.700 ± 0.000 | 0.700, 0.700 | – | – |" in text
+    assert "](trace_accuracy_vs_rl_step.png)" in text
+    assert (tmp_path / "report" / "trace_accuracy_vs_rl_step.png").read_bytes()[:8] == PNG_MAGIC
     plain = write_report(tmp_path / "plain", two_by_two(tmp_path / "again"), title="t").read_text()
-    assert "trace accuracy" not in plain  # nothing logged, no columns
+    assert "trace accuracy" not in plain and "trace_accuracy" not in plain  # nothing logged: no columns, no plot
+    assert not (tmp_path / "plain" / "trace_accuracy_vs_rl_step.png").exists()
 
 
 def test_report_sections_keep_the_named_sections_as_text():
