@@ -67,31 +67,34 @@ def _mixed(arm: Arm) -> bool:
     return arm.info.arm.endswith("-mix")
 
 
-def s1_lines(arms: list[Arm]) -> list[str]:
-    outcome = next((a for a in arms if a.info.supervision == "outcome" and a.finals()), None)
-    process = [a for a in arms if a.info.supervision == "process" and not _mixed(a) and a.finals()]
+def s1_lines(arms: list[Arm], key: str = "accuracy") -> list[str]:
+    """S1 on held-out ``key``: ``accuracy`` (the answer is right) or ``trace_accuracy`` (every step right too)."""
+    title = "S1 (process vs outcome)" if key == "accuracy" else "S1 by trace accuracy (every step right)"
+    noun = key.replace("_", " ")
+    outcome = next((a for a in arms if a.info.supervision == "outcome" and a.finals(key)), None)
+    process = [a for a in arms if a.info.supervision == "process" and not _mixed(a) and a.finals(key)]
     if outcome is None or not process:
-        return [f"- S1 (process vs outcome): {_verdict(None)}: it needs an outcome arm and a process arm."]
-    target = mean_ci(outcome.finals())[0]
-    outcome_steps = reach_step(outcome, target)
+        return [f"- {title}: {_verdict(None)}: it needs an outcome arm and a process arm."]
+    target = mean_ci(outcome.finals(key))[0]
+    outcome_steps = reach_step(outcome, target, key)
     lines, ratios = [], []
     for arm in process:
-        ratio = step_ratio(reach_step(arm, target), outcome_steps)
+        ratio = step_ratio(reach_step(arm, target, key), outcome_steps)
         ratios.append(ratio)
-        diff, half = difference_ci(arm.finals(), outcome.finals())
+        diff, half = difference_ci(arm.finals(key), outcome.finals(key))
         reach = "never reaches it" if ratio is None else f"reaches it at {ratio:.2f}x the steps"
         if not outcome_steps:
             reach = "no steps to compare"
-        lines.append(f"  - `{arm.info.arm}`: {reach}; final accuracy {mean_ci(arm.finals())[0]:.3f} vs "
-                     f"{target:.3f}, difference {diff:+.3f} ± {_num(half)} (95% CI, n = {len(arm.finals())} vs "
-                     f"{len(outcome.finals())} seeds)")
-    goal = (f"Goal: a process arm reaches `{outcome.info.arm}`'s final seed-mean accuracy {target:.3f} in <= "
+        lines.append(f"  - `{arm.info.arm}`: {reach}; final {noun} {mean_ci(arm.finals(key))[0]:.3f} vs "
+                     f"{target:.3f}, difference {diff:+.3f} ± {_num(half)} (95% CI, n = {len(arm.finals(key))} vs "
+                     f"{len(outcome.finals(key))} seeds)")
+    goal = (f"Goal: a process arm reaches `{outcome.info.arm}`'s final seed-mean {noun} {target:.3f} in <= "
             f"{S1_STEP_RATIO}x its RL steps")
     if not outcome_steps:  # reached at step 0: the outcome arm ended no better than it started
-        return [(f"- S1 (process vs outcome): {_verdict(None)}. {goal}, but `{outcome.info.arm}` ended no better than "
-                "its start, so there are no steps to compare; the final accuracies:"), *lines]
+        return [(f"- {title}: {_verdict(None)}. {goal}, but `{outcome.info.arm}` ended no better than "
+                "its start, so there are no steps to compare; the final values:"), *lines]
     met = any(r is not None and r <= S1_STEP_RATIO for r in ratios)
-    return [f"- S1 (process vs outcome): {_verdict(met)}. {goal} (it reached it at RL step {outcome_steps}).", *lines]
+    return [f"- {title}: {_verdict(met)}. {goal} (it reached it at RL step {outcome_steps}).", *lines]
 
 
 def s2_lines(arms: list[Arm]) -> list[str]:
@@ -146,4 +149,5 @@ def s4_lines(arms: list[Arm]) -> list[str]:
 
 def questions_section(arms: list[Arm]) -> list[str]:
     """The S1/S2/S4 verdicts, for the top of report.md."""
-    return ["## The questions", "", *s1_lines(arms), *s2_lines(arms), *s4_lines(arms), ""]
+    traced = s1_lines(arms, "trace_accuracy") if any(arm.finals("trace_accuracy") for arm in arms) else []
+    return ["## The questions", "", *s1_lines(arms), *traced, *s2_lines(arms), *s4_lines(arms), ""]

@@ -222,9 +222,9 @@ def reference_arm(arms: list[Arm]) -> Arm | None:
     return next((arm for arm in arms if arm.info.supervision == "outcome"), None)
 
 
-def reach_step(arm: Arm, target: float) -> int | None:
-    """The first rl_step at which ``arm``'s seed-mean held-out accuracy reaches ``target``, or None."""
-    curve = seed_curve(arm.per_seed("accuracy", "rl_step"))
+def reach_step(arm: Arm, target: float, key: str = "accuracy") -> int | None:
+    """The first rl_step at which ``arm``'s seed-mean held-out ``key`` reaches ``target``, or None."""
+    curve = seed_curve(arm.per_seed(key, "rl_step"))
     return steps_to_reach([p[0] for p in curve], [p[1] for p in curve], target)
 
 

@@ -80,3 +80,24 @@ def test_s1_is_not_measured_when_the_outcome_arm_never_improves(tmp_path: Path):
     # target 0.2 is reached by every arm at step 0: no steps to compare, the final accuracies still shown
     assert "S1 (process vs outcome): **not measured**" in text and "ended no better than its start" in text
     assert "`process`: no steps to compare; final accuracy 0.350 vs 0.200, difference +0.150" in text
+
+
+def test_s1_by_trace_accuracy_appears_where_trace_accuracy_was_logged(tmp_path: Path):
+    from prmloop.data.jsonl import append_jsonl
+
+    runs = [RunInfo("outcome", 0, run_dir=fake_run(tmp_path / "o", [0.3, 0.4, 0.5], None, None), **OUTCOME),
+            RunInfo("process", 0, run_dir=fake_run(tmp_path / "p", [0.3, 0.3, 0.4], None, None), **PROCESS)]
+    text = "\n".join(questions_section(group_arms(runs)))
+    assert "S1 (process vs outcome): **not met**" in text and "trace accuracy" not in text
+    # trace accuracy at steps 0, 10, 20: outcome 0.2, 0.2, 0.3 (its final 0.3 reached at step 20); process 0.2, 0.3,
+    # 0.4 reaches 0.3 at step 10 -> 0.5x the steps: met by its steps, while by the answer it is not met
+    logged = ((runs[0], [0.3, 0.4, 0.5], [0.2, 0.2, 0.3]), (runs[1], [0.3, 0.3, 0.4], [0.2, 0.3, 0.4]))
+    for run, accuracy, trace in logged:  # the eval rows again, now with trace accuracy (the last row of a step wins)
+        rows = [{"kind": "eval", "round": r, "rl_step": 10 * r, "accuracy": accuracy[r], "trace_accuracy": trace[r]}
+                for r in range(3)]
+        append_jsonl(run.run_dir / "metrics.jsonl", rows)
+    text = "\n".join(questions_section(group_arms(runs)))
+    assert "S1 (process vs outcome): **not met**" in text
+    assert ("S1 by trace accuracy (every step right): **met**. Goal: a process arm reaches `outcome`'s final "
+            "seed-mean trace accuracy 0.300 in <= 0.7x its RL steps (it reached it at RL step 20).") in text
+    assert "`process`: reaches it at 0.50x the steps; final trace accuracy 0.400 vs 0.300, difference +0.100" in text
