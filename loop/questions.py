@@ -17,6 +17,7 @@ from prmloop.loop.report import (
     _num,
     hacking_curves,
     mean_ci,
+    mixed,
     reach_step,
     sample_variance,
     seed_curve,
@@ -62,17 +63,12 @@ def _verdict(met: bool | None) -> str:
     return "**not measured**" if met is None else ("**met**" if met else "**not met**")
 
 
-def _mixed(arm: Arm) -> bool:
-    """Whether the arm adds the outcome advantage ('-mix'; the report's RunInfo knows it only by name)."""
-    return arm.info.arm.endswith("-mix")
-
-
 def s1_lines(arms: list[Arm], key: str = "accuracy") -> list[str]:
     """S1 on held-out ``key``: ``accuracy`` (the answer is right) or ``trace_accuracy`` (every step right too)."""
     title = "S1 (process vs outcome)" if key == "accuracy" else "S1 by trace accuracy (every step right)"
     noun = key.replace("_", " ")
     outcome = next((a for a in arms if a.info.supervision == "outcome" and a.finals(key)), None)
-    process = [a for a in arms if a.info.supervision == "process" and not _mixed(a) and a.finals(key)]
+    process = [a for a in arms if a.info.supervision == "process" and not mixed(a) and a.finals(key)]
     if outcome is None or not process:
         return [f"- {title}: {_verdict(None)}: it needs an outcome arm and a process arm."]
     target = mean_ci(outcome.finals(key))[0]
@@ -100,7 +96,7 @@ def s1_lines(arms: list[Arm], key: str = "accuracy") -> list[str]:
 def s2_lines(arms: list[Arm]) -> list[str]:
     def pick(update: str) -> Arm | None:
         return next((a for a in arms if a.info.supervision == "process" and a.info.rm_update == update
-                     and a.info.credit == "sum" and not _mixed(a)), None)
+                     and a.info.credit == "sum" and not mixed(a)), None)
 
     iterative, fixed = pick("iterative"), pick("fixed")
     if iterative is None or fixed is None:
@@ -129,8 +125,8 @@ def s4_lines(arms: list[Arm]) -> list[str]:
         return {r: scores[r] - accuracy[r] for r in set(scores) & set(accuracy)}
 
     sum_arm = next((a for a in arms if a.info.reward_source == "prm" and a.info.credit == "sum"
-                    and a.info.rm_update == "iterative" and not _mixed(a)), None)
-    others = [a for a in arms if a.info.reward_source == "prm" and (a.info.credit == "min" or _mixed(a))]
+                    and a.info.rm_update == "iterative" and not mixed(a)), None)
+    others = [a for a in arms if a.info.reward_source == "prm" and (a.info.credit == "min" or mixed(a))]
     growth = gap_growth(gaps(sum_arm)) if sum_arm else None
     if growth is None or not others:
         return [(f"- S4 (reward hacking): {_verdict(None)}: it needs a process sum arm and a min or mix arm, "

@@ -258,11 +258,17 @@ def f1_section(arms: list[Arm]) -> list[str]:
             *_table(["round", *curves], rows), "![PRM first-error F1 per round](prm_f1_per_round.png)", ""]
 
 
+def mixed(arm: Arm) -> bool:
+    """Whether the arm adds the outcome advantage ('-mix'; RunInfo knows it only by the arm's name)."""
+    return arm.info.arm.endswith("-mix")
+
+
 def rm_update_section(arms: list[Arm]) -> list[str]:
     """Arms that differ only in rm_update (fixed vs iterative reward model), side by side."""
     groups: dict[tuple[str, str, str], list[Arm]] = {}
     for arm in arms:
-        groups.setdefault((arm.info.supervision, arm.info.reward_source, arm.info.credit), []).append(arm)
+        credit = f"{arm.info.credit} + outcome mix" if mixed(arm) else arm.info.credit
+        groups.setdefault((arm.info.supervision, arm.info.reward_source, credit), []).append(arm)
     pairs = {key: group for key, group in groups.items() if len({a.info.rm_update for a in group}) > 1}
     lines = ["## Fixed vs iterative reward model", ""]
     if not pairs:

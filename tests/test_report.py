@@ -157,3 +157,15 @@ def test_report_user_errors(tmp_path: Path):
     runs = [RunInfo("a", 0, run_dir=run_dir, **OUTCOME), RunInfo("a", 1, run_dir=run_dir, **PROCESS)]
     with pytest.raises(UserError, match="arm 'a': seed 1"):
         write_report(tmp_path / "out", runs, title="t")
+
+
+def test_rm_update_section_keeps_the_mix_arm_out_of_the_fixed_vs_iterative_pair(tmp_path: Path):
+    fixed = {**PROCESS, "rm_update": "fixed"}
+    runs = [RunInfo("process-prm-iterative", 0, run_dir=fake_run(tmp_path / "i", [0.2, 0.5], None, None), **PROCESS),
+            RunInfo("process-prm-fixed", 0, run_dir=fake_run(tmp_path / "f", [0.2, 0.4], None, None), **fixed),
+            RunInfo("process-prm-iterative-mix", 0, run_dir=fake_run(tmp_path / "m", [0.2, 0.9], None, None),
+                    **PROCESS)]
+    text = write_report(tmp_path / "report", runs, title="t").read_text()
+    # the pair is iterative 0.5 vs fixed 0.4 (+0.100); the mix arm (0.9) has no fixed partner and stays out
+    assert "- process / prm / sum: iterative − fixed final accuracy = +0.100." in text
+    assert "process-prm-iterative-mix | iterative" not in text
