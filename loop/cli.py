@@ -166,13 +166,14 @@ def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
         print("\n".join(f"{key}: {value}" for key, value in summary.items()))
 
 
-DEMO_OVERRIDES = ["data.slip_rate=0.75", "data.slip_borrow=true", "data.n_eval=300", "sft.eval_problems=300",
-                  "grpo.prompts_per_step=16", "grpo.group_size=8", "grpo.lr=0.0001", "loop.rounds=2",
-                  "loop.rl_steps_per_round=6", "loop.eval_every=3", "loop.eval_problems=300", "loop.eval_k=2",
-                  "compare.arms=[outcome-rule-fixed, process-prm-iterative]", "compare.seeds=2"]
-"""`prmloop demo` without --config: the settings of configs/demo.yaml (a test keeps the two equal), the full study's
-sparse-reward regime (configs/compare.yaml) cut to ten minutes on 2 cores: the built-in 2-3 operations, two arms x
-two seeds."""
+DEMO_OVERRIDES = ["data.min_steps=4", "data.max_steps=6", "data.slip_rate=0.75", "data.slip_borrow=true",
+                  "data.n_eval=300", "policy.max_new_tokens=96", "policy.max_length=160", "sft.steps=1200",
+                  "sft.eval_problems=300", "grpo.prompts_per_step=16", "grpo.group_size=8", "grpo.lr=0.0001",
+                  "loop.rounds=2", "loop.rl_steps_per_round=8", "loop.eval_every=4", "loop.eval_problems=300",
+                  "loop.eval_k=2", "compare.arms=[outcome-rule-fixed, process-prm-iterative]", "compare.seeds=2"]
+"""`prmloop demo` without --config: the settings of configs/demo.yaml (a test keeps the two equal). The full study's
+regime and warm start (configs/compare.yaml) with its first two rounds, two arms and two seeds: about 14 minutes on 2
+cores, eight of them the warm start's SFT."""
 
 QUICK_OVERRIDES = ["data.n_train=200", "data.n_eval=20", "policy.hidden_size=32", "policy.num_layers=1",
                    "policy.num_heads=2", "policy.max_new_tokens=48", "sft.steps=30", "sft.batch_size=16",

@@ -23,7 +23,7 @@ from prmloop.data.prompts import Prompter, encode_prompt
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import Task
 from prmloop.policy.config import PolicyConfig, SFTConfig
-from prmloop.policy.evaluate import complete_problems, correctness
+from prmloop.policy.evaluate import complete_problems, correctness, trace_correctness
 
 
 def encode_sft_examples(
@@ -82,22 +82,22 @@ def evaluate_greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     started = time.perf_counter()
     completions = [texts[0] for texts in complete_problems(model, tokenizer, prompter, problems, max_new_tokens)]
     right = [row[0] for row in correctness(task, problems, [[text] for text in completions])]
-    good_steps, total_steps, first_errors, traced = 0, 0, Counter(), 0
+    good_steps, total_steps, first_errors = 0, 0, Counter()
     if task.has_verifier:
-        for problem, completion, answer_right in zip(problems, completions, right):
+        for problem, completion in zip(problems, completions):
             labels = task.verify_steps(problem, task.split(completion))
             good_steps += sum(labels)
             total_steps += len(labels)
             first_error = next((index for index, ok in enumerate(labels) if not ok), -1)
             if first_error >= 0:
                 first_errors[first_error] += 1
-            traced += answer_right and first_error < 0
     return EvalResult(
         accuracy=sum(right) / max(1, len(problems)),
         step_accuracy=good_steps / total_steps if total_steps else math.nan,
         first_error_counts=dict(sorted(first_errors.items())),
         seconds=time.perf_counter() - started,
-        trace_accuracy=traced / max(1, len(problems)) if task.has_verifier else math.nan,
+        trace_accuracy=(sum(trace_correctness(task, problems, completions)) / max(1, len(problems))
+                        if task.has_verifier else math.nan),
     )
 
 

@@ -74,7 +74,14 @@ def test_demo_config_equals_the_demo_preset():
         assert getattr(demo, section) == getattr(preset, section), section
     # the file spells out the built-in values it keeps, so it stays true to the defaults too
     defaults = ExperimentConfig()
-    assert (demo.policy, demo.prm) == (defaults.policy, defaults.prm)
+    assert demo.prm == defaults.prm and demo.policy.hidden_size == defaults.policy.hidden_size
+    # the demo is the full study's regime and warm start, cut to two rounds, two arms and two seeds
+    study = load_config("configs/compare.yaml")
+    assert (demo.data.min_steps, demo.data.max_steps, demo.data.slip_rate, demo.data.slip_borrow) == (
+        study.data.min_steps, study.data.max_steps, study.data.slip_rate, study.data.slip_borrow)
+    assert (demo.policy, demo.sft.steps) == (study.policy, study.sft.steps)
+    keys = ("prompts_per_step", "group_size", "lr", "beta")  # (outcome_mix is the study's '-mix' arm's only)
+    assert [getattr(demo.grpo, k) for k in keys] == [getattr(study.grpo, k) for k in keys]
 
 
 def test_demo_quick_overrides_equal_quick_yaml():
