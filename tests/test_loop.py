@@ -172,4 +172,6 @@ def test_eval_every_adds_greedy_accuracy_points_inside_a_round(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     evals = [r for r in _rows(out / ARM / "metrics.jsonl") if r["kind"] == "eval" and "accuracy" in r]
     assert [(r["round"], r["rl_step"]) for r in evals] == [(0, 0), (1, 1), (1, 2), (1, 3)]
-    assert set(evals[1]) == {"kind", "round", "rl_step", "accuracy"} and "pass_at_4" in evals[3]
+    # a curve point is greedy answer and trace accuracy only (the embedded task has a step verifier)
+    assert set(evals[1]) == {"kind", "round", "rl_step", "accuracy", "trace_accuracy"} and "pass_at_4" in evals[3]
+    assert 0 <= evals[1]["trace_accuracy"] <= evals[1]["accuracy"]
