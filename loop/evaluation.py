@@ -111,7 +111,6 @@ def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int) -> tup
     """
     task, problems, k = setup.task, setup.problems, setup.k
     greedy = [texts[0] for texts in complete_problems(model, tokenizer, setup.prompter, problems, setup.max_new_tokens)]
-    greedy_right = [row[0] for row in correctness(task, problems, [[text] for text in greedy])]
     grouped = complete_problems(model, tokenizer, setup.prompter, problems, setup.max_new_tokens, k, 1.0, seed)
     correct = correctness(task, problems, grouped)
     answers = [[_vote_key(task.final_answer(text)) for text in texts] for texts in grouped]
@@ -132,8 +131,8 @@ def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int) -> tup
             scores[i] = list(step_scores)
         labels = _step_labels(model, tokenizer, setup, flat_problems, flat_steps, seed + 1)
         metrics.update(prm_sample_metrics(scores, labels, [ok for row in correct for ok in row], k))
-    table = [{"prompt": p.question, "completion": text, "correct": ok}
-             for p, text, ok in list(zip(problems, greedy, greedy_right))[:8]]
+    table = [{"prompt": p.question, "completion": text, "correct": task.is_correct(text, p.answer)}
+             for p, text in list(zip(problems, greedy))[:8]]  # greedy_scores judged them all; the table shows 8
     return metrics, table
 
 
