@@ -7,11 +7,17 @@ Run: ``python bench/study.py`` (defaults: ``configs/compare.yaml``, 5 band seeds
 3. ``prmloop compare --config CONFIG --out OUT`` (add ``--resume`` to continue an interrupted study), timed;
 4. prints the machine, the torch version, the wall times, and the report's questions and final-accuracy sections,
    and copies report.md and its PNGs to ``bench/results/<config stem>/`` (what the README shows).
+
+``--judge`` first trains a judge LM, the same SFT recipe on the exact teacher's solutions (no slips), into
+``runs/judge-<digest>`` (reused when there), and starts every reward model from it (``prm.init``) instead of from the
+warm-started policy, which learned the slips it is meant to catch; results go to ``bench/results/<stem>_judge/``.
+``--set KEY=VALUE`` passes further overrides to the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -27,6 +33,14 @@ from prmloop.loop.config import load_config
 from prmloop.loop.report import HEADLINE, report_sections
 from prmloop.loop.stages import warm_start_path
 
+JUDGE_SETTINGS = ["data.slip_rate=0", "data.slip_borrow=false"]
+"""The judge LM: the warm start's recipe on the exact teacher's solutions."""
+
+
+def judge_dir(config: str) -> Path:
+    """runs/judge/<config stem>-<digest of the file and the judge's settings>: a changed config trains a new judge."""
+    return ROOT / "runs" / "judge" / band_dir(config, JUDGE_SETTINGS, 0).name.removesuffix("-s0")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,6 +49,8 @@ def main() -> None:
     parser.add_argument("--band-jobs", type=int, default=1, help="band seeds trained at once (sft_band.py --jobs)")
     parser.add_argument("--out", default="runs/study")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
+    parser.add_argument("--judge", action="store_true", help="reward models start from an LM trained without slips")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for the comparison")
     args = parser.parse_args()
     import torch
 
@@ -49,14 +65,26 @@ def main() -> None:
     if args.band_seeds > cfg.sft.seed and not (cache / "sft_metrics.json").is_file() and seed_dir.is_dir():
         shutil.copytree(seed_dir, cache)
         print(f"warm start: the band's seed {cfg.sft.seed} ({seed_dir.name}) -> {cache.relative_to(ROOT)}")
+    extra = [arg for item in args.set for arg in ("--set", item)]
+    if args.judge:
+        judge = judge_dir(args.config)
+        if not (judge / "sft_metrics.json").is_file():
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "prmloop", "policy", "sft", "--config", args.config, "--out",
+                            str(judge), *(arg for item in JUDGE_SETTINGS for arg in ("--set", item))], cwd=ROOT,
+                           check=True)
+            print(f"judge LM trained in {time.perf_counter() - started:.0f}s -> {judge.relative_to(ROOT)}")
+        metrics = json.loads((judge / "sft_metrics.json").read_text())
+        print(f"judge LM: held-out greedy accuracy {metrics['eval_accuracy']:.3f}")
+        extra += ["--set", f"prm.init={judge}"]
     started = time.perf_counter()
-    command = [sys.executable, "-m", "prmloop", "compare", "--config", args.config, "--out", args.out]
+    command = [sys.executable, "-m", "prmloop", "compare", "--config", args.config, "--out", args.out, *extra]
     subprocess.run(command + (["--resume"] if args.resume else []), cwd=ROOT, check=True)
     compare_seconds = time.perf_counter() - started
     print(f"\nStudy: {args.config}; torch {torch.__version__}, {cpu_name()}, {torch.get_num_threads()} threads")
     print(f"band: {band_seconds / 60:.1f} min; comparison: {compare_seconds / 60:.1f} min")
     print(report_sections((ROOT / args.out / "report.md").read_text(), HEADLINE))
-    published = ROOT / "bench" / "results" / Path(args.config).stem
+    published = ROOT / "bench" / "results" / (Path(args.config).stem + ("_judge" if args.judge else ""))
     published.mkdir(parents=True, exist_ok=True)
     for path in (ROOT / args.out).glob("*"):
         if path.suffix in (".md", ".png"):

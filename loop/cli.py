@@ -167,8 +167,8 @@ def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
 
 
 DEMO_OVERRIDES = ["data.min_steps=4", "data.max_steps=6", "data.slip_rate=0.75", "data.slip_borrow=true",
-                  "data.n_eval=300", "policy.max_new_tokens=96", "policy.max_length=160", "sft.steps=1200",
-                  "sft.eval_problems=300", "grpo.prompts_per_step=16", "grpo.group_size=8", "grpo.lr=0.0001",
+                  "data.n_eval=500", "policy.max_new_tokens=96", "policy.max_length=160", "sft.steps=1200",
+                  "sft.eval_problems=500", "grpo.prompts_per_step=16", "grpo.group_size=8", "grpo.lr=0.0001",
                   "loop.rounds=2", "loop.rl_steps_per_round=8", "loop.eval_every=4", "loop.eval_problems=300",
                   "loop.eval_k=2", "compare.arms=[outcome-rule-fixed, process-prm-iterative]", "compare.seeds=2"]
 """`prmloop demo` without --config: the settings of configs/demo.yaml (a test keeps the two equal). The full study's

@@ -59,6 +59,10 @@ class LoopConfig:
     """Split of loop.prm_eval_data (ProcessBench on the hub: gsm8k, math, olympiadbench, omnimath)."""
     cache_dir: str = "runs/cache"
     """Where warm-started policies are cached (keyed by a hash of the data, policy and sft sections)."""
+    shipped_warm_start: bool = True
+    """Start from the SFT policy shipped with prmloop (loop/warm_starts/) when this config's data, policy and sft
+    sections are exactly those it was trained with (the study's and the demo's), instead of training it (8 min on 2
+    CPU cores); a policy already in loop.cache_dir comes first. false = train it here."""
 
 
 @dataclass

@@ -58,9 +58,22 @@ def warm_start_path(cfg: ExperimentConfig) -> Path:
     return Path(cfg.loop.cache_dir) / f"sft-{digest}"
 
 
+SHIPPED_WARM_STARTS = Path(__file__).resolve().parent / "warm_starts"
+"""Warm starts shipped with prmloop, one folder per cache key (``sft-<digest>``): the study's (configs/compare.yaml,
+which the demo shares), so that neither spends its first 8 minutes on SFT. Regenerate: README, "The demo"."""
+
+
+def shipped_warm_start(cfg: ExperimentConfig) -> Path | None:
+    """The shipped SFT policy trained with exactly cfg's data/policy/sft sections, if there is one and
+    loop.shipped_warm_start allows it."""
+    shipped = SHIPPED_WARM_STARTS / warm_start_path(cfg).name
+    return shipped if cfg.loop.shipped_warm_start and (shipped / "sft_metrics.json").is_file() else None
+
+
 def warm_start(cfg: ExperimentConfig, log=print) -> Path:
-    """The SFT policy directory for cfg's data/policy/sft sections, trained once and cached under loop.cache_dir
-    (``sft.steps: 0`` with a hub or local ``policy.model`` starts from that model as it is)."""
+    """The SFT policy directory for cfg's data/policy/sft sections: one cached under loop.cache_dir, else the one
+    shipped with prmloop for these sections, else trained once and cached (``sft.steps: 0`` with a hub or local
+    ``policy.model`` starts from that model as it is)."""
     if cfg.policy.model != "tiny" and cfg.sft.steps == 0:
         return Path(cfg.policy.model)
     key_cfg = ExperimentConfig(data=cfg.data, policy=cfg.policy, sft=cfg.sft)
@@ -69,6 +82,12 @@ def warm_start(cfg: ExperimentConfig, log=print) -> Path:
         if (path / "sft_metrics.json").is_file():
             log(f"warm start: cached SFT policy {path}")
             return path
+        shipped = shipped_warm_start(cfg)
+        if shipped is not None:
+            metrics = json.loads((shipped / "sft_metrics.json").read_text())
+            log(f"warm start: the SFT policy shipped for these settings ({shipped.name}: {cfg.sft.steps} steps, held-out "
+                f"greedy accuracy {metrics['eval_accuracy']:.3f}); --set loop.shipped_warm_start=false trains it here")
+            return shipped
         log(f"warm start: supervised fine-tuning ({cfg.sft.steps} steps) -> {path}")
         save_dir_atomically(path, lambda tmp: run_sft(key_cfg, str(tmp)))
     return path

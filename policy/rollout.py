@@ -227,8 +227,10 @@ def _cache_of(output: Any) -> Any:
 
 
 def _cache_keyword(model: Any) -> str:
-    """The keyword this model's forward takes the cache by (``cache`` in transformers 5, ``past_key_values`` before)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """The keyword this model's forward takes the cache by (``cache`` in transformers 5, ``past_key_values`` before);
+    a PEFT model's forward takes ``**kwargs`` and passes them on, so its base model's signature decides."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def concat_generations(parts: list[Generation], pad_id: int) -> Generation:

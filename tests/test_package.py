@@ -65,5 +65,8 @@ def test_wheel_holds_only_the_prmloop_package(tmp_path):
                    "prmloop/policy/grpo.py", "prmloop/loop/cli.py"):
         assert module in names
     assert not any("/package_root/" in name for name in names)
+    shipped = [name for name in names if name.startswith("prmloop/loop/warm_starts/")]  # the study's warm start
+    assert "prmloop/loop/warm_starts/README.md" in shipped
+    assert {name.rsplit("/", 1)[1] for name in shipped} >= {"model.safetensors", "tokenizer.json", "sft_metrics.json"}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "prmloop = prmloop.loop.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

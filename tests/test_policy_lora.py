@@ -116,3 +116,13 @@ def test_grpo_job_with_lora_exports_a_plain_model_and_resumes(tmp_path):
     assert summary["steps"] == 3 and summary["steps_this_run"] == 1
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "policy")
     assert not any("lora" in name for name, _ in plain.named_parameters())
+
+
+def test_sampling_a_lora_policy_passes_the_cache_by_the_current_keyword():
+    import warnings
+
+    trainer = lora_trainer()
+    with warnings.catch_warnings():  # transformers 5 renamed past_key_values to cache; the old name goes in 5.40
+        warnings.filterwarnings("error", message=".*past_key_values.*", category=FutureWarning)
+        rollout = a_rollout(trainer)
+    assert rollout.completion_ids.shape[0] == 2 * trainer.cfg.group_size
