@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(grpo)
     loop = commands.add_parser("loop", help="iterative rounds for one arm (see the loop and grpo config sections)")
     compare = commands.add_parser("compare", help="run every arm x seed of compare.* and write report.md + PNGs")
-    demo = commands.add_parser("demo", help="the headline comparison on the embedded task, about 16 min on 2 cores "
-                               "(configs/demo.yaml: SFT, PRM, outcome vs process supervision x 2 seeds)")
+    demo = commands.add_parser("demo", help="the headline comparison on the embedded task, about 8 min on 2 cores "
+                               "(configs/demo.yaml: the study's shipped warm start, PRM, outcome vs process "
+                               "supervision x 2 seeds)")
     demo.add_argument("--quick", action="store_true", help="configs/quick.yaml-sized settings (about a minute) under "
                       "your --config/--set, which win")
     for sub, default in ((loop, "runs/loop"), (compare, "runs/compare"), (demo, "runs/demo")):
@@ -172,8 +173,8 @@ DEMO_OVERRIDES = ["data.min_steps=4", "data.max_steps=6", "data.slip_rate=0.75",
                   "loop.rounds=2", "loop.rl_steps_per_round=8", "loop.eval_every=4", "loop.eval_problems=300",
                   "loop.eval_k=2", "compare.arms=[outcome-rule-fixed, process-prm-iterative]", "compare.seeds=2"]
 """`prmloop demo` without --config: the settings of configs/demo.yaml (a test keeps the two equal). The full study's
-regime and warm start (configs/compare.yaml) with its first two rounds, two arms and two seeds: about 16 minutes on 2
-cores, eight of them the warm start's SFT."""
+regime and warm start (configs/compare.yaml; its SFT policy ships in loop/warm_starts) with its first two rounds, two
+arms and two seeds: about 8 minutes on 2 cores (16 with loop.shipped_warm_start=false, which trains the warm start)."""
 
 QUICK_OVERRIDES = ["data.n_train=200", "data.n_eval=20", "policy.hidden_size=32", "policy.num_layers=1",
                    "policy.num_heads=2", "policy.max_new_tokens=48", "sft.steps=30", "sft.batch_size=16",
