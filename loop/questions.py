@@ -28,6 +28,9 @@ S1_STEP_RATIO = 0.7
 """S1: process supervision should need at most this fraction of the outcome arm's RL steps."""
 S2_ITERATIVE_F1 = 0.8
 """S2: the iterative PRM's first-error F1 on current samples should stay at least this."""
+S2_DECAY = 0.01
+"""S2: the fixed PRM's F1 "decays" when its last round is at least this much below its first. A smaller change is
+within the sampling noise of an F1 on about a thousand held-out solutions (its standard error is about 0.01)."""
 S4_CLOSED_FRACTION = 0.5
 """S4: the min/mix arm should close at least this fraction of the sum arm's gap growth."""
 
@@ -106,7 +109,8 @@ def s2_lines(arms: list[Arm]) -> list[str]:
     if len(f1["fixed"]) < 2 or not f1["iterative"]:
         return [f"- S2 (iterative vs fixed PRM): {_verdict(None)}: F1 was logged for fewer than two rounds."]
     rounds = sorted(f1["fixed"])
-    decays = f1["fixed"][rounds[-1]] < f1["fixed"][rounds[0]]
+    change = f1["fixed"][rounds[-1]] - f1["fixed"][rounds[0]]
+    decays = change <= -S2_DECAY
     holds = min(f1["iterative"].values()) >= S2_ITERATIVE_F1
     diff, half = difference_ci(iterative.finals(), fixed.finals())
     met = decays and holds and diff >= 0
@@ -114,7 +118,8 @@ def s2_lines(arms: list[Arm]) -> list[str]:
     return [(f"- S2 (iterative vs fixed PRM): {_verdict(met)}. Goal: the fixed PRM's first-error F1 on the current "
             f"policy's samples decays while the iterative one stays >= {S2_ITERATIVE_F1}, and iterative final "
             f"accuracy >= fixed."),
-            (f"  - F1 iterative vs fixed by round: {per_round} (fixed decays: {'yes' if decays else 'no'}; "
+            (f"  - F1 iterative vs fixed by round: {per_round} (fixed r{rounds[0]} -> r{rounds[-1]}: {change:+.3f}, "
+            f"decays by >= {S2_DECAY}: {'yes' if decays else 'no'}; "
             f"iterative >= {S2_ITERATIVE_F1} throughout: {'yes' if holds else 'no'})"),
             f"  - final accuracy iterative - fixed: {diff:+.3f} ± {_num(half)} (95% CI)"]
 

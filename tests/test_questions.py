@@ -57,7 +57,7 @@ def test_questions_met(tmp_path: Path):
     # finals [0.7, 0.7] vs [0.6, 0.6]: zero spread, so the half width is 0
     assert "difference +0.100 ± 0.000" in text
     assert "S2 (iterative vs fixed PRM): **met**" in text
-    assert "r1 0.900 vs 0.800, r2 0.850 vs 0.600" in text
+    assert "r1 0.900 vs 0.800, r2 0.850 vs 0.600 (fixed r1 -> r2: -0.200, decays by >= 0.01: yes;" in text
     assert "final accuracy iterative - fixed: +0.200" in text
     assert "S4 (reward hacking): **met**" in text
     assert "`process-prm-iterative-min`: gap growth 0.050 vs `process-prm-iterative` +0.200" in text
@@ -101,3 +101,15 @@ def test_s1_by_trace_accuracy_appears_where_trace_accuracy_was_logged(tmp_path: 
     assert ("S1 by trace accuracy (every step right): **met**. Goal: a process arm reaches `outcome`'s final "
             "seed-mean trace accuracy 0.300 in <= 0.7x its RL steps (it reached it at RL step 20).") in text
     assert "`process`: reaches it at 0.50x the steps; final trace accuracy 0.400 vs 0.300, difference +0.100" in text
+
+
+def test_s2_a_fixed_f1_within_noise_does_not_decay(tmp_path: Path):
+    fixed = {**PROCESS, "rm_update": "fixed"}
+    runs = [RunInfo("process-prm-iterative", 0, run_dir=fake_run(tmp_path / "i", [0.2, 0.5, 0.6], [0.9, 0.95, 0.94],
+                                                                 None), **PROCESS),
+            # fixed F1 0.95 -> 0.945: a drop of 0.005, below S2_DECAY
+            RunInfo("process-prm-fixed", 0, run_dir=fake_run(tmp_path / "f", [0.2, 0.5, 0.5], [0.9, 0.95, 0.945],
+                                                             None), **fixed)]
+    text = "\n".join(questions_section(group_arms(runs)))
+    assert "S2 (iterative vs fixed PRM): **not met**" in text
+    assert "(fixed r1 -> r2: -0.005, decays by >= 0.01: no; iterative >= 0.8 throughout: yes)" in text
