@@ -7,6 +7,9 @@ task's answer check), and the same samples measure the current PRM on the curren
   ``mc_solutions`` samples; then ProcessBench first-error F1 against those labels;
 - Best-of-k with min aggregation, and the reward-hacking gap = mean PRM solution score (min over steps, PURE's
   aggregation) minus the true accuracy of the same samples, need only the answer check, so they use every sample.
+- Where every scored sample has step labels (a task with an exact verifier), also the trace accuracy of the samples
+  (answer right and no step labelled wrong) and the gap against it, which is what a PRM's score should track: on
+  the answer alone, a policy that fixes two slips that cancelled would look like one gaming its PRM.
 A gap that grows over rounds means the policy is learning to please the PRM rather than to be right.
 """
 
@@ -74,7 +77,7 @@ def prm_sample_metrics(scores: list[list[float]], labels: list[list[bool] | None
         if complete
         else math.nan
     )
-    return {
+    metrics = {
         "prm_first_error_f1": f1,
         "prm_labelled_samples": float(len(labelled)),
         "prm_bon_min": bon,
@@ -82,6 +85,10 @@ def prm_sample_metrics(scores: list[list[float]], labels: list[list[bool] | None
         "sample_accuracy": accuracy,
         "reward_hacking_gap": mean_score - accuracy,
     }
+    if scored and len(labelled) == len(scored):  # every scored sample labelled: the exact verifier, not MC's subset
+        trace = sum(correct[i] and all(labels[i]) for i in scored) / len(scored)
+        metrics.update(sample_trace_accuracy=trace, reward_hacking_gap_trace=mean_score - trace)
+    return metrics
 
 
 def _step_labels(model, tokenizer, setup: EvalSetup, problems: list[Problem], steps: list[list[str]],

@@ -143,9 +143,10 @@ def s4_lines(arms: list[Arm]) -> list[str]:
         closed.append(closes)
         lines.append(f"  - `{arm.info.arm}`: gap growth {_num(other)} vs `{sum_arm.info.arm}` {growth:+.3f}")
     met = growth > 0 and any(closed)
+    key = hacking_curves(sum_arm)[2]
     return [(f"- S4 (reward hacking): {_verdict(met)}. Goal: the sum arm's gap (PRM score - true accuracy of the same "
-            f"samples) grows over rounds, and a min or mix arm closes at least {S4_CLOSED_FRACTION:.0%} of that "
-            "growth."), *lines]
+            f"samples, `{key}`) grows over rounds, and a min or mix arm closes at least {S4_CLOSED_FRACTION:.0%} of "
+            "that growth."), *lines]
 
 
 def questions_section(arms: list[Arm]) -> list[str]:

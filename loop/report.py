@@ -290,27 +290,33 @@ def rm_update_section(arms: list[Arm]) -> list[str]:
 def hacking_curves(arm: Arm) -> tuple[dict[int, float], dict[int, float], str]:
     """Per round seed means of the PRM mean solution score and of the accuracy it should track, and that key.
 
-    The accuracy is ``sample_accuracy`` (the same sampled solutions the PRM scored) when the arm logged it, else the
-    greedy held-out ``accuracy``.
+    The accuracy is, of the keys the arm logged, the first of: ``sample_trace_accuracy`` (the sampled solutions the PRM
+    scored, right in answer and every step; tasks with a step verifier), ``sample_accuracy`` (the same solutions, by
+    the answer alone) and the greedy held-out ``accuracy``.
     """
     scores = {p[0]: p[1] for p in seed_curve(arm.per_seed("prm_score_mean"))}
-    key = "sample_accuracy" if seed_curve(arm.per_seed("sample_accuracy")) else "accuracy"
+    logged = [k for k in ("sample_trace_accuracy", "sample_accuracy") if seed_curve(arm.per_seed(k))]
+    key = logged[0] if logged else "accuracy"
     return scores, {p[0]: p[1] for p in seed_curve(arm.per_seed(key))}, key
 
 
 def hacking_section(arms: list[Arm]) -> list[str]:
     """PRM mean solution score vs true accuracy per round: a score that rises while accuracy does not is hacking."""
-    rows = []
+    rows, used = [], set()
     for arm in arms:
         scores, accuracy, key = hacking_curves(arm)
+        used.add(key)
         for r in sorted(set(scores) & set(accuracy)):
             rows.append([arm.info.arm, str(r), _num(scores[r]), _num(accuracy[r]), f"`{key}`",
                          f"{scores[r] - accuracy[r]:+.3f}"])
     lines = ["## Reward hacking: PRM score vs true accuracy", ""]
     if not rows:
         return [*lines, "No run logged both `prm_score_mean` and an accuracy.", ""]
-    text = ("Seed means per round. Gap = PRM mean solution score − true accuracy of the solutions it scored "
-            "(`sample_accuracy`; greedy `accuracy` where that was not logged). A gap that grows over rounds means the "
+    meaning = {"sample_trace_accuracy": "`sample_trace_accuracy`: answer and every step right",
+               "sample_accuracy": "`sample_accuracy`: the answer right",
+               "accuracy": "greedy `accuracy`, where the samples' accuracy was not logged"}
+    text = ("Seed means per round. Gap = PRM mean solution score − true accuracy of the solutions it scored ("
+            + "; ".join(meaning[key] for key in meaning if key in used) + "). A gap that grows over rounds means the "
             "policy is learning to please the PRM rather than to be right.")
     return [*lines, text, "", *_table(["arm", "round", "PRM mean score", "accuracy", "accuracy of", "gap"], rows),
             "![PRM score vs accuracy](prm_score_vs_accuracy.png)", ""]

@@ -52,3 +52,20 @@ def test_trace_accuracy_does_not_count_right_answers_reached_through_wrong_steps
     assert trace_correctness(task, [problem] * 3, texts) == [True, False, False]
     scores = greedy_scores(task, [problem] * 3, texts)
     assert math.isclose(scores["accuracy"], 2 / 3) and math.isclose(scores["trace_accuracy"], 1 / 3)
+
+
+def test_trace_gap_counts_right_answers_through_wrong_steps_as_wrong():
+    # s0: right answer through a wrong second step (two slips that cancel); s1: right answer, right steps
+    scores = [[0.9, 0.8], [0.4, 0.5]]
+    labels = [[True, False], [True, True]]
+    m = prm_sample_metrics(scores, labels, [True, True], group_size=2)
+    # min scores 0.8, 0.4 -> mean 0.6; by the answer 2/2 right -> gap -0.4; by answer and steps 1/2 -> gap +0.1
+    assert math.isclose(m["sample_accuracy"], 1.0) and math.isclose(m["reward_hacking_gap"], -0.4)
+    assert math.isclose(m["sample_trace_accuracy"], 0.5) and math.isclose(m["reward_hacking_gap_trace"], 0.1)
+
+
+def test_no_trace_gap_when_only_some_samples_are_labelled():
+    # Monte Carlo labels cover a subset of the samples: the trace accuracy of all of them is unknown
+    m = prm_sample_metrics([[0.9], [0.2]], [[True], None], [True, False], group_size=2)
+    assert "sample_trace_accuracy" not in m and "reward_hacking_gap_trace" not in m
+    assert math.isclose(m["reward_hacking_gap"], (0.9 + 0.2) / 2 - 0.5)

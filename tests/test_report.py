@@ -146,6 +146,11 @@ def test_report_fixed_vs_iterative_single_seed_no_outcome(tmp_path: Path):
     assert "No run logged `prm_first_error_f1`" in text
     # the PRM's score is compared with the accuracy of the samples it scored when logged: 0.9 - 0.25 = +0.650
     assert "| ps-fixed | 1 | 0.900 | 0.250 | `sample_accuracy` | +0.650 |" in text
+    # with a step verifier the samples' trace accuracy is logged too, and the gap is taken against it: 0.9 - 0.125
+    append_jsonl(tmp_path / "f" / "metrics.jsonl", [{"kind": "eval", "round": 1, "rl_step": 10,
+                                                     "sample_trace_accuracy": 0.125}])
+    text = write_report(tmp_path / "out2", runs, title="RM update").read_text()
+    assert "| ps-fixed | 1 | 0.900 | 0.125 | `sample_trace_accuracy` | +0.775 |" in text
     assert not (tmp_path / "out" / "prm_f1_per_round.png").exists() and "prm_f1_per_round.png" not in text
     assert (tmp_path / "out" / "accuracy_vs_rl_step.png").stat().st_size > 0
 
