@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
     parser.add_argument("--judge", action="store_true", help="reward models start from an LM trained without slips")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for the comparison")
+    parser.add_argument("--results", default=None, help="folder under bench/results/ for the report (default: the "
+                        "config's stem, + '_judge' with --judge)")
     args = parser.parse_args()
     import torch
 
@@ -84,7 +86,7 @@ def main() -> None:
     print(f"\nStudy: {args.config}; torch {torch.__version__}, {cpu_name()}, {torch.get_num_threads()} threads")
     print(f"band: {band_seconds / 60:.1f} min; comparison: {compare_seconds / 60:.1f} min")
     print(report_sections((ROOT / args.out / "report.md").read_text(), HEADLINE))
-    published = ROOT / "bench" / "results" / (Path(args.config).stem + ("_judge" if args.judge else ""))
+    published = ROOT / "bench" / "results" / (args.results or Path(args.config).stem + ("_judge" if args.judge else ""))
     published.mkdir(parents=True, exist_ok=True)
     for path in (ROOT / args.out).glob("*"):
         if path.suffix in (".md", ".png"):
