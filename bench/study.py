@@ -9,7 +9,7 @@ Run: ``python bench/study.py`` (defaults: ``configs/compare.yaml``, 5 band seeds
    and copies report.md and its PNGs to ``bench/results/<config stem>/`` (what the README shows).
 
 ``--judge`` first trains a judge LM, the same SFT recipe on the exact teacher's solutions (no slips), into
-``runs/judge-<digest>`` (reused when there), and starts every reward model from it (``prm.init``) instead of from the
+``runs/judge/<config stem>-<digest>`` (reused when there), and starts every reward model from it (``prm.init``) instead of from the
 warm-started policy, which learned the slips it is meant to catch; results go to ``bench/results/<stem>_judge/``.
 ``--set KEY=VALUE`` passes further overrides to the comparison.
 """

@@ -60,7 +60,8 @@ def warm_start_path(cfg: ExperimentConfig) -> Path:
 
 SHIPPED_WARM_STARTS = Path(__file__).resolve().parent / "warm_starts"
 """Warm starts shipped with prmloop, one folder per cache key (``sft-<digest>``): the study's (configs/compare.yaml,
-which the demo shares), so that neither spends its first 8 minutes on SFT. Regenerate: README, "The demo"."""
+which the demo shares), so that neither spends its first 8 minutes on SFT. Provenance and how to regenerate one:
+loop/warm_starts/README.md."""
 
 
 def shipped_warm_start(cfg: ExperimentConfig) -> Path | None:
