@@ -101,7 +101,8 @@ class GRPOConfig:
     rollback: bool = True
     """Keep a CPU copy of the trainable weights and optimizer state before each optimizer step, so a diverged step is
     undone (3x the trainable weights: 5.7 GiB for a 0.5B model fully fine-tuned; bench/memory.py). False saves that
-    copy (full fine-tuning of a large model); a diverged step then stops the run."""
+    copy (full fine-tuning of a large model); a diverged step then stops the run. Ignored under DeepSpeed, which
+    keeps its own fp32 weights: there a diverged step always stops the run."""
     max_skips_in_a_row: int = 5
     """Stop the run (one line naming the reasons; the last checkpoint is left as it was) after this many consecutive
     skipped updates. 0 = never stop early (a run whose updates were all skipped still fails at the end)."""

@@ -12,13 +12,15 @@ Choices and departures, stated once:
 - Multi-process (accelerate/DDP): each process takes an equal contiguous shard of the step's questions, so groups
   never split; sample i of question q is seeded by (seed, step, global index of q, i) and does not depend on the
   split. DDP averages gradients and every shard has the same number of outputs, so the update equals the
-  single-process one on the same global batch ("grpo" aggregation is a mean over outputs).
+  single-process one on the same global batch ("grpo" aggregation is a mean over outputs). Under DeepSpeed ZeRO-1/2
+  (``policy.distributed``) the engine reduces the gradients, clips and steps; the result is the same.
 - ``grad_accum`` splits each process's rows into that many micro-batches, each loss weighted by its share of rows,
   so the gradient does not depend on it.
 - Bad input does not stop the run at once: non-finite rewards on any process skip the whole update; a non-finite
   gradient norm (NaN/inf loss) skips the optimizer step; a step that diverged (NaN/inf weights, or weights moved by
   more than ``max_weight_change`` of their norm) is rolled back from a CPU copy (``policy.divergence``). All are
-  counted in ``skipped_updates``; ``max_skips_in_a_row`` consecutive skips stop the run with the reasons.
+  counted in ``skipped_updates``; ``max_skips_in_a_row`` consecutive skips stop the run with the reasons. DeepSpeed
+  keeps its own fp32 copy of the weights, so there a diverged step stops the run instead of being rolled back.
 - Metrics use TRL's names. ``frac_reward_zero_std`` is the fraction of groups whose advantages are all zero (for
   outcome supervision exactly TRL's zero-std groups). ``reward`` is the outcome reward, or under process supervision
   each completion's mean step reward (0 with no steps). ``num_tokens`` counts prompt + completion tokens so far.
@@ -27,6 +29,7 @@ Choices and departures, stated once:
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections import Counter
@@ -48,7 +51,7 @@ from prmloop.data.tasks import Task
 from prmloop.policy import divergence, grpo_checkpoint, lora
 from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
 from prmloop.policy.config import GRPOConfig, PolicyConfig
-from prmloop.policy.distributed import refuse_sharded
+from prmloop.policy.distributed import check_engine, configure_deepspeed, is_deepspeed, make_accelerator
 from prmloop.policy.losses import grpo_loss, masked_mean
 from prmloop.policy.rewards import Rewards, StepScorer, check_reward_setup, compute_rewards
 from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, forward_logps, sample_rollout
@@ -92,8 +95,10 @@ class GRPOTrainer:
             raise UserError(f"grpo.reward_source: '{cfg.reward_source}' needs a reward model; none was given")
         self.cfg, self.policy_cfg, self.tokenizer, self.scorer, self.task = cfg, policy_cfg, tokenizer, scorer, task
         self.prompter = Prompter.of(policy_cfg, tokenizer)
-        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
-        refuse_sharded(self.accelerator, "grpo")
+        self.accelerator = accelerator or make_accelerator("grpo", mixed_precision=cfg.mixed_precision)
+        check_engine(self.accelerator, "grpo")
+        self.deepspeed = is_deepspeed(self.accelerator)
+        """DeepSpeed ZeRO-1/2: the engine clips and steps (skipping a NaN/inf gradient norm); no rollback."""
         if policy_cfg.lora_r:
             model = lora.add_lora(model, policy_cfg)
         if policy_cfg.gradient_checkpointing:
@@ -104,6 +109,8 @@ class GRPOTrainer:
         self.reference_adapters = lora.adapter_weights(model) if cfg.beta != 0 and self.lora else None
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+        rows = cfg.prompts_per_step * cfg.group_size // self.accelerator.num_processes  # this process's rows
+        configure_deepspeed(self.accelerator, max(1, rows // cfg.grad_accum), cfg.max_grad_norm)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
@@ -249,22 +256,44 @@ class GRPOTrainer:
             for index, rows in enumerate(micro_batches):
                 share = (rows.stop - rows.start) / rollout.completion_ids.shape[0]
                 is_last = index == len(micro_batches) - 1
-                with nullcontext() if is_last else self.accelerator.no_sync(self.model):
-                    stats = self._micro_step(rollout, advantages, ref_logp, rows, share, with_entropy=inner == 0)
+                no_sync = nullcontext() if is_last or self.deepspeed else self.accelerator.no_sync(self.model)
+                with no_sync:
+                    stats = self._micro_step(rollout, advantages, ref_logp, rows, share, inner == 0, is_last)
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + share * value / (1 if key == "entropy" else self.cfg.mu)
-            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-            if not torch.isfinite(torch.as_tensor(grad_norm)):
+            if self.deepspeed:  # the engine clips, steps and zeroes the gradients; a NaN/inf norm skips the step
+                grad_norm, diverged = self._deepspeed_step(totals)
+            else:
+                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+                diverged = None if torch.isfinite(torch.as_tensor(grad_norm)) else "a non-finite gradient norm"
+                if diverged is None:
+                    diverged = self._optimizer_step(totals)
                 self.optimizer.zero_grad(set_to_none=True)
-                return totals, "a non-finite gradient norm"
-            diverged = self._optimizer_step(totals)
-            self.optimizer.zero_grad(set_to_none=True)
             if diverged:
                 return totals, diverged
             if hasattr(self.backend, "sync_weights"):  # an engine with its own copy of the weights (vLLM)
                 self.backend.sync_weights(self.policy)
             totals["grad_norm"] = float(grad_norm)
         return totals, None
+
+    def _deepspeed_step(self, totals: dict[str, float]) -> tuple[float, str | None]:
+        """The DeepSpeed engine's step (clip, step, zero the gradients): its gradient norm, and why it was skipped or
+        diverged (None when kept). ZeRO keeps its own fp32 copy of the weights, so a diverged step cannot be rolled
+        back: the run stops, the last checkpoint intact."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        before = divergence.norm(params)
+        self.model.step()
+        grad_norm = float(self.model.get_global_grad_norm() or 0.0)
+        if not math.isfinite(grad_norm):
+            return grad_norm, "a non-finite gradient norm"  # DeepSpeed skipped the step
+        change = abs(divergence.norm(params) - before)
+        why = divergence.verdict(before, change, self.cfg.max_weight_change)
+        if why is not None:
+            raise UserError(f"grpo: step {self.step}: {why} ({change:.3g} vs weight norm {before:.3g}); under "
+                            "DeepSpeed a step cannot be undone, so the run stops; lower grpo.lr. The last checkpoint "
+                            "is left as it was")
+        totals["weight_change"] = totals.get("weight_change", 0.0) + change / max(before, 1e-12) / self.cfg.mu
+        return grad_norm, None
 
     def _optimizer_step(self, totals: dict[str, float]) -> str | None:
         """optimizer.step(), rolled back when it diverged (``policy.divergence``); returns why, or None when kept."""
@@ -294,7 +323,7 @@ class GRPOTrainer:
                             "grpo.max_grad_norm); the last checkpoint is left as it was")
 
     def _micro_step(self, rollout: Rollout, advantages: Tensor, ref_logp: Tensor | None, rows: slice, share: float,
-                    with_entropy: bool) -> dict[str, float]:
+                    with_entropy: bool, is_last: bool) -> dict[str, float]:
         mask = rollout.completion_mask[rows]  # (b, T)
         self.model.train(self.policy_cfg.gradient_checkpointing)  # HF checkpoints only in train mode (no dropout)
         logp, entropy = forward_logps(self.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
@@ -302,7 +331,11 @@ class GRPOTrainer:
         self.model.eval()
         loss, stats = grpo_loss(logp, rollout.logp[rows], None if ref_logp is None else ref_logp[rows],
                                 advantages[rows], mask, self.cfg.clip_eps, self.cfg.beta)
-        self.accelerator.backward(loss * share)
+        if self.deepspeed:  # the engine reduces the gradients at the last micro-batch; it steps in _deepspeed_step
+            self.model.set_gradient_accumulation_boundary(is_last)
+            self.model.backward(loss * share)
+        else:
+            self.accelerator.backward(loss * share)
         values = {"loss": loss.item(), **{key: value.item() for key, value in stats.items()}}
         if entropy is not None:
             values["entropy"] = masked_mean(entropy, mask).item()

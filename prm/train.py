@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from prmloop.data.errors import UserError
 from prmloop.data.schema import Label, StepwiseExample
-from prmloop.policy.distributed import refuse_sharded
+from prmloop.policy.distributed import check_engine, configure_deepspeed, is_deepspeed, make_accelerator
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
 
@@ -52,6 +52,9 @@ def soft_targets(labels: list[Label]) -> list[float]:
     """Labels as floats, unchanged (True -> 1.0, False -> 0.0)."""
     return [float(label) for label in labels]
 
+
+MAX_GRAD_NORM = 1.0
+"""Gradient clipping of every PRM optimizer step (DeepSpeed's ``gradient_clipping`` is set to it too)."""
 
 LABEL_TYPES = {"hard": hard_targets, "soft": soft_targets}
 """label_type -> how stored labels become BCE targets."""
@@ -292,9 +295,9 @@ def train_prm(
 ) -> dict:
     """Train ``model`` in place on ``examples`` (+ replay); returns a summary with losses and validation metrics."""
     check_config(cfg)
-    accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision,
-                                             dataloader_config=DataLoaderConfiguration(split_batches=True))
-    refuse_sharded(accelerator, "prm train")
+    accelerator = accelerator or make_accelerator("prm train", mixed_precision=cfg.mixed_precision,
+                                                  dataloader_config=DataLoaderConfiguration(split_batches=True))
+    check_engine(accelerator, "prm train")
     if cfg.batch_size % accelerator.num_processes:
         raise UserError(f"prm.batch_size: {cfg.batch_size} does not split evenly over {accelerator.num_processes} "
                         "processes (each optimizer step splits one batch over them)")
@@ -368,7 +371,9 @@ def _fit(
     total_steps = cfg.epochs * len(loader)
     warmup = warmup_steps_for(total_steps, cfg.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup_steps=warmup, total_steps=total_steps))
+    configure_deepspeed(accelerator, cfg.batch_size // accelerator.num_processes, MAX_GRAD_NORM)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    deepspeed = is_deepspeed(accelerator)  # the engine clips and steps inside backward; optimizer.step is a no-op
     model.train()
     history: list[dict] = []
     progress = tqdm(total=cfg.epochs * len(loader), desc="prm", unit="step", mininterval=1.0,
@@ -382,7 +387,8 @@ def _fit(
             loss = _global_mean_bce(logits, batch["targets"], accelerator) + cfg.lm_loss_weight * token_loss
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            if not deepspeed:
+                accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
             losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the global batch's loss

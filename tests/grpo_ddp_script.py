@@ -1,8 +1,8 @@
 """A few GRPO steps on a tiny random model; writes the per-step metrics as JSON (used by tests/test_grpo.py).
 
-Run as ``python tests/grpo_ddp_script.py OUT.json`` (one process) or with
-``accelerate launch --num_processes 2 --cpu tests/grpo_ddp_script.py OUT.json``: both see the same global batch,
-so the losses must agree.
+Run as ``python tests/grpo_ddp_script.py OUT.json [--resume]`` (one process) or under ``accelerate launch`` with two
+processes (DDP or DeepSpeed ZeRO-2): all see the same global batch, so the losses must agree. ``--resume`` takes the
+last step in a fresh trainer loaded from the checkpoint of the first ones.
 """
 
 from __future__ import annotations
@@ -32,16 +32,29 @@ class DigitScorer:
         return [[sum(c.isdigit() for c in step) / len(step) for step in steps] for steps in solutions]
 
 
-def main(out_path: str, steps: int = 3) -> None:
-    torch.set_num_threads(1)
+def make_trainer(accelerator=None) -> GRPOTrainer:
     tokenizer = build_task_tokenizer()
     model = tiny_random_model("llama", tokenizer, seed=0)
     cfg = GRPOConfig(prompts_per_step=4, group_size=4, lr=1e-2, beta=0.04, supervision="process", reward_source="prm",
-                     seed=0)
-    trainer = GRPOTrainer(model, tokenizer, cfg, PolicyConfig(max_new_tokens=12), get_task(DataConfig()),
-                          scorer=DigitScorer())
+                     seed=0, grad_accum=2)
+    return GRPOTrainer(model, tokenizer, cfg, PolicyConfig(max_new_tokens=12), get_task(DataConfig()),
+                       scorer=DigitScorer(), accelerator=accelerator)
+
+
+def main(out_path: str, steps: int = 4, resume: bool = False) -> None:
+    """``resume``: train 2 steps and checkpoint, then a fresh trainer loads it and takes the others (the last step's
+    loss depends on the optimizer state the checkpoint restored)."""
+    torch.set_num_threads(1)
     problems = generate(DataConfig(), 16, "train")
-    history = trainer.train(problems, steps=steps)
+    trainer = make_trainer()
+    if resume:
+        checkpoint = Path(out_path).with_suffix(".ckpt")
+        history = trainer.train(problems, steps=2, checkpoint_dir=checkpoint)
+        trainer = make_trainer(trainer.accelerator)
+        trainer.load(checkpoint)
+        history += trainer.train(problems, steps=steps)
+    else:
+        history = trainer.train(problems, steps=steps)
     if trainer.accelerator.is_main_process:
         sharded = any(type(p).__name__ == "DTensor" for p in trainer.model.parameters())
         Path(out_path).write_text(json.dumps({"processes": trainer.accelerator.num_processes, "history": history,
@@ -56,4 +69,4 @@ def main(out_path: str, steps: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], resume="--resume" in sys.argv)

@@ -1,6 +1,7 @@
 """`prmloop prm train` under `accelerate launch` with 2 CPU processes: the same global batches and losses as one
 process, the same saved model, and one process (the main one) printing and writing the output folder."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -24,10 +25,16 @@ def _run(command: list[str], env: dict) -> subprocess.CompletedProcess:
     return done
 
 
+DEEPSPEED = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                               reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')")
+
+
 @pytest.mark.slow
-def test_prm_train_on_two_processes_matches_one_and_writes_once(tmp_path):
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
-           "WANDB_MODE": "disabled"}
+@pytest.mark.parametrize("config", ["cpu_ddp.yaml", pytest.param("cpu_deepspeed_zero2.yaml", marks=DEEPSPEED)],
+                         ids=["ddp", "deepspeed"])
+def test_prm_train_on_two_processes_matches_one_and_writes_once(tmp_path, config):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
+    env.pop("ACCELERATE_USE_CPU", None)
     cli = [sys.executable, "-m", "prmloop"]
     _run([*cli, "policy", "init", "--out", str(tmp_path / "policy"), *QUICK], env)
     _run([*cli, "prm", "label", "--policy", str(tmp_path / "policy"), "--method", "exact", "--samples", "2",
@@ -35,9 +42,10 @@ def test_prm_train_on_two_processes_matches_one_and_writes_once(tmp_path):
     train = ["prm", "train", "--data", str(tmp_path / "labels.jsonl"), "--init", str(tmp_path / "policy"), *QUICK]
     one = _run([*cli, *train, "--out", str(tmp_path / "one")], env)
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
-    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-              "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "prmloop"]
-    two = _run([*launch, *train, "--out", str(tmp_path / "two")], env)
+    launch = [accelerate, "launch", "--config_file", f"configs/accelerate/{config}", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port()), "-m", "prmloop"]
+    two = _run([*launch, *train, "--out", str(tmp_path / "two")],
+               {**env, "ACCELERATE_USE_CPU": "1"} if config == "cpu_ddp.yaml" else env)  # DeepSpeed: no USE_CPU
     assert one.stdout.count("PRM trained:") == 1 and two.stdout.count("PRM trained:") == 1  # printed once
     assert two.stdout.count("prm epoch 2/2") == 1
     metrics = [json.loads((tmp_path / run / "prm_metrics.json").read_text()) for run in ("one", "two")]
