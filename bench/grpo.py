@@ -2,8 +2,9 @@
 
 Run: ``python bench/grpo.py`` (``--quick`` for fewer steps). ``--reward-run 25`` instead runs 25 GRPO steps with
 the default config and prints held-out accuracy before and after. The timing run prints one table:
-- trainer steps for outcome supervision (rule reward; ORM reward) and process supervision (PRM reward): median
-  seconds per step and generated tokens/s of the sampling phase;
+- trainer steps for outcome supervision (rule reward; ORM reward) and process supervision (PRM reward): fastest-round
+  seconds per step and generated tokens/s of the sampling phase; the rule-reward trainer once more with each prompt
+  run once per row in the update ("unshared", the update before prompt sharing);
 - the bare minimum on the same batch: generation (the sampling loop, no decoding or step alignment) + π_ref forward +
   π_θ forward/backward + optimizer step, and the trainer's overhead ratio (trainer step / bare minimum);
 - HF ``model.generate`` on the same batch (what TRL's GRPOTrainer calls without vLLM) and, when ``import trl`` works,
@@ -60,6 +61,23 @@ def trainer_runner(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, 
         row = trainer.train_step(batch_of(problems, cfg, step), step)
         return {"step_s": row["step_time"], "sample_s": row["time/sample"], "score_s": row["time/score"],
                 "tokens_per_s": row["tokens_per_second"]}
+
+    return run
+
+
+def unshared(runner):
+    """``runner`` with each prompt run once per row in the update (``forward_logps(share_prompts=False)``): the
+    update before prompt sharing, for the same-run comparison."""
+    from unittest import mock
+
+    from prmloop.policy import grpo, rollout
+
+    def full_forward(*args, **kwargs):
+        return rollout.forward_logps(*args, **{**kwargs, "share_prompts": False})
+
+    def run(step: int) -> dict:
+        with mock.patch.object(grpo, "forward_logps", full_forward):
+            return runner(step)
 
     return run
 
@@ -247,6 +265,8 @@ def main() -> None:
                                                 reward_source="prm"), policy_cfg, prm, problems),
         "trainer outcome (rule), LoRA 16": trainer_runner(model, tokenizer, GRPOConfig(**outcome, reward_source="rule"),
                                                           PolicyConfig(lora_r=16), None, problems),
+        "trainer outcome (rule), unshared": unshared(trainer_runner(
+            model, tokenizer, GRPOConfig(**outcome, reward_source="rule"), policy_cfg, None, problems)),
         "bare minimum": bare_runner(model, tokenizer, GRPOConfig(**base), policy_cfg, problems),
         "HF generate (TRL's sampler)": hf_generate_runner(model, tokenizer, GRPOConfig(**base), policy_cfg, problems),
     }

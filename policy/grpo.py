@@ -327,7 +327,8 @@ class GRPOTrainer:
         mask = rollout.completion_mask[rows]  # (b, T)
         self.model.train(self.policy_cfg.gradient_checkpointing)  # HF checkpoints only in train mode (no dropout)
         logp, entropy = forward_logps(self.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
-                                      rollout.completion_ids[rows], mask, with_entropy)  # (b, T)
+                                      rollout.completion_ids[rows], mask, with_entropy,
+                                      share_prompts=not self.policy_cfg.gradient_checkpointing)  # (b, T)
         self.model.eval()
         loss, stats = grpo_loss(logp, rollout.logp[rows], None if ref_logp is None else ref_logp[rows],
                                 advantages[rows], mask, self.cfg.clip_eps, self.cfg.beta)

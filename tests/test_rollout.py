@@ -157,6 +157,48 @@ def test_sampling_logp_matches_a_fresh_forward(arch):
     assert (mask[:, 1:] <= mask[:, :-1]).all()
 
 
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_shared_prompts_give_the_full_forwards_logps_and_gradients_with_one_prompt_pass_per_group(arch):
+    tokenizer = build_bpe_tokenizer(["12 + 3 = 15\nAnswer: 15\n", "7 * 2 = 14\n14 - 1 = 13\n"] * 20, vocab_size=300)
+    model = tiny_random_model(arch, tokenizer, seed=0).eval()
+    prompts = ["7 * 2 = ?\n", "12 + 3 - 1 = ? (left to right)\n", "7 * 2 = ?\n"]  # prompts 0 and 2 are not adjacent
+    backend = HFBackend(model, tokenizer, max_new_tokens=12, temperature=1.0)
+    rollout = sample_rollout(backend, tokenizer, encode_prompts(tokenizer, prompts), group_size=4, seed=1, step=2)
+    mask = rollout.completion_mask
+    rows_seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _o: rows_seen.append(args[0].shape))
+    results = {}
+    for share in (False, True):
+        model.zero_grad()
+        rows_seen.clear()
+        logp, entropy = forward_logps(model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, mask,
+                                      with_entropy=True, share_prompts=share)
+        (logp * mask).sum().backward()
+        results[share] = logp, entropy, [p.grad.clone() for p in model.parameters()], list(rows_seen)
+    hook.remove()
+    (full, full_entropy, full_grads, full_calls), (shared, entropy, grads, calls) = results[False], results[True]
+    assert [tuple(shape) for shape in full_calls] == [(12, rollout.prompt_ids.shape[1] + mask.shape[1])]
+    width = rollout.prompt_ids.shape[1]
+    assert [tuple(shape) for shape in calls] == [(3, width), (12, mask.shape[1] - 1)]  # 3 runs of equal prompts
+    assert torch.allclose(shared[mask], full[mask], atol=1e-5)
+    assert torch.allclose(shared[mask], rollout.logp[mask], atol=1e-4)
+    assert torch.allclose(entropy[mask], full_entropy[mask], atol=1e-5)
+    for a, b in zip(grads, full_grads):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_no_repeated_prompt_means_one_full_forward():
+    from prmloop.policy.rollout import _distinct_prompts
+
+    ids = torch.tensor([[0, 5, 6], [0, 5, 6], [5, 6, 7], [0, 5, 6]])
+    mask = ids != 0
+    starts, runs = _distinct_prompts(ids, mask)
+    assert starts.tolist() == [0, 2, 3] and runs.tolist() == [0, 0, 1, 2]
+    assert _distinct_prompts(ids[1:], mask[1:]) == (None, None)
+    # the same ids with other padding are other prompts
+    assert _distinct_prompts(ids[:2], torch.tensor([[False, True, True], [True, True, True]])) == (None, None)
+
+
 def test_step_ends_point_at_the_token_closing_each_step_with_bpe():
     corpus = ["12 + 3 = 15\nAnswer: 15\n", "7 * 2 = 14\n14 - 1 = 13\nAnswer: 13\n"] * 20
     tokenizer = build_bpe_tokenizer(corpus, vocab_size=300)
