@@ -37,6 +37,7 @@ from torch import Tensor
 
 from prmloop.data.prompts import encode_prompt
 from prmloop.data.steps import closing_char_ends, split_steps, step_end_token_indices, token_char_ends_from_ids
+from prmloop.policy.kv_cache import grow_in_place
 
 _MASK64 = (1 << 64) - 1
 
@@ -169,6 +170,7 @@ class HFBackend:
         out = self.model(input_ids=prompt, attention_mask=prompt_mask.long(), use_cache=True, logits_to_keep=1,
                          position_ids=(prompt_mask.long().cumsum(1) - 1).clamp(min=0))
         cache = _cache_of(out)
+        grow_in_place(cache, prompt.shape[1] + self.max_new_tokens)  # no O(T²) copying as the completions grow
         index = torch.tensor(row_to_distinct, device=device)  # (B,)
         if len(distinct) < len(prompt_ids):
             cache.batch_select_indices(index)
