@@ -21,6 +21,18 @@ from accelerate.utils import InitProcessGroupKwargs
 
 from prmloop.data.errors import UserError
 
+
+def _quiet_deepspeed_without_an_accelerator() -> None:
+    """accelerate imports DeepSpeed wherever it is installed, and DeepSpeed then warns on every run without a GPU
+    that it falls back to the CPU. Name the CPU up front: the same choice, without the warning."""
+    has_accelerator = (torch.accelerator.current_accelerator() is not None if hasattr(torch, "accelerator")
+                       else torch.cuda.is_available())
+    if not has_accelerator:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+_quiet_deepspeed_without_an_accelerator()
+
 SUPPORTED = ("NO", "MULTI_CPU", "MULTI_GPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_SDAA", "MULTI_MUSA", "MULTI_HPU",
              "MULTI_NEURON")
 """accelerate DistributedType names of data parallelism (one process, or DDP on some device)."""
