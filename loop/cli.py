@@ -98,8 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MULTI_PROCESS = ("grpo", "prm train")
+"""Commands that split their work over the processes of ``accelerate launch``; the others run in one process."""
+
+
+def check_processes(args: argparse.Namespace) -> None:
+    """UserError for a one-process command started as several processes (they would race on one output folder)."""
+    command = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
+    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if processes > 1 and command not in MULTI_PROCESS:
+        raise UserError(f"{command}: runs in one process, and accelerate launch started {processes}; launch it "
+                        f"without accelerate (only {' and '.join(MULTI_PROCESS)} split their work over processes)")
+
+
 def dispatch(args: argparse.Namespace) -> None:
     from prmloop.loop.config import load_config
+
+    check_processes(args)
 
     quick = args.command == "demo" and args.quick
     demo = args.command == "demo" and not quick and args.config is None

@@ -104,3 +104,27 @@ def test_output_path_mistakes_are_one_line(tmp_path, capsys):
         assert code == 2 and len(err) == 1 and "ro" in err[0], err
     finally:
         locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("argv", [["loop", "--config", "configs/quick.yaml"], ["demo", "--quick"],
+                                  ["prm", "label", "--policy", "p", "--out", "x.jsonl"], ["data", "generate", "--n", "2",
+                                                                                         "--out", "x.jsonl"]])
+def test_one_process_commands_refuse_several_processes_in_one_line(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    command = " ".join(argv[:2]) if argv[0] in ("prm", "data") else argv[0]
+    assert err == (f"prmloop: error: {command}: runs in one process, and accelerate launch started 2; launch it "
+                   "without accelerate (only grpo and prm train split their work over processes)")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_grpo_and_prm_train_pass_the_process_check(monkeypatch):
+    from types import SimpleNamespace
+
+    from prmloop.loop.cli import check_processes
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_processes(SimpleNamespace(command="grpo"))
+    check_processes(SimpleNamespace(command="prm", action="train"))
