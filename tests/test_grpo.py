@@ -237,7 +237,7 @@ def test_two_processes_match_one_process(tmp_path, config, engine, resume):
     "resumed" checkpoints after 2 of the 4 steps and loads the per-process optimizer shards in a fresh trainer."""
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     script = str(Path(__file__).parent / "grpo_ddp_script.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU processes, also on a GPU box
     env.pop("ACCELERATE_USE_CPU", None)
     launch = [accelerate, "launch", "--config_file", f"configs/accelerate/{config}", "--dynamo_backend", "no",
               "--main_process_port", str(_free_port())]

@@ -33,7 +33,8 @@ DEEPSPEED = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
 @pytest.mark.parametrize("config", ["cpu_ddp.yaml", pytest.param("cpu_deepspeed_zero2.yaml", marks=DEEPSPEED)],
                          ids=["ddp", "deepspeed"])
 def test_prm_train_on_two_processes_matches_one_and_writes_once(tmp_path, config):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "WANDB_MODE": "disabled",
+           "CUDA_VISIBLE_DEVICES": ""}  # CPU processes, also on a GPU box
     env.pop("ACCELERATE_USE_CPU", None)
     cli = [sys.executable, "-m", "prmloop"]
     _run([*cli, "policy", "init", "--out", str(tmp_path / "policy"), *QUICK], env)
