@@ -122,6 +122,10 @@ def dispatch(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides, preset=preset)  # the user's keys win
     if args.command == "demo" and args.config is None:
         cfg.name = "demo-quick" if args.quick else "demo"
+    if cfg.grpo.use_vllm:  # the engine GRPO samples with serves evaluation and labelling too (built when first used)
+        from prmloop.policy.vllm_backend import sample_with_vllm
+
+        sample_with_vllm(cfg.grpo, cfg.policy)
     _quiet_libraries()
     from prmloop.loop import jobs
 

@@ -114,7 +114,8 @@ class GRPOConfig:
     """Save a resumable checkpoint every this many steps during ``train`` (0 = only at the end)."""
     use_vllm: bool = False
     """Sample rollouts with a vLLM engine in this process (the 'vllm' extra, one CUDA GPU, one process) instead of the
-    built-in HF loop; the policy's weights are pushed into it after each optimizer step (``policy.vllm_backend``)."""
+    built-in HF loop; the policy's weights are pushed into it after each optimizer step (``policy.vllm_backend``).
+    Evaluation and Monte Carlo labelling then sample with the same engine."""
     vllm_gpu_memory_utilization: float = 0.3
     """With use_vllm: fraction of the GPU's memory the engine may take for its weights, activations and KV cache."""
     vllm_sleep: bool = True

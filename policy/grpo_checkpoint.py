@@ -87,6 +87,8 @@ def load(trainer: GRPOTrainer, directory: Path) -> None:
     if trainer.reference_adapters is not None:
         trainer.reference_adapters = torch.load(directory / "reference_adapters.pt", weights_only=True)
     _load_optimizer(trainer, directory, state)
+    if hasattr(trainer.backend, "sync_weights"):  # an engine with its own copy of the weights (vLLM)
+        trainer.backend.sync_weights(trainer.policy)
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     trainer.step, trainer.skipped_updates, trainer.num_tokens = (state["step"], state["skipped_updates"],

@@ -376,6 +376,11 @@ def _distinct_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor |
     return starts.nonzero().squeeze(1), starts.long().cumsum(0) - 1
 
 
+SAMPLER_BACKEND: Any = None
+"""None: ``PolicySampler`` samples with ``HFBackend``. ``policy.vllm_backend.sample_with_vllm`` sets a factory
+(model, tokenizer, max_new_tokens, temperature, top_p) -> backend, so that ``grpo.use_vllm`` serves all sampling."""
+
+
 class PolicySampler:
     """THE way prmloop generates text outside GRPO's rollouts (labelling, evaluation, SFT checks): ``complete(prompts,
     n)`` -> n continuation texts per prompt (``prm.label.Sampler``); temperature 0 is greedy.
@@ -385,7 +390,9 @@ class PolicySampler:
 
     def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                  batch_size: int = 256, seed: int = 0) -> None:
-        self.backend = HFBackend(model, tokenizer, max_new_tokens, temperature, top_p, batch_size)
+        self.backend = (HFBackend(model, tokenizer, max_new_tokens, temperature, top_p, batch_size)
+                        if SAMPLER_BACKEND is None else SAMPLER_BACKEND(model, tokenizer, max_new_tokens, temperature,
+                                                                        top_p))
         self.tokenizer, self.seed, self.calls = tokenizer, seed, 0
 
     def complete(self, prompts: list[str], n: int) -> list[list[str]]:

@@ -1,7 +1,8 @@
 """vLLM rollouts: a colocated vLLM engine behind ``CompletionBackend``, with the policy's weights pushed in place.
 
-Optional: the ``vllm`` extra (vLLM >= 0.10), one CUDA GPU, one process; ``grpo.use_vllm`` picks it. How it keeps
-the contract of ``policy.rollout``:
+Optional: the ``vllm`` extra (vLLM >= 0.10), one CUDA GPU, one process; ``grpo.use_vllm`` picks it, for GRPO's
+rollouts and (``sample_with_vllm``) for every other sampling of the process: evaluation and Monte Carlo labelling. One
+engine per process serves them all. How it keeps the contract of ``policy.rollout``:
 - The same ``Generation`` as ``HFBackend``: completions right-padded with the pad id; the mask covers every generated
   token including the final EOS; ``finished`` means the last token is an EOS id (read from the tokens, because vLLM
   calls an EOS drawn as the max_tokens-th token a "length" stop); ``logp`` is the log-prob of each sampled token
@@ -116,8 +117,27 @@ def sampled_logps(completion: Any) -> list[float]:
     return [position[token].logprob for token, position in zip(completion.token_ids, completion.logprobs)]
 
 
+class _Engine:
+    """A vLLM engine and what it holds: asleep or not, and the policy object whose weights it has (None: stale)."""
+
+    def __init__(self, llm: Any, config_dir: Any) -> None:
+        self.llm, self.asleep, self.loaded = llm, False, None
+        self.config_dir = config_dir  # the engine's config.json, kept as long as the engine
+
+
+_ENGINES: dict[tuple, _Engine] = {}
+"""This process's engines, by what they are built from. vLLM's sleep-mode allocator serves one engine per process, so
+every backend for the same architecture and settings shares one: the loop's GRPO runs of each arm and seed, its
+evaluation and its Monte Carlo labelling."""
+
+
 class VLLMBackend:
-    """Samples with a vLLM engine in this process; ``sync_weights`` after each optimizer step keeps it on π_θ."""
+    """Samples with a vLLM engine in this process; ``sync_weights`` after each optimizer step keeps it on π_θ.
+
+    Backends built for the same architecture and engine settings share one engine (``_ENGINES``); each keeps its own
+    sampling settings and policy, and a new backend, like ``sync_weights``, pushes its policy's weights before its
+    first sampling.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                  *, max_model_len: int, gpu_memory_utilization: float = 0.3, sleep: bool = True, seed: int = 0,
@@ -128,37 +148,56 @@ class VLLMBackend:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.device = next(model.parameters()).device
-        self._config_dir = tempfile.TemporaryDirectory(prefix="prmloop-vllm-")
         base = model.get_base_model() if lora.is_lora(model) else model
         config = copy.deepcopy(base.config)
         config.architectures = [type(base).__name__]  # how vLLM picks its model class; unset on a model built in memory
-        config.save_pretrained(self._config_dir.name)  # the architecture only: the weights come by push
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        # the engine's seed only seeds unseeded requests, and every request here has its own seed: not part of the key
+        key = (config.to_json_string(use_diff=False), dtype, max_model_len, gpu_memory_utilization, sleep, max_num_seqs,
+               repr(sorted((engine_args or {}).items())))
+        if key not in _ENGINES:
+            config_dir = tempfile.TemporaryDirectory(prefix="prmloop-vllm-")
+            config.save_pretrained(config_dir.name)  # the architecture only: the weights come by push
+            _ENGINES[key] = _Engine(self._build(config_dir.name, dtype, max_model_len, gpu_memory_utilization, sleep,
+                                                seed, max_num_seqs, engine_args), config_dir)
+        self._engine = _ENGINES[key]
+        self._engine.loaded = None  # this backend's policy may not be the weights the engine holds
+
+    def _build(self, config_dir: str, dtype: str, max_model_len: int, gpu_memory_utilization: float, sleep: bool,
+               seed: int, max_num_seqs: int, engine_args: dict[str, Any] | None) -> Any:
         try:
             with _in_process_engine():
-                self.llm = self._vllm.LLM(
-                    model=self._config_dir.name, load_format="dummy", skip_tokenizer_init=True,
-                    generation_config="vllm", dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
-                    max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+                return self._vllm.LLM(
+                    model=config_dir, load_format="dummy", skip_tokenizer_init=True, generation_config="vllm",
+                    dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
                     enable_sleep_mode=sleep, seed=seed, max_num_seqs=max_num_seqs, logprobs_mode="raw_logprobs",
                     distributed_executor_backend="uni", **(engine_args or {}))
         except (ValueError, TypeError) as err:
             first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise UserError(f"grpo.use_vllm: vLLM could not start its engine ({first_line})") from None
-        self._stale, self._asleep = True, False
+
+    @property
+    def llm(self) -> Any:
+        return self._engine.llm
 
     @classmethod
-    def from_configs(cls, model: Any, tokenizer: Any, grpo_cfg: Any, policy_cfg: Any, num_processes: int) -> VLLMBackend:
-        """The backend ``grpo.use_vllm`` asks for, from the GRPO and policy configs; one process only."""
+    def from_configs(cls, model: Any, tokenizer: Any, grpo_cfg: Any, policy_cfg: Any, num_processes: int = 1, *,
+                     max_new_tokens: int | None = None, temperature: float | None = None,
+                     top_p: float | None = None) -> VLLMBackend:
+        """The backend ``grpo.use_vllm`` asks for, from the GRPO and policy configs; one process only. The sampling
+        settings default to GRPO's (``PolicySampler`` passes its own: greedy evaluation, labelling rollouts)."""
         if num_processes > 1:
             raise UserError(f"grpo.use_vllm: runs in one process only for now; this run has {num_processes} "
                             "(launch without accelerate's multi-process options, or set grpo.use_vllm=false)")
-        return cls(model, tokenizer, policy_cfg.max_new_tokens, grpo_cfg.temperature, grpo_cfg.top_p,
+        return cls(model, tokenizer, policy_cfg.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                   grpo_cfg.temperature if temperature is None else temperature,
+                   grpo_cfg.top_p if top_p is None else top_p,
                    max_model_len=policy_cfg.max_length, gpu_memory_utilization=grpo_cfg.vllm_gpu_memory_utilization,
                    sleep=grpo_cfg.vllm_sleep, seed=grpo_cfg.seed, max_num_seqs=grpo_cfg.generation_batch_size)
 
     def sync_weights(self, model: Any) -> None:
         """The engine must sample from ``model``'s current weights: they are pushed in at the next ``generate``."""
-        self.model, self._stale = model, True
+        self.model, self._engine.loaded = model, None
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], row_seeds: list[int]) -> Generation:
@@ -170,7 +209,7 @@ class VLLMBackend:
                                         [self._sampling_params(seed) for seed in row_seeds], use_tqdm=False)
             if self.sleep_after_sampling:
                 self.llm.sleep(level=SLEEP_LEVEL)
-                self._asleep, self._stale = True, True  # level 2 released the weights
+                self._engine.asleep, self._engine.loaded = True, None  # level 2 released the weights
         completions = [output.outputs[0] for output in outputs]
         return generation_from_outputs([list(c.token_ids) for c in completions], [sampled_logps(c) for c in completions],
                                        self.eos_ids, self.pad_id, self.device)
@@ -182,13 +221,26 @@ class VLLMBackend:
                                          detokenize=False)
 
     def _wake_up_current(self) -> None:
-        """Wake the weights, push the policy's if they are stale, then wake the KV cache."""
-        if self._asleep:
+        """Wake the weights, push this backend's policy if the engine does not hold it, then wake the KV cache."""
+        engine = self._engine
+        if engine.asleep:
             self.llm.wake_up(tags=["weights"])
-        if self._stale:
+        if engine.loaded is not self.model:
             self.llm.apply_model(lambda engine_model: engine_model.load_weights(lora.merged_weights(self.model)))
-            if not self._asleep:
+            if not engine.asleep:
                 self.llm.reset_prefix_cache()  # cached keys/values were computed with the old weights
-        if self._asleep:
+        if engine.asleep:
             self.llm.wake_up(tags=["kv_cache"])
-        self._stale, self._asleep = False, False
+        engine.asleep, engine.loaded = False, self.model
+
+
+def sample_with_vllm(grpo_cfg: Any, policy_cfg: Any) -> None:
+    """From now on every ``PolicySampler`` of this process (evaluation, labelling) samples with the vLLM engine that
+    GRPO uses (``grpo.use_vllm``), with the sampler's own temperature and length."""
+    from prmloop.policy import rollout
+
+    def backend(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float) -> VLLMBackend:
+        return VLLMBackend.from_configs(model, tokenizer, grpo_cfg, policy_cfg, max_new_tokens=max_new_tokens,
+                                        temperature=temperature, top_p=top_p)
+
+    rollout.SAMPLER_BACKEND = backend

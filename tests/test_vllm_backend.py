@@ -17,7 +17,7 @@ from test_grpo import PROBLEMS, make_trainer, one_thread  # noqa: F401 - one_thr
 from prmloop.data.errors import UserError
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.loop.config import load_config
-from prmloop.policy import lora
+from prmloop.policy import lora, rollout, vllm_backend
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.lora import merged_weights
 from prmloop.policy.rollout import encode_prompts, row_seed
@@ -182,6 +182,8 @@ def fake_vllm(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(__version__="0.10.2", LLM=FakeLLM,
                                                              SamplingParams=lambda **kw: SimpleNamespace(**kw)))
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.setattr(vllm_backend, "_ENGINES", {})  # each test starts a process without an engine
+    monkeypatch.setattr(rollout, "SAMPLER_BACKEND", None)
 
 
 def fake_backend(sleep: bool, model=None):
@@ -281,3 +283,64 @@ def test_grpo_trainer_samples_with_the_engine_and_syncs_after_each_kept_step(fak
     assert trainer.backend.llm.calls == ["push", "reset prefix cache", "generate",
                                          "push", "reset prefix cache", "generate"]
     assert all(torch.equal(updated[k], v) for k, v in trainer.backend.llm.pushed.items())  # step 1 sampled π after 0
+
+
+def test_one_engine_serves_every_backend_and_each_samples_from_its_own_policy(fake_vllm, monkeypatch):
+    built, build = [], FakeLLM.__init__
+
+    def counted(self, **kwargs):
+        built.append(kwargs["model"])
+        build(self, **kwargs)
+
+    monkeypatch.setattr(FakeLLM, "__init__", counted)
+    trainer = make_trainer(use_vllm=True, vllm_sleep=False)
+    engine = trainer.backend.llm
+    trainer.train_step(PROBLEMS[:2], step=0)
+    # evaluation in the same process: greedy, its own length, the same engine; the policy is already in it
+    greedy = VLLMBackend.from_configs(trainer.policy, trainer.tokenizer, trainer.cfg, trainer.policy_cfg,
+                                      max_new_tokens=5, temperature=0.0, top_p=1.0)
+    assert greedy.llm is engine and len(built) == 1
+    greedy.generate([[4]], [7])
+    assert vars(greedy.llm.params[0])["temperature"] == 0.0 and vars(greedy.llm.params[0])["max_tokens"] == 5
+    assert engine.calls[-3:] == ["push", "reset prefix cache", "generate"]  # a new backend pushes its policy once
+    trainer.backend.generate([[4]], [8])
+    assert engine.calls[-1] == "generate"  # the trainer's policy is what the engine holds: no second push
+    # the next arm: another trainer, another policy object, the same engine, which takes the new weights
+    other = make_trainer(use_vllm=True, vllm_sleep=False, seed=1)
+    assert other.backend.llm is engine and len(built) == 1
+    other.backend.generate([[4]], [9])
+    assert engine.calls[-3:] == ["push", "reset prefix cache", "generate"]
+    assert all(torch.equal(engine.pushed[k], v) for k, v in other.policy.state_dict().items())
+
+
+def test_use_vllm_makes_every_policy_sampler_use_the_engine(fake_vllm):
+    from prmloop.policy.rollout import PolicySampler
+
+    tokenizer = build_task_tokenizer()
+    model = tiny_random_model("llama", tokenizer, seed=0)
+    assert type(PolicySampler(model, tokenizer, 8).backend).__name__ == "HFBackend"
+    cfg = load_config(None, ["grpo.use_vllm=true", "grpo.vllm_sleep=false"])
+    vllm_backend.sample_with_vllm(cfg.grpo, cfg.policy)
+    sampler = PolicySampler(model, tokenizer, 6, temperature=0.0, seed=2)
+    assert isinstance(sampler.backend, VLLMBackend)
+    digit = tokenizer.convert_tokens_to_ids("7")
+    sampler.backend.llm.script = lambda seed: [digit, digit, tokenizer.eos_token_id]
+    assert sampler.complete(["1+1=\n", "2+2=\n"], n=2) == [["77", "77"], ["77", "77"]]
+    params = sampler.backend.llm.params
+    assert [vars(p)["seed"] for p in params] == [row_seed(2, 0, i, g) for i in range(2) for g in range(2)]
+    assert {(vars(p)["temperature"], vars(p)["max_tokens"]) for p in params} == {(0.0, 6)}
+
+
+def test_use_vllm_without_a_gpu_stops_labelling_in_one_line(tmp_path, monkeypatch, capsys):
+    from prmloop.loop.cli import main
+
+    monkeypatch.setattr(rollout, "SAMPLER_BACKEND", None)  # main sets it for the rest of this process
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    quick = ["--config", "configs/quick.yaml"]
+    assert main(["policy", "init", "--out", str(tmp_path / "policy"), *quick]) == 0
+    assert main(["prm", "label", "--policy", str(tmp_path / "policy"), "--method", "exhaustive", "--out",
+                 str(tmp_path / "labels.jsonl"), *quick, "--set", "grpo.use_vllm=true"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "prmloop: error: grpo.use_vllm: needs the 'vllm' extra (pip install 'prmloop[vllm]') and a CUDA GPU; no CUDA "
+        "GPU is visible to torch (torch.cuda.is_available() is False)")
+    assert not (tmp_path / "labels.jsonl").exists()
