@@ -221,17 +221,18 @@ def _launch(command: list[str], env: dict) -> subprocess.CompletedProcess:
     return done
 
 
-HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+NEEDS_DEEPSPEED = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                                     reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')")
 ENGINES = [("cpu_ddp.yaml", "MULTI_CPU", []),
-           pytest.param("cpu_deepspeed_zero2.yaml", "DEEPSPEED", [], marks=pytest.mark.skipif(
-               not HAS_DEEPSPEED, reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')")),
-           pytest.param("cpu_deepspeed_zero2.yaml", "DEEPSPEED", ["--resume"], marks=pytest.mark.skipif(
-               not HAS_DEEPSPEED, reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')"))]
+           pytest.param("cpu_deepspeed_zero2.yaml", "DEEPSPEED", [], marks=NEEDS_DEEPSPEED),
+           pytest.param("cpu_deepspeed_zero2.yaml", "DEEPSPEED", ["--resume"], marks=NEEDS_DEEPSPEED),
+           pytest.param("cpu_deepspeed_zero2.yaml", "DEEPSPEED", ["--resume", "--lora"], marks=NEEDS_DEEPSPEED)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("config", "engine", "resume"), ENGINES, ids=["ddp", "deepspeed", "deepspeed-resumed"])
-def test_two_processes_match_one_process(tmp_path, config, engine, resume):
+@pytest.mark.parametrize(("config", "engine", "options"), ENGINES,
+                         ids=["ddp", "deepspeed", "deepspeed-resumed", "deepspeed-lora-resumed"])
+def test_two_processes_match_one_process(tmp_path, config, engine, options):
     """accelerate's CLI, offline, on CPU, with a shipped config. DDP: `--cpu` alone would need MPI, so torchrun via
     --multi_gpu + ACCELERATE_USE_CPU. DeepSpeed ZeRO-2 runs over gloo (without ACCELERATE_USE_CPU, which drops it);
     "resumed" checkpoints after 2 of the 4 steps and loads the per-process optimizer shards in a fresh trainer."""
@@ -241,11 +242,17 @@ def test_two_processes_match_one_process(tmp_path, config, engine, resume):
     env.pop("ACCELERATE_USE_CPU", None)
     launch = [accelerate, "launch", "--config_file", f"configs/accelerate/{config}", "--dynamo_backend", "no",
               "--main_process_port", str(_free_port())]
-    _launch([sys.executable, script, str(tmp_path / "one.json")], env)
-    _launch([*launch, script, str(tmp_path / "two.json"), *resume],
-            {**env, "ACCELERATE_USE_CPU": "1"} if engine == "MULTI_CPU" else env)
+    launch_env = {**env, "ACCELERATE_USE_CPU": "1"} if engine == "MULTI_CPU" else env
+    if "--lora" in options:
+        # A LoRA update's gradient moves by about 1e-4 with the micro-batch split (one process with grad_accum 1, 2
+        # or 4 differ as much), so the reference is the same two processes without the checkpoint in between.
+        _launch([*launch, script, str(tmp_path / "one.json"), "--lora"], launch_env)
+    else:
+        _launch([sys.executable, script, str(tmp_path / "one.json")], env)
+    _launch([*launch, script, str(tmp_path / "two.json"), *options], launch_env)
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
-    assert (one["processes"], two["processes"]) == (1, 2) and two["distributed_type"] == f"DistributedType.{engine}"
+    assert one["processes"] == (2 if "--lora" in options else 1) and two["processes"] == 2
+    assert two["distributed_type"] == f"DistributedType.{engine}"
     assert len(one["history"]) == len(two["history"]) == 4
     for single, double in zip(one["history"], two["history"]):
         for key in ("loss", "reward", "grad_norm"):
@@ -254,7 +261,7 @@ def test_two_processes_match_one_process(tmp_path, config, engine, resume):
             assert double["weight_change"] == pytest.approx(single["weight_change"], abs=1e-5)
         # the logged KL is a token mean per micro-batch, averaged by rows: it moves a little with the split
         assert double["kl"] == pytest.approx(single["kl"], rel=0.05, abs=1e-4)
-    if resume:
+    if "--resume" in options:
         assert sorted(p.name for p in (tmp_path / "two.ckpt").glob("optimizer_rank*.pt")) == [
             "optimizer_rank0.pt", "optimizer_rank1.pt"]
 
