@@ -107,7 +107,8 @@ class GRPOConfig:
     """Stop the run (one line naming the reasons; the last checkpoint is left as it was) after this many consecutive
     skipped updates. 0 = never stop early (a run whose updates were all skipped still fails at the end)."""
     mixed_precision: str = "no"
-    """accelerate's mixed precision: 'no', 'fp16' or 'bf16'."""
+    """accelerate's mixed precision: 'no', 'fp16' or 'bf16'. 'no' defers to ``accelerate launch``: its config file's
+    mixed_precision applies (configs/accelerate/ddp.yaml: bf16)."""
     seed: int = 0
     """Seed of the prompt order and of every rollout (a sample depends only on seed, step and prompt index)."""
     checkpoint_every: int = 0

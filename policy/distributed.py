@@ -44,8 +44,12 @@ ZERO_STAGES = (0, 1, 2)
 def make_accelerator(command: str, **kwargs: Any) -> Accelerator:
     """An ``Accelerator(**kwargs)`` for ``command``; under ``accelerate launch`` with DeepSpeed and no CUDA, over gloo.
 
-    Refuses (one line) a missing DeepSpeed and setups that shard the weights (``check_engine``).
+    ``mixed_precision="no"`` (the configs' default) defers to the launcher: the accelerate config file's
+    ``mixed_precision`` then applies (without a launcher, none). Refuses (one line) a missing DeepSpeed and setups
+    that shard the weights (``check_engine``).
     """
+    if kwargs.get("mixed_precision") == "no":
+        kwargs["mixed_precision"] = None  # accelerate reads ACCELERATE_MIXED_PRECISION, set by accelerate launch
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         try:
             import deepspeed  # noqa: F401

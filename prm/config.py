@@ -70,6 +70,7 @@ class PRMConfig:
     """After training (process mode, with validation examples): pick the decision threshold t that maximises the
     validation first-error F1 and fold it into the head's bias, so 'score >= 0.5' means 'predicted correct' there."""
     mixed_precision: str = "no"
-    """Accelerate's mixed precision: 'no', 'bf16' or 'fp16' (fp16 needs a GPU)."""
+    """Accelerate's mixed precision: 'no', 'bf16' or 'fp16' (fp16 needs a GPU). 'no' defers to ``accelerate launch``:
+    its config file's mixed_precision applies."""
     eval_batch_size: int = 64
     """Solutions per forward pass when scoring (validation and evaluation)."""

@@ -60,7 +60,9 @@ def main(out_path: str, steps: int = 4, resume: bool = False, lora_r: int = 0) -
         sharded = any(type(p).__name__ == "DTensor" for p in trainer.model.parameters())
         Path(out_path).write_text(json.dumps({"processes": trainer.accelerator.num_processes, "history": history,
                                               "distributed_type": str(trainer.accelerator.distributed_type),
-                                              "sharded": sharded}))
+                                              "sharded": sharded,
+                                              "param_dtype": str(next(trainer.policy.parameters()).dtype),
+                                              "mixed_precision": trainer.accelerator.mixed_precision}))
     trainer.accelerator.end_training()
     # torch 2.13's gloo teardown at interpreter exit sometimes aborts one rank ("terminate called without an active
     # exception") and leaves the other waiting forever; the outputs are written, so leave without that teardown.

@@ -253,6 +253,7 @@ def test_two_processes_match_one_process(tmp_path, config, engine, options):
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert one["processes"] == (2 if "--lora" in options else 1) and two["processes"] == 2
     assert two["distributed_type"] == f"DistributedType.{engine}"
+    assert one["mixed_precision"] == two["mixed_precision"] == "no" and two["param_dtype"] == "torch.float32"
     assert len(one["history"]) == len(two["history"]) == 4
     for single, double in zip(one["history"], two["history"]):
         for key in ("loss", "reward", "grad_norm"):
@@ -264,6 +265,22 @@ def test_two_processes_match_one_process(tmp_path, config, engine, options):
     if "--resume" in options:
         assert sorted(p.name for p in (tmp_path / "two.ckpt").glob("optimizer_rank*.pt")) == [
             "optimizer_rank0.pt", "optimizer_rank1.pt"]
+
+
+@pytest.mark.slow
+@NEEDS_DEEPSPEED
+def test_the_launch_files_bf16_applies_when_grpo_mixed_precision_is_no(tmp_path):
+    """grpo.mixed_precision 'no' (the default) defers to accelerate launch: under DeepSpeed its bf16 makes the
+    engine's weights bf16 (fp32 master weights in the optimizer), and the run trains."""
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("ACCELERATE_USE_CPU", None)
+    _launch([accelerate, "launch", "--config_file", "configs/accelerate/cpu_deepspeed_zero2.yaml", "--mixed_precision",
+             "bf16", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+             str(Path(__file__).parent / "grpo_ddp_script.py"), str(tmp_path / "bf16.json")], env)
+    run = json.loads((tmp_path / "bf16.json").read_text())
+    assert (run["mixed_precision"], run["param_dtype"]) == ("bf16", "torch.bfloat16")
+    assert all(math.isfinite(row["loss"]) and row["skipped_updates"] == 0 for row in run["history"])
 
 
 def _grpo_job_setup(tmp_path, supervision: str, reward_source: str):
