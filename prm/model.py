@@ -319,7 +319,7 @@ class StepRewardModel(torch.nn.Module):
         needed = torch.zeros(input_ids.shape, device=input_ids.device).index_add_(0, rows, in_span.float()) > 0
         token_logp, token_margin = self.token_logps(hidden, input_ids, needed)  # (B, T) each
         features = span_logp_features(token_logp, token_margin, rows, starts, step_ends)  # (S, 3)
-        return z + features @ self.logp_weight
+        return z + features @ self.logp_weight.float()  # float32 features; the weight is bf16 in a bf16 model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor,
                 ends: torch.Tensor, with_lm_loss: bool = False):
