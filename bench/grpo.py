@@ -30,8 +30,9 @@ from prmloop.data.config import DataConfig
 from prmloop.data.tasks import get_task
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer, step_problem_indices
+from prmloop.policy.logps import forward_logps
 from prmloop.policy.losses import grpo_loss
-from prmloop.policy.rollout import HFBackend, encode_prompts, forward_logps, left_pad, row_seed
+from prmloop.policy.rollout import HFBackend, encode_prompts, left_pad, row_seed
 
 ARITH = get_task(DataConfig())
 
@@ -70,10 +71,10 @@ def unshared(runner):
     update before prompt sharing, for the same-run comparison."""
     from unittest import mock
 
-    from prmloop.policy import grpo, rollout
+    from prmloop.policy import grpo, logps
 
     def full_forward(*args, **kwargs):
-        return rollout.forward_logps(*args, **{**kwargs, "share_prompts": False})
+        return logps.forward_logps(*args, **{**kwargs, "share_prompts": False})
 
     def run(step: int) -> dict:
         with mock.patch.object(grpo, "forward_logps", full_forward):

@@ -45,8 +45,8 @@ def make_accelerator(command: str, **kwargs: Any) -> Accelerator:
     """An ``Accelerator(**kwargs)`` for ``command``; under ``accelerate launch`` with DeepSpeed and no CUDA, over gloo.
 
     ``mixed_precision="no"`` (the configs' default) defers to the launcher: the accelerate config file's
-    ``mixed_precision`` then applies (without a launcher, none). Refuses (one line) a missing DeepSpeed and setups
-    that shard the weights (``check_engine``).
+    ``mixed_precision`` then applies (without a launcher, none). Refuses (one line) a missing DeepSpeed; the trainers
+    then check the setup with ``check_engine`` (also for an accelerator they are given).
     """
     if kwargs.get("mixed_precision") == "no":
         kwargs["mixed_precision"] = None  # accelerate reads ACCELERATE_MIXED_PRECISION, set by accelerate launch
@@ -58,9 +58,7 @@ def make_accelerator(command: str, **kwargs: Any) -> Accelerator:
                             "extra: pip install 'prmloop[deepspeed]'") from None
         if not torch.cuda.is_available():  # accelerate would fall back to one process; DeepSpeed's CPU backend is gloo
             kwargs["kwargs_handlers"] = [*kwargs.get("kwargs_handlers", []), InitProcessGroupKwargs(backend="gloo")]
-    accelerator = Accelerator(**kwargs)
-    check_engine(accelerator, command)
-    return accelerator
+    return Accelerator(**kwargs)
 
 
 def is_deepspeed(accelerator: Any) -> bool:

@@ -52,9 +52,10 @@ from prmloop.policy import divergence, grpo_checkpoint, lora
 from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.distributed import check_engine, configure_deepspeed, is_deepspeed, make_accelerator
+from prmloop.policy.logps import forward_logps
 from prmloop.policy.losses import grpo_loss, masked_mean
 from prmloop.policy.rewards import Rewards, StepScorer, check_reward_setup, compute_rewards
-from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, forward_logps, sample_rollout
+from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, sample_rollout
 
 
 def validate_config(cfg: GRPOConfig) -> None:
@@ -262,7 +263,10 @@ class GRPOTrainer:
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + share * value / (1 if key == "entropy" else self.cfg.mu)
             if self.deepspeed:  # the engine clips, steps and zeroes the gradients; a NaN/inf norm skips the step
-                grad_norm, diverged = self._deepspeed_step(totals)
+                diverged = self._optimizer_step(totals)
+                grad_norm = float(self.model.get_global_grad_norm() or 0.0)
+                if not math.isfinite(grad_norm):
+                    diverged = "a non-finite gradient norm"  # DeepSpeed skipped the step
             else:
                 grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
                 diverged = None if torch.isfinite(torch.as_tensor(grad_norm)) else "a non-finite gradient norm"
@@ -276,31 +280,15 @@ class GRPOTrainer:
             totals["grad_norm"] = float(grad_norm)
         return totals, None
 
-    def _deepspeed_step(self, totals: dict[str, float]) -> tuple[float, str | None]:
-        """The DeepSpeed engine's step (clip, step, zero the gradients): its gradient norm, and why it was skipped or
-        diverged (None when kept). ZeRO keeps its own fp32 copy of the weights, so a diverged step cannot be rolled
-        back: the run stops, the last checkpoint intact."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        before = divergence.norm(params)
-        self.model.step()
-        grad_norm = float(self.model.get_global_grad_norm() or 0.0)
-        if not math.isfinite(grad_norm):
-            return grad_norm, "a non-finite gradient norm"  # DeepSpeed skipped the step
-        change = abs(divergence.norm(params) - before)
-        why = divergence.verdict(before, change, self.cfg.max_weight_change)
-        if why is not None:
-            raise UserError(f"grpo: step {self.step}: {why} ({change:.3g} vs weight norm {before:.3g}); under "
-                            "DeepSpeed a step cannot be undone, so the run stops; lower grpo.lr. The last checkpoint "
-                            "is left as it was")
-        totals["weight_change"] = totals.get("weight_change", 0.0) + change / max(before, 1e-12) / self.cfg.mu
-        return grad_norm, None
-
     def _optimizer_step(self, totals: dict[str, float]) -> str | None:
-        """optimizer.step(), rolled back when it diverged (``policy.divergence``); returns why, or None when kept."""
+        """optimizer.step() (DeepSpeed: the engine's step), rolled back when it diverged (``policy.divergence``);
+        returns why, or None when kept. DeepSpeed keeps its own fp32 copy of the weights, so there it cannot be undone
+        and a diverged step stops the run, as with ``grpo.rollback`` false."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        saved = divergence.snapshot(params, self.optimizer.state) if self.cfg.rollback else None
+        rollback = self.cfg.rollback and not self.deepspeed
+        saved = divergence.snapshot(params, self.optimizer.state) if rollback else None
         before = divergence.norm(params)
-        self.optimizer.step()
+        (self.model.step if self.deepspeed else self.optimizer.step)()
         change = (divergence.change_norm(params, saved) if saved is not None
                   else abs(divergence.norm(params) - before))
         why = divergence.verdict(before, change, self.cfg.max_weight_change)
@@ -308,9 +296,9 @@ class GRPOTrainer:
             totals["weight_change"] = totals.get("weight_change", 0.0) + change / max(before, 1e-12) / self.cfg.mu
             return None
         if saved is None:
-            raise UserError(f"grpo: step {self.step}: {why} ({change:.3g} vs weight norm {before:.3g}); with "
-                            "grpo.rollback false it cannot be undone, so the run stops; lower grpo.lr. The last "
-                            "checkpoint is left as it was")
+            cannot = "under DeepSpeed" if self.deepspeed else "with grpo.rollback false"
+            raise UserError(f"grpo: step {self.step}: {why} ({change:.3g} vs weight norm {before:.3g}); {cannot} it "
+                            "cannot be undone, so the run stops; lower grpo.lr. The last checkpoint is left as it was")
         divergence.restore(params, self.optimizer.state, saved)
         return why
 

@@ -13,8 +13,8 @@ What a rollout holds (B = prompts · G rows, the G samples of a prompt contiguou
   last step the EOS when the completion finished (else its last token). So the policy is credited for ending steps
   and for stopping; a token that also starts the next step ends the earlier one.
 
-Position ids are ``cumsum(attention_mask) - 1`` in the sampling loop and in ``forward_logps``, so a row's numbers do not
-depend on how much left padding its batch needed.
+Position ids are ``cumsum(attention_mask) - 1`` in the sampling loop and in ``policy.logps.forward_logps``, so a row's
+numbers do not depend on how much left padding its batch needed.
 
 Determinism: every row draws its randomness from its own generator, seeded by ``row_seed(seed, step, global prompt
 index, sample index)``, as one uniform number per token fed to an inverse-CDF sampler. So a prompt's samples are the
@@ -169,7 +169,7 @@ class HFBackend:
         prompt, prompt_mask = left_pad([list(ids) for ids in distinct], self.pad_id, device)  # (U, P)
         out = self.model(input_ids=prompt, attention_mask=prompt_mask.long(), use_cache=True, logits_to_keep=1,
                          position_ids=(prompt_mask.long().cumsum(1) - 1).clamp(min=0))
-        cache = _cache_of(out)
+        cache = cache_of(out)
         grow_in_place(cache, prompt.shape[1] + self.max_new_tokens)  # no O(T²) copying as the completions grow
         index = torch.tensor(row_to_distinct, device=device)  # (B,)
         if len(distinct) < len(prompt_ids):
@@ -187,7 +187,7 @@ class HFBackend:
         eos = torch.tensor(eos_token_ids(self.model, self.tokenizer), device=device)
         logits, cache, attention, next_position = self._prefill(prompt_ids, device)  # (B, V), (B, P + N), (B,)
         width = attention.shape[1] - budget
-        cache_keyword = _cache_keyword(self.model)
+        keyword = cache_keyword(self.model)
         ids = torch.full((batch, budget), self.pad_id, dtype=torch.long, device=device)  # (B, N)
         logp = torch.zeros((batch, budget), device=device)  # (B, N)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (B,)
@@ -210,7 +210,7 @@ class HFBackend:
                                                                                   next_position))
             feed = torch.where(alive, token, self.pad_id)[:, None]  # (b, 1)
             logits = self.model(input_ids=feed, attention_mask=attention[:, : width + t + 1], use_cache=True,
-                                position_ids=(next_position + t)[:, None], **{cache_keyword: cache}).logits[:, -1]
+                                position_ids=(next_position + t)[:, None], **{keyword: cache}).logits[:, -1]
         mask = torch.arange(budget, device=device) < _lengths(ids, finished, eos, length)[:, None]  # (B, N)
         return Generation(ids[:, :length], mask[:, :length], logp[:, :length], finished)
 
@@ -222,13 +222,13 @@ def _lengths(ids: Tensor, finished: Tensor, eos: Tensor, budget: int) -> Tensor:
     return torch.where(finished, first_eos + 1, budget)
 
 
-def _cache_of(output: Any) -> Any:
+def cache_of(output: Any) -> Any:
     """The KV cache an output carries (``cache`` in transformers 5, ``past_key_values`` before)."""
     cache = getattr(output, "cache", None)
     return output.past_key_values if cache is None else cache
 
 
-def _cache_keyword(model: Any) -> str:
+def cache_keyword(model: Any) -> str:
     """The keyword this model's forward takes the cache by (``cache`` in transformers 5, ``past_key_values`` before);
     a PEFT, DDP or DeepSpeed wrapper's forward takes ``**kwargs`` and passes them on, so the base model's decides."""
     model = getattr(model, "module", model)  # DDP's and DeepSpeed's wrappers take ``*args, **kwargs`` too
@@ -326,54 +326,6 @@ def sample_rollout(backend: CompletionBackend, tokenizer: Any, prompt_ids: list[
     prompt, prompt_mask = left_pad(rows, pad_id, device)
     return Rollout(prompt, prompt_mask, generation.completion_ids, generation.completion_mask, generation.logp,
                    generation.finished, texts, steps, step_ends)
-
-
-def forward_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                  completion_mask: Tensor, with_entropy: bool = False,
-                  share_prompts: bool = True) -> tuple[Tensor, Tensor | None]:
-    """Temperature-1 log-prob (B, T) of each completion token, and optionally its entropy (B, T).
-
-    Same layout and position ids as the sampling loop, so on unchanged weights it reproduces ``Rollout.logp``. With
-    ``share_prompts`` (the default), rows whose prompt equals the row before's (a GRPO group) run the prompt once:
-    one forward over the distinct prompts, its KV cache copied to their rows, then one over the completions. The
-    gradient reaches the weights through the copied cache, so it is the full forward's, with the prompt compute cut
-    by the group size. Without repeated prompts, or with ``share_prompts`` false (gradient checkpointing, which
-    drops the cache), one forward over prompt + completion.
-    """
-    num_tokens = completion_ids.shape[1]
-    attention = torch.cat([prompt_mask, completion_mask], dim=1).long()  # (B, P + T)
-    positions = (attention.cumsum(1) - 1).clamp(min=0)  # (B, P + T)
-    distinct, inverse = _distinct_prompts(prompt_ids, prompt_mask) if share_prompts else (None, None)
-    if distinct is None or num_tokens < 2:
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + T)
-        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                       logits_to_keep=num_tokens + 1).logits[:, :-1].float()  # (B, T, V) logits predicting o_t
-    else:
-        width = prompt_ids.shape[1]
-        first = model(input_ids=prompt_ids[distinct], attention_mask=attention[distinct, :width],
-                      position_ids=positions[distinct, :width], use_cache=True, logits_to_keep=1)  # (U, 1, V)
-        cache = _cache_of(first)
-        cache.batch_select_indices(inverse)  # (U, ...) -> (B, ...): each row gets its prompt's keys and values
-        rest = model(input_ids=completion_ids[:, :-1], attention_mask=attention[:, :-1], use_cache=True,
-                     position_ids=positions[:, width:-1], **{_cache_keyword(model): cache}).logits  # (B, T-1, V)
-        logits = torch.cat([first.logits[inverse], rest], dim=1).float()  # (B, T, V) logits predicting o_t
-    log_norm = logits.logsumexp(dim=-1)  # (B, T)
-    logp = logits.gather(-1, completion_ids[..., None]).squeeze(-1) - log_norm  # (B, T)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            log_probs = logits - log_norm[..., None]  # (B, T, V)
-            entropy = -(log_probs.exp() * log_probs).sum(-1)  # (B, T)
-    return logp, entropy
-
-
-def _distinct_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor | None, Tensor | None]:
-    """Rows starting a run of equal prompts (U,) and each row's run (B,), or (None, None) when no prompt repeats."""
-    same = (prompt_ids[1:] == prompt_ids[:-1]).all(1) & (prompt_mask[1:] == prompt_mask[:-1]).all(1)  # (B-1,)
-    if not bool(same.any()):
-        return None, None
-    starts = torch.cat([torch.ones(1, dtype=torch.bool, device=same.device), ~same])  # (B,)
-    return starts.nonzero().squeeze(1), starts.long().cumsum(0) - 1
 
 
 SAMPLER_BACKEND: Any = None

@@ -24,7 +24,6 @@ process computes the same validation metrics.
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 import time
@@ -38,9 +37,10 @@ from tqdm.auto import tqdm
 
 from prmloop.data.errors import UserError
 from prmloop.data.schema import Label, StepwiseExample
-from prmloop.policy.distributed import check_engine, configure_deepspeed, is_deepspeed, make_accelerator
+from prmloop.policy.distributed import check_engine, configure_deepspeed, make_accelerator
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
+from prmloop.prm.threshold import tune_threshold
 
 
 def hard_targets(labels: list[Label]) -> list[float]:
@@ -211,60 +211,6 @@ def add_lora(model: StepRewardModel, rank: int, alpha: int) -> None:
     model.backbone = get_peft_model(model.backbone, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear"))
 
 
-def threshold_candidates(scores: list[list[float]]) -> list[float]:
-    """0.5 and the midpoints between consecutive distinct scores: every threshold that changes a prediction.
-
-    Example: [[0.2, 0.9], [0.4]] -> [0.3, 0.5, 0.65]."""
-    values = sorted({score for solution in scores for score in solution})
-    return sorted({0.5, *((low + high) / 2 for low, high in itertools.pairwise(values))})
-
-
-def best_first_error_threshold(scores: list[list[float]], labels: list[list[Label]]) -> tuple[float, float]:
-    """(threshold, first-error F1) maximising ProcessBench's first-error F1 of ``scores`` against ``labels``; ties go to
-    the threshold nearest 0.5 in logit space (the least change). Scores must be NaN-free (a scored prefix).
-
-    Example: scores [[0.9, 0.4]] (label first error 1) and [[0.45]] (no error): at 0.5 the second is a false alarm
-    (F1 0); any t in (0.4, 0.45] gets both right (F1 1); the candidate is the midpoint 0.425."""
-    from prmloop.prm.metrics import first_error_from_labels, first_error_index, processbench_metrics
-
-    actual = [first_error_from_labels(solution) for solution in labels]
-    best = (-math.inf, 0.0, 0.5)
-    for threshold in threshold_candidates(scores):
-        f1 = processbench_metrics([first_error_index(s, threshold) for s in scores], actual)["f1"]
-        f1 = -1.0 if math.isnan(f1) else f1
-        key = (f1, -abs(_logit(threshold)))
-        if key > best[:2]:
-            best = (*key, threshold)
-    return best[2], best[0]
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
-
-
-@torch.no_grad()
-def fold_threshold(model: StepRewardModel, threshold: float) -> float:
-    """Shift the logit by −logit(threshold) (through the head's 'good' bias): σ(z) >= t iff σ(z − logit t) >= 0.5;
-    returns the shift."""
-    if model.head.bias is None:
-        raise UserError("prm.tune_threshold: this PRM's head has no bias to fold a threshold into")
-    shift = -_logit(threshold)
-    model.head.bias[model.positive_index if model.head.out_features == 2 else 0] += shift
-    return shift
-
-
-def tune_threshold(model: StepRewardModel, examples: list[StepwiseExample], batch_size: int) -> dict:
-    """Pick the first-error-F1-best threshold on ``examples`` and fold it into ``model``'s bias."""
-    from prmloop.prm.evaluate import scored_prefix
-
-    scores = model.score_steps([e.prompt for e in examples], [e.completions for e in examples], batch_size)
-    pairs = [scored_prefix(s, e.labels) for s, e in zip(scores, examples)]
-    pairs = [(s, lab) for s, lab in pairs if s]
-    threshold, f1 = best_first_error_threshold([s for s, _ in pairs], [lab for _, lab in pairs])
-    return {"tuned_threshold": threshold, "tuned_val_first_error_f1": f1, "bias_shift": fold_threshold(model, threshold)}
-
-
 def check_config(cfg: PRMConfig) -> None:
     """UserError naming the key for values training cannot use."""
     get_step_selection(cfg.mode)
@@ -373,7 +319,6 @@ def _fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup_steps=warmup, total_steps=total_steps))
     configure_deepspeed(accelerator, cfg.batch_size // accelerator.num_processes, MAX_GRAD_NORM)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    deepspeed = is_deepspeed(accelerator)  # the engine clips and steps inside backward; optimizer.step is a no-op
     model.train()
     history: list[dict] = []
     progress = tqdm(total=cfg.epochs * len(loader), desc="prm", unit="step", mininterval=1.0,
@@ -387,8 +332,8 @@ def _fit(
             loss = _global_mean_bce(logits, batch["targets"], accelerator) + cfg.lm_loss_weight * token_loss
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            if not deepspeed:
-                accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], MAX_GRAD_NORM)
+            # under DeepSpeed the engine clipped and stepped inside backward: these two calls then do nothing
+            accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
             losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the global batch's loss

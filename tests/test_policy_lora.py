@@ -7,8 +7,8 @@ from test_grpo import ARITH, PROBLEMS, make_trainer, one_thread  # noqa: F401 - 
 
 from prmloop.data.errors import UserError
 from prmloop.policy.config import PolicyConfig
+from prmloop.policy.logps import forward_logps
 from prmloop.policy.lora import is_checkpointing
-from prmloop.policy.rollout import forward_logps
 
 LORA = PolicyConfig(max_new_tokens=10, lora_r=4, lora_alpha=8)
 

@@ -17,11 +17,10 @@ from prmloop.loop.jobs_prm import train_prm_job
 from prmloop.policy.tiny import tiny_random_model
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.model import StepRewardModel
+from prmloop.prm.threshold import best_first_error_threshold, fold_threshold, threshold_candidates
 from prmloop.prm.train import (
-    best_first_error_threshold,
     build_items,
     collate_items,
-    fold_threshold,
     hard_targets,
     lr_factor,
     sample_replay,
@@ -29,7 +28,6 @@ from prmloop.prm.train import (
     split_validation,
     step_bce_loss,
     steps_through_first_error,
-    threshold_candidates,
     train_prm,
     warmup_steps_for,
 )

@@ -7,11 +7,11 @@ import torch
 
 from prmloop.data.steps import closing_char_ends, split_steps
 from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from prmloop.policy.logps import forward_logps
 from prmloop.policy.rollout import (
     HFBackend,
     PolicySampler,
     encode_prompts,
-    forward_logps,
     inverse_cdf_sample,
     row_seed,
     sample_next,
@@ -188,7 +188,7 @@ def test_shared_prompts_give_the_full_forwards_logps_and_gradients_with_one_prom
 
 
 def test_no_repeated_prompt_means_one_full_forward():
-    from prmloop.policy.rollout import _distinct_prompts
+    from prmloop.policy.logps import _distinct_prompts
 
     ids = torch.tensor([[0, 5, 6], [0, 5, 6], [5, 6, 7], [0, 5, 6]])
     mask = ids != 0

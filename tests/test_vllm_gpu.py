@@ -16,7 +16,8 @@ from prmloop.data.vocab import build_task_tokenizer
 from prmloop.policy import lora
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer
-from prmloop.policy.rollout import HFBackend, encode_prompts, forward_logps, left_pad, row_seed
+from prmloop.policy.logps import forward_logps
+from prmloop.policy.rollout import HFBackend, encode_prompts, left_pad, row_seed
 from prmloop.policy.tiny import build_tiny_llama
 from prmloop.policy.vllm_backend import VLLMBackend
 
