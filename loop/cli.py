@@ -22,8 +22,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set sft.steps=200 (repeatable)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose help ends with the config keys its command reads (``config_keys``: glob patterns)."""
+
+    config_keys: tuple[str, ...] | None = None
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.config_keys is None:
+            return text
+        from prmloop.loop.config import ExperimentConfig  # lazy: plain commands never read the config sources
+        from prmloop.loop.config_docs import keys_help
+
+        return f"{text}\n{keys_help(ExperimentConfig(), self.config_keys)}\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prmloop", description="Process reward models with an iterative GRPO loop.")
+    parser = _Parser(prog="prmloop", description="Process reward models with an iterative GRPO loop.",
+                     epilog="`prmloop COMMAND --help` lists the config keys COMMAND reads, with defaults; "
+                     "`prmloop config show [--config F] [--set K=V]` prints the resolved config as YAML.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="generate, convert and inspect datasets").add_subparsers(dest="action", required=True)
@@ -95,7 +112,44 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", default=default)
         sub.add_argument("--resume", action="store_true", help="continue an interrupted run from its last stage")
         _common(sub)
+    config = commands.add_parser("config", help="inspect the experiment config").add_subparsers(dest="action",
+                                                                                               required=True)
+    _common(config.add_parser("show", help="print the resolved config (defaults < --config < --set) as the YAML a "
+                              "run saves as config.yaml; it loads back with --config"))
+    for path, sub in _leaf_parsers(parser):
+        sub.config_keys = CONFIG_KEYS_READ.get(path)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser, path: str = ""):
+    """(``"prm train"``, its parser) for every command that runs something."""
+    actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not actions:
+        yield path, parser
+    for action in actions:
+        for name, sub in action.choices.items():
+            yield from _leaf_parsers(sub, f"{path} {name}".strip())
+
+
+_PROMPT = ("policy.prompt_template", "policy.chat_template", "policy.system_prompt")
+_VLLM = ("grpo.use_vllm", "grpo.vllm_*")  # a command that samples uses GRPO's vLLM engine when grpo.use_vllm is on
+CONFIG_KEYS_READ: dict[str, tuple[str, ...]] = {
+    "data generate": ("data.*",),
+    "data show": ("data.*",),
+    "data convert": (),
+    "policy init": ("policy.*", "sft.seed"),
+    "policy sft": ("data.*", "policy.*", "sft.*", *_VLLM),
+    "prm train": ("name", "policy.model", "prm.*", "tracking.*"),
+    "prm label": ("seed", "data.*", "policy.*", "prm.label_type", *_VLLM),
+    "prm eval": (*_PROMPT, "prm.*"),
+    "grpo": ("name", "data.*", "policy.*", "prm.*", "grpo.*", "tracking.*"),
+    "loop": ("name", "seed", "data.*", "policy.*", "sft.*", "prm.*", "grpo.*", "loop.*", "tracking.*"),
+    "compare": ("*",),
+    "demo": ("*",),
+    "config show": ("*",),
+}
+"""The config keys each command's job reads (glob patterns over dotted keys), listed by ``prmloop COMMAND --help``.
+The one place that says which sections a command uses; a test checks it names every command and only real keys."""
 
 
 MULTI_PROCESS = ("grpo", "prm train")
@@ -120,6 +174,11 @@ def dispatch(args: argparse.Namespace) -> None:
     demo = args.command == "demo" and not quick and args.config is None
     preset = QUICK_OVERRIDES if quick else DEMO_OVERRIDES if demo else None
     cfg = load_config(args.config, args.overrides, preset=preset)  # the user's keys win
+    if args.command == "config":
+        from prmloop.loop.config import config_to_yaml
+
+        print(config_to_yaml(cfg), end="")
+        return
     if args.command == "demo" and args.config is None:
         cfg.name = "demo-quick" if args.quick else "demo"
     if cfg.grpo.use_vllm:  # the engine GRPO samples with serves evaluation and labelling too (built when first used)

@@ -280,6 +280,8 @@ def read_yaml(path: Path) -> Any:
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML: what a run saves as config.yaml and `prmloop config show` prints; it loads back
+    (``load_config``) to an equal config."""
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
 
 
