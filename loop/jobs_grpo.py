@@ -4,10 +4,16 @@ Outputs in ``out``: ``checkpoint/`` (resumable trainer state), ``grpo_metrics.js
 values written as null), ``policy/`` (the final policy, save_pretrained), ``config.yaml`` and ``grpo_summary.json``
 (held-out greedy accuracy before and after, judged by the task's answer check). A run in which every update was
 skipped (non-finite rewards or gradients) ends in a UserError saying why, after its outputs are written.
+
+W&B (loop.tracking, main process only): run ``grpo-<name>`` in group ``<name>``, with the loop's keys so panels line
+up: each step's metrics as ``train/*`` at rl_step = steps done, round 1; held-out accuracy as ``eval/accuracy`` at
+round 0 (start) and round 1 (end). The run id is kept in ``out/wandb_run_id.txt``; --resume continues that run, and
+steps the killed process already logged are not logged again (loop.tracking's record).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,6 +25,7 @@ from prmloop.data.jsonl import read_jsonl_tolerant, write_jsonl
 from prmloop.data.tasks import get_task
 from prmloop.loop.config import ExperimentConfig, check_resume, save_config
 from prmloop.loop.lock import exclusive
+from prmloop.loop.tracking import WandbRun, check_online_login, job_run, prefixed, resolve_mode
 from prmloop.policy.config import GRPOConfig
 from prmloop.policy.evaluate import heldout_accuracy
 from prmloop.policy.load import load_policy
@@ -45,6 +52,7 @@ def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: s
     with exclusive(out):
         if not resume and any((Path(out) / name).exists() for name in ("checkpoint", "grpo_summary.json")):
             raise UserError(f"{out}: holds an earlier grpo run; pass --resume to continue it or choose another --out")
+        check_online_login(resolve_mode(cfg.tracking.mode, os.environ))  # before any work: one line naming the key
         if resume:
             check_resume(cfg, out)
         elif os.environ.get("RANK", "0") == "0":
@@ -79,20 +87,25 @@ def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str,
     def accuracy() -> float:
         return heldout_accuracy(trainer.policy, tokenizer, trainer.prompter, task, held_out, cfg.policy.max_new_tokens)
 
-    start_accuracy = accuracy()
+    with _wandb_run(cfg, out_dir, policy_dir, prm_dir, is_main, resume) as run:
+        start_accuracy = accuracy()
+        run.log({"eval/accuracy": start_accuracy}, {"round": 0, "rl_step": 0})
 
-    def write_row(metrics: dict[str, float]) -> None:
-        if is_main:
-            with metrics_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(_json_safe({"step": trainer.step - 1, **metrics})) + "\n")
+        def write_row(metrics: dict[str, float]) -> None:
+            if is_main:
+                with metrics_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(_json_safe({"step": trainer.step - 1, **metrics})) + "\n")
+            run.log(prefixed("train", metrics), {"round": 1, "rl_step": trainer.step})
 
-    started = time.perf_counter()
-    history = trainer.train(train, steps=grpo_cfg.steps, on_metrics=write_row, checkpoint_dir=checkpoint)
-    seconds = time.perf_counter() - started
-    final_accuracy = accuracy()
-    summary = {"start_accuracy": start_accuracy, "final_accuracy": final_accuracy, "steps": trainer.step,
-               "steps_this_run": len(history), "seconds": round(seconds, 1), "skipped_updates": trainer.skipped_updates,
-               "last": _json_safe(history[-1]) if history else {}}
+        started = time.perf_counter()
+        history = trainer.train(train, steps=grpo_cfg.steps, on_metrics=write_row, checkpoint_dir=checkpoint)
+        seconds = time.perf_counter() - started
+        final_accuracy = accuracy()
+        run.log({"eval/accuracy": final_accuracy}, {"round": 1, "rl_step": trainer.step})
+        summary = {"start_accuracy": start_accuracy, "final_accuracy": final_accuracy, "steps": trainer.step,
+                   "steps_this_run": len(history), "seconds": round(seconds, 1),
+                   "skipped_updates": trainer.skipped_updates, "last": _json_safe(history[-1]) if history else {}}
+        run.set_summary({key: value for key, value in summary.items() if key not in ("last", "seconds")})
     if is_main:
         trainer.export(out_dir / "policy")  # LoRA adapters merged: a plain model
         save_config(cfg, out_dir)
@@ -101,3 +114,14 @@ def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str,
         raise UserError(f"grpo: all {len(history)} updates of this run were skipped ({trainer.skip_summary()}); the "
                         f"policy did not change (outputs in {out_dir})")
     return summary
+
+
+def _wandb_run(cfg: ExperimentConfig, out_dir: Path, policy_dir: str, prm_dir: str | None, is_main: bool,
+               resume: bool) -> WandbRun:
+    """The job's W&B run; its config carries the loop's arm keys (supervision, reward_source, ...) and every section."""
+    grpo = cfg.grpo
+    flat = {"experiment": cfg.name, "policy_dir": policy_dir, "prm_dir": prm_dir, "supervision": grpo.supervision,
+            "reward_source": grpo.reward_source, "credit": grpo.credit, "seed": cfg.seed, "group_size": grpo.group_size,
+            "beta": grpo.beta, "lr": grpo.lr, "steps": grpo.steps}
+    return job_run(out_dir, "grpo", cfg.name, cfg.tracking, {**flat, "sections": dataclasses.asdict(cfg)},
+                   tags=[grpo.supervision, grpo.reward_source, grpo.credit], is_main=is_main, resume=resume)

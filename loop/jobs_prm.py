@@ -6,12 +6,18 @@ was conditioned on (the prompt template or chat template already applied), as th
 bare problem text and get the policy's prompt (``data.prompts.Prompter``) applied before the PRM reads them.
 Problems to label come from ``--problems FILE`` read as the configured task's format (``data.task``: a prmloop
 problems JSONL for arith, GSM8K rows for gsm8k, ...), or, without it, from the task's training split.
+
+``prm train`` logs to W&B (loop.tracking; the main process only, by RANK, under accelerate launch): run
+``prm-train-<name>`` in group ``<name>``; each epoch's row of the training history as ``prm/*`` against ``epoch``
+(sent when training ends: prm.train has no per-epoch hook), and the summary's numbers as ``eval/rm_*`` at round 0, the
+names the loop gives a retrained reward model's summary. The run id is kept in ``out/wandb_run_id.txt``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +31,7 @@ from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem, StepwiseExample
 from prmloop.data.tasks import get_task
 from prmloop.loop.config import ExperimentConfig, save_config
+from prmloop.loop.tracking import WandbRun, check_online_login, is_main_process, job_run, resolve_mode
 from prmloop.policy.load import load_policy
 
 LABEL_METHODS = {"exhaustive": "mc", "binary": "mc_binary", "exact": "exact"}
@@ -44,6 +51,7 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
     config.yaml and prm_metrics.json in ``out``."""
     from prmloop.prm.train import train_prm
 
+    check_online_login(resolve_mode(cfg.tracking.mode, os.environ))  # before any work: one line naming the key
     if init is None:
         if cfg.policy.model == "tiny":
             raise UserError("prm train: --init is needed (a policy directory or a PRM directory to continue)")
@@ -58,8 +66,10 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         replay = outcome_examples(replay) if replay else replay
     model, how = init_reward_model(init, cfg.prm, cfg.prm.mode)
     torch.manual_seed(cfg.prm.seed)
-    summary = train_prm(model, examples, cfg.prm, replay=replay)
-    summary = {"init": how, "init_from": str(init), **summary}
+    with prm_wandb_run(cfg, out, str(init), data_path, is_main_process(os.environ)) as run:
+        summary = train_prm(model, examples, cfg.prm, replay=replay)
+        summary = {"init": how, "init_from": str(init), **summary}
+        log_prm_summary(run, summary)
     state = PartialState()  # under accelerate launch: the main process alone writes the output folder
     if state.is_main_process:
         out_dir = model.save_pretrained(out)
@@ -67,6 +77,25 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         atomic_write_text(out_dir / "prm_metrics.json", json.dumps(summary, indent=1, default=str) + "\n")
     state.wait_for_everyone()
     return summary
+
+
+def prm_wandb_run(cfg: ExperimentConfig, out: str, init: str, data_path: str, is_main: bool) -> WandbRun:
+    """The W&B run of one ``prm train`` (a new run each time: the command has no resume)."""
+    prm = cfg.prm
+    config = {"experiment": cfg.name, "init": init, "data": data_path, "mode": prm.mode, "label_type": prm.label_type,
+              "lr": prm.lr, "head_lr": prm.head_lr, "epochs": prm.epochs, "batch_size": prm.batch_size,
+              "seed": prm.seed, "sections": dataclasses.asdict(cfg)}
+    return job_run(out, "prm train", cfg.name, cfg.tracking, config, tags=["prm", prm.mode], is_main=is_main,
+                   resume=False)
+
+
+def log_prm_summary(run: WandbRun, summary: dict) -> None:
+    """Per-epoch history rows as ``prm/*`` at their epoch; the summary's numbers as ``eval/rm_*`` at round 0."""
+    for row in summary.get("history", []):
+        run.log({f"prm/{key}": value for key, value in row.items() if key != "epoch"}, {"epoch": int(row["epoch"])})
+    numbers = {key: value for key, value in summary.items() if isinstance(value, (int, float))}
+    run.log({f"eval/rm_{key}": value for key, value in numbers.items()}, {"round": 0, "rl_step": 0})
+    run.set_summary({f"rm_{key}": value for key, value in numbers.items()})
 
 
 def read_problems(cfg: ExperimentConfig, path: str | None) -> list[Problem]:

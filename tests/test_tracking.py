@@ -1,5 +1,6 @@
 """Tests for loop/tracking.py: metrics.jsonl rows, NaN -> null, mode resolution, W&B offline files, W&B failure, and
-a resumed W&B run holding each metric once (read back from the offline run files with tests/wandb_records.py)."""
+a resumed W&B run (same id, wandb's own resume) holding each metric at most once at steps that keep growing: checked
+against our record (wandb_logged.jsonl) and the offline run files, read with the test-only tests/wandb_records.py."""
 
 import json
 import logging
@@ -16,8 +17,7 @@ from wandb_records import history_rows, offline_history
 
 from prmloop.data.errors import UserError
 from prmloop.data.jsonl import read_jsonl_tolerant
-from prmloop.loop.tracking import Tracker, metrics_row, resolve_mode, wandb_sync_hint
-from prmloop.loop.wandb_files import logged_metrics
+from prmloop.loop.tracking import RECORD_FILE, Tracker, check_online_login, metrics_row, resolve_mode, wandb_sync_hint
 
 ARGS = {"project": "prmloop-test", "group": "exp", "name": "process-prm-iterative-sum-s0", "job_type": "process",
         "tags": ["test"], "config": {"supervision": "process", "reward_source": "prm", "rm_update": "iterative",
@@ -36,8 +36,20 @@ def test_resolve_mode():
     assert resolve_mode("online", {"WANDB_MODE": "disabled"}) == "disabled"
     assert resolve_mode("online", {"WANDB_DISABLED": "true"}) == "disabled"
     assert resolve_mode("online", {"WANDB_MODE": "", "WANDB_DISABLED": "false"}) == "online"
-    with pytest.raises(UserError, match="'dryrun'"):
+    with pytest.raises(UserError, match=r"^tracking.mode: 'dryrun' is not one of offline, online, disabled$"):
         resolve_mode("dryrun", {})
+
+
+def test_online_without_credentials_is_one_line_naming_tracking_mode(tmp_path: Path, clean_env, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "no-config"))
+    with pytest.raises(UserError, match=r"^tracking.mode: 'online' needs W&B credentials") as caught:
+        check_online_login("online")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(UserError, match="tracking.mode"):
+        Tracker(tmp_path / "run", mode="online", **ARGS)
+    check_online_login("offline")  # no check: offline needs no login
 
 
 def test_metrics_row_order_nan_and_tensors():
@@ -141,6 +153,15 @@ def _metric_counts(out_dir: Path) -> Counter:
                    if key not in ("round", "rl_step") and not key.startswith("_"))
 
 
+def _steps(out_dir: Path) -> list[int]:
+    """W&B's _step of every history row, the runs' files in start order (name order: they start with a timestamp)."""
+    return [row["_step"] for row in offline_history(out_dir)]
+
+
+def _record(out_dir: Path) -> list[dict]:
+    return read_jsonl_tolerant(out_dir / RECORD_FILE)
+
+
 def test_offline_file_reads_back_what_was_logged(tmp_path: Path, clean_env):
     note = "x" * 40_000  # one record over a 32 KiB block: first, middle and last chunks, block padding
     with Tracker(tmp_path, mode="offline", **ARGS) as tracker:
@@ -156,19 +177,14 @@ def test_offline_file_reads_back_what_was_logged(tmp_path: Path, clean_env):
     table = rows[2].pop("samples/completions")
     assert rows[2:] == [{"round": 1}]
     assert table["_type"] == "table-file" and (table["nrows"], table["ncols"]) == (1, 4)
-    assert logged_metrics(path) == {(1, 0, "eval/accuracy"), (1, 1, "train/reward"), (1, 1, "train/kl"),
-                                    (1, 1, "train/n"), (1, 1, "train/note"), (1, None, "samples/completions")}
     torn = tmp_path / "torn.wandb"  # a writer killed in the middle of the long record
     torn.write_bytes(path.read_bytes()[:20_000])
     assert [row["round"] for row in history_rows(torn)] == [1]  # the eval row, then the read stops
-    assert logged_metrics(torn) == {(1, 0, "eval/accuracy")}
     damaged = bytearray(path.read_bytes())
     damaged[20] ^= 0xFF  # inside the first record, which starts after the 7-byte file header
     torn.write_bytes(bytes(damaged))
     with pytest.raises(ValueError, match="checksum"):
         history_rows(torn)
-    with pytest.raises(ValueError, match="damaged record at byte 7"):
-        logged_metrics(torn)
 
 
 def test_resumed_run_sends_wandb_each_metric_once(tmp_path: Path, clean_env):
@@ -193,6 +209,10 @@ def test_resumed_run_sends_wandb_each_metric_once(tmp_path: Path, clean_env):
     assert counts == {(1, 1, "train/reward"): 1, (1, 2, "train/reward"): 1, (1, 2, "eval/accuracy"): 1,
                       (1, None, "samples/completions"): 1, (2, 3, "train/reward"): 1, (2, 3, "eval/accuracy"): 1,
                       (2, None, "samples/completions"): 1}
+    assert _steps(tmp_path) == list(range(7))  # explicit steps, continued by the resumed process
+    record = _record(tmp_path)  # our own record of what went to W&B: the same 7 calls, one run id
+    assert [line["step"] for line in record] == list(range(7)) and {line["run_id"] for line in record} == {"resume-s0"}
+    assert record[3] == {"run_id": "resume-s0", "step": 3, "at": {"round": 1}, "keys": ["samples/completions"]}
     rows = read_jsonl_tolerant(tmp_path / "metrics.jsonl")  # as the caller wrote it: repeats kept
     assert [(row["kind"], row["round"], row["rl_step"]) for row in rows] == [
         ("rl", 1, 1), ("rl", 1, 2), ("eval", 1, 2), ("rl", 1, 1), ("rl", 1, 2), ("eval", 1, 2), ("rl", 1, 2),
@@ -210,33 +230,49 @@ os._exit(137)  # as SIGKILL: wandb-core drops whatever it has not written yet
 """
 
 
-def test_resume_sends_wandb_the_rows_a_killed_process_lost(tmp_path: Path, clean_env):
+def test_resume_after_a_kill_logs_nothing_twice_and_continues_the_steps(tmp_path: Path, clean_env):
     # No WANDB_* from this process: its WANDB_SERVICE would attach the child to this process's wandb-core.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}, "WANDB_SILENT": "true"}
     done = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path)], env=env, capture_output=True, check=False)
     assert done.returncode == 137, done.stderr.decode()[-2000:]
+    assert [line["step"] for line in _record(tmp_path)] == [0, 1, 2]  # what the killed process handed to W&B
     with Tracker(tmp_path, mode="offline", run_id="killed-s0", **ARGS) as tracker:
-        tracker.log_rl({"reward": 0.5}, rl_step=1, round=1)  # the killed stage again (its rows were not cut here)
+        assert tracker.run_id == "killed-s0"
+        tracker.log_rl({"reward": 0.5}, rl_step=1, round=1)  # the killed stage again: already handed over, skipped
         tracker.log_rl({"reward": 0.6}, rl_step=2, round=1)
     _end_process()
+    record = _record(tmp_path)
+    assert [(line["step"], line["at"], line["keys"]) for line in record] == [
+        (0, {"round": 0, "rl_step": 0}, ["eval/accuracy", "eval/f1"]), (1, {"round": 0}, ["samples/completions"]),
+        (2, {"round": 1, "rl_step": 1}, ["train/reward"]), (3, {"round": 1, "rl_step": 2}, ["train/reward"])]
     counts = _metric_counts(tmp_path)
-    assert counts == {(0, 0, "eval/accuracy"): 1, (0, 0, "eval/f1"): 1, (0, None, "samples/completions"): 1,
-                      (1, 1, "train/reward"): 1, (1, 2, "train/reward"): 1}
-    f1 = [row["eval/f1"] for row in offline_history(tmp_path) if "eval/f1" in row]
-    assert f1 == [None] or math.isnan(f1[0])  # resent from metrics.jsonl (null) or kept from the killed run (NaN)
+    assert set(counts.values()) == {1} and counts[(1, 2, "train/reward")] == 1  # at most once; the new row once
+    # wandb had not written the killed process's rows (it writes 32 KiB blocks): lost to W&B, kept in metrics.jsonl
+    assert set(counts) <= {(0, 0, "eval/accuracy"), (0, 0, "eval/f1"), (0, None, "samples/completions"),
+                           (1, 1, "train/reward"), (1, 2, "train/reward")}
+    assert _steps(tmp_path)[-1] == 3  # the resumed process's row sits after every step the killed one used
+    rows = read_jsonl_tolerant(tmp_path / "metrics.jsonl")
+    assert [(row["kind"], row["rl_step"]) for row in rows] == [("eval", 0), ("rl", 1), ("rl", 1), ("rl", 2)]
 
 
-def test_unreadable_earlier_wandb_file_warns_and_sends_everything(tmp_path: Path, clean_env, caplog):
-    (tmp_path / "metrics.jsonl").write_text('{"kind": "rl", "round": 1, "rl_step": 0, "reward": 0.1}\n')
-    damaged = tmp_path / "wandb" / "offline-run-20250101_000000-broken-s0" / "run-broken-s0.wandb"
-    damaged.parent.mkdir(parents=True)
-    damaged.write_bytes(b"not a wandb file")
-    with caplog.at_level(logging.WARNING, logger="prmloop.loop.tracking"), \
-            Tracker(tmp_path, mode="offline", run_id="broken-s0", **ARGS) as tracker:
-        assert tracker.wandb_active
+def test_record_of_another_run_id_or_a_torn_line_is_ignored(tmp_path: Path, clean_env):
+    (tmp_path / RECORD_FILE).write_text(
+        '{"run_id": "other-s0", "step": 41, "at": {"round": 1, "rl_step": 1}, "keys": ["train/reward"]}\n'
+        '{"run_id": "mine-s0", "st')  # a process killed mid-append
+    with Tracker(tmp_path, mode="offline", run_id="mine-s0", **ARGS) as tracker:
         tracker.log_rl({"reward": 0.5}, rl_step=1, round=1)
     _end_process()
-    (warning,) = [record.getMessage() for record in caplog.records if record.name == "prmloop.loop.tracking"]
-    assert "read-back" in warning and "run-broken-s0.wandb" in warning and "repeated" in warning
-    damaged.unlink()
-    assert _metric_counts(tmp_path) == {(1, 1, "train/reward"): 1}  # W&B's holdings unknown: no catch-up send
+    assert _metric_counts(tmp_path) == {(1, 1, "train/reward"): 1} and _steps(tmp_path) == [0]
+    assert [line["run_id"] for line in _record(tmp_path)] == ["other-s0", "mine-s0"]
+
+
+def test_rows_logged_while_wandb_was_off_are_sent_once_on_resume(tmp_path: Path, clean_env):
+    with Tracker(tmp_path, mode="disabled", run_id="late-s0", **ARGS) as tracker:
+        tracker.log_rl({"reward": 0.5}, rl_step=1, round=1)
+        tracker.log_completions([{"prompt": "p", "completion": "c", "reward": 0.5, "correct": False}], round=1)
+    assert not (tmp_path / RECORD_FILE).exists() and not (tmp_path / "wandb").exists()
+    for _ in range(2):  # the second resume sends nothing again
+        with Tracker(tmp_path, mode="offline", run_id="late-s0", **ARGS) as tracker:
+            tracker.log_rl({"reward": 0.5}, rl_step=1, round=1)
+        _end_process()
+    assert _metric_counts(tmp_path) == {(1, 1, "train/reward"): 1, (1, None, "samples/completions"): 1}

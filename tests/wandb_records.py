@@ -9,8 +9,8 @@ wandb 0.31 ships no Python reader, so this implements the file format, as checke
 - each whole record is a ``wandb.proto.wandb_internal_pb2.Record``; a history row is a record with ``history`` set,
   whose items carry ``key`` or ``nested_key`` (0.31 writes ``nested_key``) and ``value_json``.
 A torn tail (a process killed mid-write) ends the read; any other damage is an error naming the file and offset.
-loop/wandb_files.py has its own reader (``logged_metrics``, used on resume); this one is written apart from it on purpose,
-so the tests check the Tracker against an independent reading of the files.
+TEST-ONLY: the product never reads wandb's private files (loop/tracking.py resumes with wandb's public API and its own
+record); the tests use this reader because ``wandb.Api`` cannot read offline runs.
 """
 
 from __future__ import annotations
@@ -91,3 +91,18 @@ def offline_history(directory: str | Path) -> list[dict[str, Any]]:
     """Every history row of every offline run under ``directory`` (searched recursively), runs in name order."""
     files = sorted(Path(directory).rglob("offline-run-*/run-*.wandb"))
     return [row for path in files for row in history_rows(path)]
+
+
+def run_info(path: str | Path) -> dict[str, Any]:
+    """The run record of one ``.wandb`` file: id, name, group, job type, tags, whether resumed, and the config."""
+    from wandb.proto import wandb_internal_pb2
+
+    for payload in read_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        if record.WhichOneof("record_type") == "run":
+            run = record.run
+            config = {item.key: json.loads(item.value_json) for item in run.config.update}
+            return {"id": run.run_id, "name": run.display_name, "group": run.run_group, "job_type": run.job_type,
+                    "tags": list(run.tags), "config": config}
+    raise ValueError(f"{path}: no run record")
