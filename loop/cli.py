@@ -12,6 +12,7 @@ import errno
 import os
 import sys
 import time
+from pathlib import Path
 
 from prmloop.data.errors import UserError
 
@@ -186,6 +187,10 @@ def dispatch(args: argparse.Namespace) -> None:
 
         sample_with_vllm(cfg.grpo, cfg.policy)
     _quiet_libraries()
+    if args.command in ("loop", "compare", "demo"):  # before the shared warm start, not when the first arm starts
+        from prmloop.loop.tracking import check_online_login, resolve_mode
+
+        check_online_login(resolve_mode(cfg.tracking.mode, os.environ))
     from prmloop.loop import jobs
 
     if args.command == "data" and args.action == "generate":
@@ -217,6 +222,7 @@ def dispatch(args: argparse.Namespace) -> None:
 
         summary = grpo_job(cfg, args.policy, args.prm, args.out, args.resume)
         print(f"GRPO done: {summary}; saved to {args.out}")
+        _print_wandb_hint(args.out)
     elif args.command == "loop":
         print(f"loop done; outputs in {jobs.loop_job(cfg, args.out, args.resume)}")
     elif args.command in ("compare", "demo"):
@@ -231,12 +237,21 @@ def dispatch(args: argparse.Namespace) -> None:
         print(f"W&B runs are under {args.out}/arms/*/seed*/wandb; to upload them: {wandb_sync_hint(args.out)}")
 
 
+def _print_wandb_hint(out: str) -> None:
+    """The upload command for the offline W&B run a training command wrote (main process only)."""
+    from prmloop.loop.tracking import is_main_process, wandb_sync_hint
+
+    if is_main_process(os.environ) and any(Path(out).rglob("offline-run-*")):
+        print(f"W&B run is under {out}/wandb; to upload it: {wandb_sync_hint(out)}")
+
+
 def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
     from prmloop.loop import jobs_prm
 
     if args.action == "train":
         summary = jobs_prm.train_prm_job(cfg, args.data, args.out, args.init, args.replay)
         print(f"PRM trained: {summary}; saved to {args.out}")
+        _print_wandb_hint(args.out)
     elif args.action == "label":
         summary = jobs_prm.label_job(cfg, args.policy, args.problems, args.out, args.n, args.method, args.samples)
         print(f"labelled: {summary}; wrote {args.out}")
