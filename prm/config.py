@@ -11,17 +11,20 @@ class PRMConfig:
     """What the first reward model starts from: '' = the warm-started policy (the model being judged), else a causal
     LM (a fresh head), a token-classification PRM or a prmloop PRM (continued), as a local directory or hub name."""
     format: str = "auto"
-    """How a reward-model directory reads: 'auto' (prm.json -> prmloop; a *ForTokenClassification -> token
-    classification; a causal LM -> a fresh PRM when training, an error when only scoring), 'prmloop',
-    'token_classification' (external, needs step_separator) or 'math_shepherd' (a causal LM read at step_separator:
-    P(good_token) vs P(bad_token))."""
+    """How a reward-model directory reads (prm/formats.py): 'auto' (detected; a plain causal LM -> a fresh PRM when
+    training, an error when only scoring), 'prmloop', 'token_classification', 'qwen_prm' (Qwen2.5-Math-PRM),
+    'value_head' (Skywork-o1-Open-PRM), 'math_shepherd' (P(good_token) vs P(bad_token) at step_separator) or
+    'chat_turns' (RLHFlow: one user turn per step, P(good_token) vs P(bad_token) at the assistant's turn)."""
+    trust_remote_code: bool = False
+    """Allow a checkpoint's own model code (config.json auto_map) to run; formats prmloop implements never need it."""
     step_separator: str = "\n"
     """The token each step is read at (the PRM appends it after every step): '\n', 'ки' (Math-Shepherd), '<extra_0>'
-    (Qwen2.5-Math-PRM); it must be one token for the tokenizer. A saved prmloop PRM keeps its own."""
+    (Qwen2.5-Math-PRM); it must be one token for the tokenizer. A saved prmloop PRM keeps its own; qwen_prm always
+    reads at '<extra_0>', value_head at '\n'."""
     good_token: str = "+"
-    """Math-Shepherd format: the token whose probability at the tag means 'step is right'."""
+    """math_shepherd / chat_turns formats: the token whose probability means 'step is right'."""
     bad_token: str = "-"
-    """Math-Shepherd format: the token whose probability at the tag means 'step is wrong'."""
+    """math_shepherd / chat_turns formats: the token whose probability means 'step is wrong'."""
     positive_index: int = 1
     """External token-classification PRMs: the class index meaning 'step is right' (prmloop saves 1)."""
     mode: str = "process"

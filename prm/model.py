@@ -14,12 +14,14 @@ surprise at the step). P(step correct) = σ(z_j) = softmax(head(h_sep))[positive
 What trains (``prm.train``): the backbone (full fine-tuning at ``prm.lr``, or LoRA adapters with ``prm.lora_r``), the
 head (``prm.head_lr``) and the log-prob weights; optionally the LM loss on the solution tokens beside the step loss.
 
-Saved form: a standard transformers token-classification checkpoint (``AutoModelForTokenClassification`` loads it and
-gives the same P(good) at the separator tokens when log-prob features are off), its tokenizer, and ``prm.json``
-(format, separator, positive index, mode, window, log-prob weights). An untied LM head is kept in
-``lm_head.safetensors`` for the log-prob features and the LM loss. The same class reads external PRMs: a
-token-classification checkpoint without prm.json (``prm.step_separator`` given), and Math-Shepherd-style causal LMs
-(P(good token) vs P(bad token) at the tag: a head whose rows are the LM head's rows of the two tokens).
+Saved form (``prm/export.py``): a standard transformers token-classification checkpoint (``AutoModelForTokenClassification``
+loads it and gives the same P(good) at the separator tokens when log-prob features are off), ``modeling_prmloop.py``
+named by config.json's ``auto_map`` (with ``trust_remote_code=True`` it adds the log-prob features too), an untied LM
+head as ``lm_head.weight`` in the checkpoint (older saves: ``lm_head.safetensors``, still read), its tokenizer,
+``prm.json`` (format, separator, positive index, mode, window, log-prob weights) and a model card. The same class reads
+external PRMs: token-classification checkpoints (``prm.step_separator`` given), Qwen2.5-Math-PRM (an MLP head) and
+Skywork (a 1-logit value head) through ``prm/hub_formats.py``, and Math-Shepherd-style causal LMs (P(good token) vs
+P(bad token) at the tag: a head whose rows are the LM head's rows of the two tokens). Weights load in float32.
 
 Modes: ``process`` scores every step; ``outcome`` (an ORM) only the final one. Truncation: ids are cut to
 ``max_length``; a step whose separator falls beyond it scores NaN (``score_steps``) or is dropped and counted (training).
@@ -28,34 +30,22 @@ Padding is on the right; causal attention keeps each row's scores independent of
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, PreTrainedTokenizerBase
 
 from prmloop.data.errors import UserError
 from prmloop.data.prompts import encode_prompt
 from prmloop.data.schema import check_solution_steps
-from prmloop.prm.checkpoint import (
-    LM_HEAD_FILE,
-    PRM_CONFIG_FILE,
-    is_tied,
-    load_checkpoint,
-    read_meta,
-    saved_lm_head,
-)
-from prmloop.prm.features import LOGP_FEATURES, LOGP_WEIGHT_INIT, span_logp_features, token_logp_and_margin
+from prmloop.prm.checkpoint import PRM_CONFIG_FILE, load_checkpoint, read_meta, saved_lm_head
+from prmloop.prm.features import LOGP_WEIGHT_INIT, span_logp_features, token_logp_and_margin
 
 HEAD_BIAS_INIT = 1.0
 """Initial s_good − s_bad of a fresh head: every step starts at σ(1) = 0.73 (most steps are right)."""
-LABELS = {0: "bad", 1: "good"}
-"""Class names of the saved head (``positive_index`` 1 = good)."""
 STEP_SELECTIONS: dict[str, Callable[[int], list[int]]] = {
     "process": lambda num_steps: list(range(num_steps)),
     "outcome": lambda num_steps: [num_steps - 1],
@@ -167,6 +157,12 @@ def is_reward_model_dir(path: str | Path) -> bool:
     return (Path(path) / PRM_CONFIG_FILE).is_file()
 
 
+def head_classes(head: torch.nn.Module) -> int:
+    """How many logits a head gives: a Linear's outputs, or the last Linear's of an MLP head (Qwen2.5-Math-PRM)."""
+    linears = [module for module in head.modules() if isinstance(module, torch.nn.Linear)]
+    return linears[-1].out_features if linears else 0
+
+
 def classifier_of(model: torch.nn.Module) -> tuple[str, torch.nn.Linear]:
     """(attribute name, module) of a token-classification model's head (``score`` or ``classifier``)."""
     for name in ("score", "classifier"):
@@ -178,15 +174,16 @@ def classifier_of(model: torch.nn.Module) -> tuple[str, torch.nn.Linear]:
 class StepRewardModel(torch.nn.Module):
     """A backbone + a (bad, good) head read at each step's separator token (+ optional log-prob features)."""
 
-    def __init__(self, backbone: torch.nn.Module, head: torch.nn.Linear, tokenizer: PreTrainedTokenizerBase,
+    def __init__(self, backbone: torch.nn.Module, head: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                  config, mode: str, max_length: int, separator: str = "\n", positive_index: int = 1,
                  lm_head: torch.nn.Module | None = None, logp_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         get_step_selection(mode)
         check_window(config, max_length)
         separator_id(tokenizer, separator)
-        if head.out_features not in (1, 2) or positive_index not in range(head.out_features):
-            raise UserError(f"prm head: {head.out_features} classes with positive index {positive_index}; a PRM head "
+        classes = head_classes(head)
+        if classes not in (1, 2) or positive_index not in range(classes):
+            raise UserError(f"prm head: {classes} classes with positive index {positive_index}; a PRM head "
                             "has 2 classes (bad, good) or 1 logit")
         if logp_weight is not None and lm_head is None:
             raise UserError("prm.logp_features: needs the LM head (an untied head saved in lm_head.safetensors)")
@@ -214,7 +211,7 @@ class StepRewardModel(torch.nn.Module):
     def from_policy(cls, path_or_name: str, mode: str = "process", max_length: int = 160, separator: str = "\n",
                     logp_features: bool = False) -> StepRewardModel:
         """A fresh PRM from a causal LM checkpoint (a local directory or a hub name)."""
-        lm, tokenizer = load_checkpoint(AutoModelForCausalLM, path_or_name)
+        lm, tokenizer = load_checkpoint(AutoModelForCausalLM, path_or_name)  # float32 master weights
         return cls.from_model(lm, tokenizer, mode, max_length, separator, logp_features)
 
     @classmethod
@@ -232,11 +229,14 @@ class StepRewardModel(torch.nn.Module):
 
     @classmethod
     def from_token_classification(cls, path_or_name: str, separator: str | None = None, positive_index: int | None = None,
-                                  max_length: int | None = None, mode: str | None = None) -> StepRewardModel:
+                                  max_length: int | None = None, mode: str | None = None,
+                                  trust_remote_code: bool = False) -> StepRewardModel:
         """A token-classification checkpoint: a prmloop PRM (its prm.json fills what is not given) or an external one
-        (``separator`` needed). None arguments take the saved value."""
+        (``separator`` needed). None arguments take the saved value. A missing or unexpected head weight is a
+        UserError naming it (only ``lm_head.weight``, kept for the log-prob features, may be extra)."""
         meta = read_meta(path_or_name)
-        model, tokenizer = load_checkpoint(AutoModelForTokenClassification, path_or_name)
+        model, tokenizer = load_checkpoint(AutoModelForTokenClassification, path_or_name, trust_remote_code,
+                                           allowed_unexpected=("lm_head.weight",))
         _, head = classifier_of(model)
         lm_head = saved_lm_head(path_or_name, model)
         logp = meta.get("logp_weight")
@@ -260,32 +260,13 @@ class StepRewardModel(torch.nn.Module):
         return cls.from_token_classification(str(prm_dir), max_length=max_length)
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
-        """A token-classification checkpoint + tokenizer + prm.json (+ an untied LM head); LoRA adapters are merged."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        backbone = self.backbone.merge_and_unload() if hasattr(self.backbone, "merge_and_unload") else self.backbone
-        self.backbone = backbone
-        config = copy.deepcopy(self.config)
-        config.id2label = dict(LABELS) if self.head.out_features == 2 else {0: "good"}
-        config.label2id = {name: index for index, name in config.id2label.items()}
-        with torch.device("meta"):
-            saved = AutoModelForTokenClassification.from_config(config)
-        name, meta_head = classifier_of(saved)
-        state = {f"{saved.base_model_prefix}.{key}": value for key, value in backbone.state_dict().items()}
-        state[f"{name}.weight"] = self.head.weight
-        state[f"{name}.bias"] = self.head.bias if self.head.bias is not None else torch.zeros(self.head.out_features)
-        if meta_head.bias is None:
-            state.pop(f"{name}.bias")
-        saved.load_state_dict({k: v.detach() for k, v in state.items()}, assign=True, strict=True)
-        saved.save_pretrained(out_dir)
-        self.tokenizer.save_pretrained(out_dir)
-        if self.lm_head is not None and not is_tied(self.lm_head, backbone):
-            save_file({"weight": self.lm_head.weight.detach().cpu().contiguous()}, str(out_dir / LM_HEAD_FILE))
-        meta = {"format": "prmloop", "separator": self.separator, "positive_index": self.positive_index,
-                "mode": self.mode, "max_length": self.max_length, "logp_features": list(LOGP_FEATURES),
-                "logp_weight": None if self.logp_weight is None else self.logp_weight.detach().cpu().tolist()}
-        (out_dir / PRM_CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        return out_dir
+        """A token-classification checkpoint + remote code for its log-prob features + tokenizer + prm.json + model
+        card (``prm/export.py``); LoRA adapters are merged first."""
+        from prmloop.prm.export import save_reward_model  # export reads this module's separator_id
+
+        if hasattr(self.backbone, "merge_and_unload"):
+            self.backbone = self.backbone.merge_and_unload()
+        return save_reward_model(self, out_dir)
 
     # ---- scoring
 
@@ -309,7 +290,7 @@ class StepRewardModel(torch.nn.Module):
                     ends: torch.Tensor) -> torch.Tensor:
         """(S,) logits z of S steps: the head at each separator ``ends[s]`` of row ``rows[s]`` (+ log-prob features
         over tokens starts[s]..ends[s] − 1, the step's own tokens)."""
-        out = self.head(hidden[rows, ends].to(self.head.weight.dtype)).float()  # (S, C)
+        out = self.head(hidden[rows, ends].to(next(self.head.parameters()).dtype)).float()  # (S, C)
         z = out[:, 0] if out.shape[1] == 1 else out[:, self.positive_index] - out[:, 1 - self.positive_index]  # (S,)
         if self.logp_weight is None:
             return z
@@ -348,7 +329,7 @@ class StepRewardModel(torch.nn.Module):
         one float (the final step's) in outcome mode. One forward pass per ``batch_size`` solutions."""
         check_solutions(prompts, solutions)
         select = get_step_selection(self.mode)
-        device = self.head.weight.device
+        device = next(self.head.parameters()).device
         was_training = self.training
         self.eval()
         scores: list[list[float]] = []
