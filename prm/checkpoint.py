@@ -38,6 +38,27 @@ def check_loading_info(path_or_name, info: dict, allowed_unexpected: tuple[str, 
                         "set prm.format to the layout it was saved in")
 
 
+SNAPSHOT_IGNORE = ("*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.ot", "*.pth", "original/*", "onnx/*")
+"""Files of a hub repository that no transformers/PyTorch load reads (other frameworks' weights)."""
+
+
+def local_checkpoint(path_or_name: str | Path, key: str = "prm") -> str:
+    """A local directory for a checkpoint: the path itself, or the hub cache's snapshot of a hub name (downloaded if
+    needed; with HF_HUB_OFFLINE=1 the cached copy). Every reader after this one (format detection, safetensors keys,
+    the trust_remote_code gate) then sees the real files of a hub PRM, not only its config. UserError naming ``key``
+    when the name is not on the hub or not in the cache."""
+    if is_local(path_or_name):
+        return str(path_or_name)
+    require_hub(str(path_or_name), key)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(str(path_or_name), ignore_patterns=list(SNAPSHOT_IGNORE))
+    except Exception as err:  # noqa: BLE001 -- not found, gated, offline cache miss: many types, one line out
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"{key}: cannot get {str(path_or_name)!r} from the hub or its cache ({first})") from None
+
+
 def load_checkpoint(auto_class, path_or_name: str, trust_remote_code: bool = False,
                     allowed_unexpected: tuple[str, ...] = ()):
     """(model, tokenizer) from a directory or hub name in float32 (explicit: transformers 5 would keep a bf16

@@ -25,7 +25,7 @@ import torch
 from prmloop.data.errors import UserError
 from prmloop.data.hub import is_local, require_hub
 from prmloop.prm.chat_turns import ChatTurnPRM
-from prmloop.prm.checkpoint import PRM_CONFIG_FILE
+from prmloop.prm.checkpoint import PRM_CONFIG_FILE, local_checkpoint
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.hub_formats import (
     QWEN_PRM_ARCHITECTURE,
@@ -121,13 +121,16 @@ FORMATS = ("auto", *[name for name in LOADERS if name != "causal_lm"])
 
 
 def load_reward_model(path: str | Path, cfg: PRMConfig):
-    """A reward model to score with (``grpo --prm``, the loop, ``prm eval``), its window = ``prm.max_length``."""
+    """A reward model to score with (``grpo --prm``, the loop, ``prm eval``), its window = ``prm.max_length``. A hub
+    name is read from its local snapshot (``local_checkpoint``)."""
+    path = local_checkpoint(path)
     return LOADERS[_format(path, cfg)](path, cfg)
 
 
 def init_reward_model(path: str | Path, cfg: PRMConfig, mode: str) -> tuple[StepRewardModel, str]:
     """(model, what happened) to train from ``path``: a causal LM gets a fresh (bad, good) head, said so; a PRM is
     continued with every trained weight it has (formats prmloop cannot save again are refused)."""
+    path = local_checkpoint(path, "prm.init")
     kind = _format(path, cfg)
     if kind == "causal_lm":
         model = StepRewardModel.from_policy(str(path), mode, cfg.max_length, cfg.step_separator, cfg.logp_features)

@@ -262,3 +262,33 @@ def test_prms_load_in_float32_even_from_bf16_checkpoints(qwen_tokenizer, tmp_pat
     prm.save_pretrained(tmp_path / "prm")
     reloaded = load_reward_model(tmp_path / "prm", PRMConfig())
     assert {p.dtype for p in reloaded.parameters()} == {torch.float32}
+
+
+# ---------------------------------------------------------------- by hub name, through the hub cache
+
+
+def _into_hub_cache(source, cache, repo_id, monkeypatch):
+    """Lay ``source``'s files out as huggingface_hub's cache holds a downloaded repo (snapshots/<commit>, refs/main)
+    and go offline, so a hub name resolves to that copy as it does on a machine that downloaded it."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(source, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+
+
+def test_hub_name_of_a_qwen_prm_is_read_from_its_cached_snapshot(qwen_prm_dir, tmp_path, monkeypatch):
+    local = load_reward_model(qwen_prm_dir, PRMConfig()).score_steps([QUESTION], SOLUTIONS[:1])
+    _into_hub_cache(qwen_prm_dir, tmp_path / "hub", "Qwen/Qwen2.5-Math-PRM-7B", monkeypatch)
+    by_name = load_reward_model("Qwen/Qwen2.5-Math-PRM-7B", PRMConfig())  # detected, head read from safetensors
+    assert by_name.score_steps([QUESTION], SOLUTIONS[:1])[0] == pytest.approx(local[0], abs=1e-6)
+    with pytest.raises(UserError, match=r"^prm: cannot get 'Qwen/Not-A-PRM' from the hub or its cache"):
+        load_reward_model("Qwen/Not-A-PRM", PRMConfig())
