@@ -10,7 +10,10 @@ class PolicyConfig:
     model: str = "tiny"
     """'tiny' builds the embedded small Llama-architecture LM; anything else is a hub name or local directory."""
     dtype: str = "float32"
-    """Weights dtype when loading: 'float32', 'bfloat16' or 'float16'."""
+    """Weights dtype when loading. 'float32' (keep it for training): fp32 master weights, with bf16 compute through
+    ``grpo.mixed_precision: bf16`` (autocast). 'bfloat16' / 'float16' train the low-precision weights themselves: AdamW
+    then loses every update below the weights' rounding step (at lr 1e-6 most of them), so GRPO warns once; use them
+    for sampling-only commands or to fit memory, knowingly. The vLLM engine's dtype is ``grpo.vllm_dtype``."""
     hidden_size: int = 128
     """Tiny model: width of the residual stream."""
     num_layers: int = 4
@@ -108,7 +111,12 @@ class GRPOConfig:
     skipped updates. 0 = never stop early (a run whose updates were all skipped still fails at the end)."""
     mixed_precision: str = "no"
     """accelerate's mixed precision: 'no', 'fp16' or 'bf16'. 'no' defers to ``accelerate launch``: its config file's
-    mixed_precision applies (configs/accelerate/ddp.yaml: bf16)."""
+    mixed_precision applies (configs/accelerate/ddp.yaml: bf16). 'bf16' with ``policy.dtype: float32`` is the
+    right setting for real models: forwards run in bf16 (autocast), AdamW updates fp32 weights."""
+    long_prompts: str = "drop"
+    """Training questions whose prompt is longer than policy.max_length - policy.max_new_tokens tokens: 'drop' them
+    (once, when ``train`` starts; one line counts them), 'truncate' them from the left (the start of the prompt is
+    lost: with a chat template, the system turn first), or 'error' (stop at the step that draws one)."""
     seed: int = 0
     """Seed of the prompt order and of every rollout (a sample depends only on seed, step and prompt index)."""
     checkpoint_every: int = 0
@@ -119,6 +127,22 @@ class GRPOConfig:
     Evaluation and Monte Carlo labelling then sample with the same engine."""
     vllm_gpu_memory_utilization: float = 0.3
     """With use_vllm: fraction of the GPU's memory the engine may take for its weights, activations and KV cache."""
+    vllm_dtype: str = "bfloat16"
+    """With use_vllm: the engine's weights and compute dtype ('bfloat16', 'float16', 'float32', or 'auto' = the
+    policy's own weights' dtype); independent of the trainer's (fp32) weights, which are cast as they are pushed."""
+    vllm_max_num_seqs: int = 0
+    """With use_vllm: most sequences the engine runs at once (vLLM's max_num_seqs); 0 = grpo.generation_batch_size."""
+    vllm_engine_args: str = ""
+    """With use_vllm: any other ``vllm.LLM`` arguments, as a JSON object, e.g. '{"enforce_eager": true}' ('' = none);
+    the arguments prmloop sets itself (model, dtype, seed, ...) are refused: use their own keys."""
+    vllm_old_logps: str = "recompute"
+    """With use_vllm: where π_old comes from. 'recompute' (TRL's way): the training model recomputes the sampled
+    tokens' log-probs before the update, so ρ = 1 at the first inner update; 'engine': vLLM's sampling log-probs
+    (no extra forward, but bf16 engine kernels differ from the trainer's, so ρ starts off 1 and clipping is skewed)."""
+    vllm_is_cap: float = 0.0
+    """With use_vllm and vllm_old_logps 'recompute': truncated importance sampling (TRL's token_truncate) for the
+    engine/trainer mismatch: each token's surrogate loss is weighted by min(π_old/π_engine, cap). 0 = off, else >= 1;
+    TRL's default cap is 2.0 (``policy.importance``)."""
     vllm_sleep: bool = True
     """With use_vllm: release the engine's GPU memory while the policy updates, and wake it (with the new weights)
     before the next sampling."""

@@ -4,11 +4,22 @@ One step (``train_step``) reads as DeepSeekMath's Algorithm 1 inner loop: sample
 step -> log. The math lives in ``policy.advantages`` and ``policy.losses``; this file only wires it.
 
 Choices and departures, stated once:
-- π_old is the sampling-time log-prob of each token (temperature 1, ``policy.rollout``); the μ inner updates all use
-  it. π_ref is a frozen deep copy of the policy; ``reset_reference()`` copies the current weights into it (the loop
+- π_old, which the μ inner updates all use, depends on the sampler. HF loop: the sampling-time log-prob of each token
+  (temperature 1, ``policy.rollout``), computed by the training model itself. vLLM (``grpo.use_vllm``): the engine's
+  bf16 kernels give slightly different log-probs than the trainer on the same weights, so by default
+  (``grpo.vllm_old_logps: recompute``, as TRL) the training model recomputes them in one no-grad forward before the
+  update, and ρ = 1 exactly at the first inner update; ``grpo.vllm_is_cap`` C > 0 adds TRL's truncated importance
+  sampling, each token's surrogate weighted by min(π_old/π_engine, C) (``policy.importance``). ``engine`` uses vLLM's
+  log-probs as π_old (one forward less; ρ then starts off 1 by the engine/trainer gap).
+- π_ref is a frozen deep copy of the policy; ``reset_reference()`` copies the current weights into it (the loop
   calls it at the start of each round). With β = 0 there is no reference model and no reference forward. With
   ``policy.lora_r`` only adapters train and π_ref is the base plus a copy of the adapters (``policy.lora``).
 - The policy runs in eval mode throughout (no dropout), so π_θ equals π_old before the first update, up to rounding.
+- Precision: the policy should be loaded in fp32 (``policy.dtype``) and trained with ``grpo.mixed_precision: bf16``
+  (bf16 forwards, fp32 AdamW); bf16/fp16 trainable weights get a one-line warning (``policy.precision``).
+- Prompts longer than policy.max_length - policy.max_new_tokens are dropped (``train``: from the training set once;
+  ``train_step``: from its batch; one line counts them), left-truncated, or refused at the step that draws one
+  (``grpo.long_prompts``, ``policy.prompt_filter``).
 - Multi-process (accelerate/DDP): each process takes an equal contiguous shard of the step's questions, so groups
   never split; sample i of question q is seeded by (seed, step, global index of q, i) and does not depend on the
   split. DDP averages gradients and every shard has the same number of outputs, so the update equals the
@@ -29,6 +40,8 @@ Choices and departures, stated once:
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import math
 import random
 import time
@@ -52,22 +65,17 @@ from prmloop.policy import divergence, grpo_checkpoint, lora
 from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.distributed import check_engine, configure_deepspeed, is_deepspeed, make_accelerator
+from prmloop.policy.grpo_metrics import group_std_mean, step_metrics  # noqa: F401 - group_std_mean: public here too
+from prmloop.policy.grpo_validate import validate_config
+from prmloop.policy.importance import sampler_mismatch_stats, truncated_is_weights
 from prmloop.policy.logps import forward_logps
 from prmloop.policy.losses import grpo_loss, masked_mean
-from prmloop.policy.rewards import Rewards, StepScorer, check_reward_setup, compute_rewards
+from prmloop.policy.precision import low_precision_warning
+from prmloop.policy.prompt_filter import keep_fitting, left_truncate, prompt_budget
+from prmloop.policy.rewards import Rewards, StepScorer, compute_rewards
 from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, sample_rollout
 
-
-def validate_config(cfg: GRPOConfig) -> None:
-    """UserError naming the key for settings GRPO cannot run with."""
-    check_reward_setup(cfg.supervision, cfg.reward_source)
-    if cfg.group_size < 2:
-        raise UserError(f"grpo.group_size: {cfg.group_size} leaves no group to compare; use 2 or more")
-    if cfg.credit not in ("sum", "min"):
-        raise UserError(f"grpo.credit: unknown {cfg.credit!r}; valid: min, sum")
-    for key in ("steps", "prompts_per_step", "mu", "grad_accum", "generation_batch_size"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"grpo.{key}: must be >= 1, got {getattr(cfg, key)}")
+logger = logging.getLogger(__name__)
 
 
 def step_problem_indices(n_problems: int, prompts_per_step: int, step: int, seed: int) -> list[int]:
@@ -79,11 +87,6 @@ def step_problem_indices(n_problems: int, prompts_per_step: int, step: int, seed
             orders[epoch] = random.Random(seed * 1_000_003 + epoch).sample(range(n_problems), n_problems)
         indices.append(orders[epoch][offset])
     return indices
-
-
-def group_std_mean(values: Tensor, group_size: int) -> float:
-    """Mean over groups of the sample std within each group (TRL's ``reward_std``). (B,) -> float."""
-    return values.reshape(-1, group_size).std(dim=1).mean().item()
 
 
 class GRPOTrainer:
@@ -105,6 +108,9 @@ class GRPOTrainer:
         if policy_cfg.gradient_checkpointing:
             lora.enable_gradient_checkpointing(model)
         model.eval()  # no dropout during RL (module docstring)
+        warning = low_precision_warning(model)
+        if warning and self.accelerator.is_main_process:
+            logger.warning(warning)
         self.lora = lora.is_lora(model)
         self.reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta != 0 and not self.lora else None
         self.reference_adapters = lora.adapter_weights(model) if cfg.beta != 0 and self.lora else None
@@ -144,9 +150,10 @@ class GRPOTrainer:
     def train_step(self, problems: list[Problem], step: int) -> dict[str, float]:
         """One GRPO step on the given questions (all processes pass the same list); returns global metrics."""
         started = time.perf_counter()
-        local, first_index = self._shard(problems)
+        local, first_index = self._shard(self.fitting_problems(problems))
         prompts = [self.prompter(p.question) for p in local]
         rollout = self._sample(self._encode(local, prompts), step, first_index)
+        rollout, is_weights, mismatch = self._old_logps(rollout)
         sampled = time.perf_counter()
         rewards = self._score(local, prompts, rollout)
         scored = time.perf_counter()
@@ -159,7 +166,8 @@ class GRPOTrainer:
         update_stats: dict[str, float] = {}
         advantages = None if skip else self._advantages(rollout, rewards)
         if advantages is not None:
-            update_stats, why = self._update(rollout, advantages)
+            update_stats, why = self._update(rollout, advantages, is_weights)
+            update_stats = {**mismatch, **update_stats}
             if why is not None:
                 skip = True
                 self.skip_reasons[why] += 1
@@ -168,7 +176,7 @@ class GRPOTrainer:
         self.step = step + 1
         self._stop_if_stuck()
         times = {"sample": sampled - started, "score": scored - sampled, "update": time.perf_counter() - scored}
-        return self._metrics(rollout, rewards, advantages, update_stats, times, skip)
+        return step_metrics(self, rollout, rewards, advantages, update_stats, times, skip)
 
     def skip_summary(self) -> str:
         """Why updates were skipped so far, e.g. "2 x a non-finite gradient norm; 1 x non-finite rewards"."""
@@ -192,12 +200,27 @@ class GRPOTrainer:
 
     def _encode(self, problems: list[Problem], prompts: list[str]) -> list[list[int]]:
         prompt_ids = encode_prompts(self.tokenizer, prompts)
-        budget = self.policy_cfg.max_length - self.policy_cfg.max_new_tokens
-        for problem, ids in zip(problems, prompt_ids):
+        budget = prompt_budget(self.policy_cfg)
+        if self.cfg.long_prompts == "truncate":
+            return [left_truncate(ids, budget) for ids in prompt_ids]
+        for problem, ids in zip(problems, prompt_ids):  # 'drop' removed them in train(); a direct train_step may not
             if len(ids) > budget:
                 raise UserError(f"problem {problem.id}: prompt has {len(ids)} tokens; with policy.max_new_tokens="
-                                f"{self.policy_cfg.max_new_tokens} it exceeds policy.max_length={self.policy_cfg.max_length}")
+                                f"{self.policy_cfg.max_new_tokens} it exceeds policy.max_length="
+                                f"{self.policy_cfg.max_length} (grpo.long_prompts=drop or truncate would go on)")
         return prompt_ids
+
+    def fitting_problems(self, problems: list[Problem]) -> list[Problem]:
+        """With ``grpo.long_prompts: drop``, the questions whose prompt fits (one line counts the rest); all of them
+        otherwise. ``train`` applies it to the whole training set once, so no step draws a long one; ``train_step``
+        applies it to its batch too (a caller that draws its own batches then trains on fewer questions that step)."""
+        if self.cfg.long_prompts != "drop":
+            return problems
+        lengths = [len(ids) for ids in encode_prompts(self.tokenizer, [self.prompter(p.question) for p in problems])]
+        kept, message = keep_fitting(problems, lengths, self.policy_cfg)
+        if message and self.accelerator.is_main_process:
+            logger.warning(message)
+        return kept
 
     def _sample(self, prompt_ids: list[list[int]], step: int, first_index: int) -> Rollout:
         with self.accelerator.autocast():
@@ -235,20 +258,43 @@ class GRPOTrainer:
         return [slice(a, b) for a, b in pairwise(bounds) if b > a]
 
     @torch.no_grad()
-    def _reference_logps(self, rollout: Rollout) -> Tensor | None:
-        if self.reference is None and self.reference_adapters is None:
-            return None
-        reference = self.reference if self.reference is not None else self.policy
-        adapters = lora.swapped_adapters(self.policy, self.reference_adapters) if self.reference is None else nullcontext()
+    def _logps_without_grad(self, model: Any, rollout: Rollout, context: Any = None,
+                            share_prompts: bool = True) -> Tensor:
+        """(B, T) log-probs of the rollout's completions under ``model``, in the update's micro-batches."""
         parts = []
-        with self.accelerator.autocast(), adapters:
+        with self.accelerator.autocast(), context or nullcontext():
             for rows in self._micro_batches(rollout.completion_ids.shape[0]):
-                logp, _ = forward_logps(reference, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
-                                        rollout.completion_ids[rows], rollout.completion_mask[rows])
+                logp, _ = forward_logps(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
+                                        rollout.completion_ids[rows], rollout.completion_mask[rows],
+                                        share_prompts=share_prompts)
                 parts.append(logp)
         return torch.cat(parts)  # (B, T)
 
-    def _update(self, rollout: Rollout, advantages: Tensor) -> tuple[dict[str, float], str | None]:
+    def _reference_logps(self, rollout: Rollout) -> Tensor | None:
+        if self.reference is None and self.reference_adapters is None:
+            return None
+        if self.reference is not None:
+            return self._logps_without_grad(self.reference, rollout)
+        adapters = lora.swapped_adapters(self.policy, self.reference_adapters)
+        return self._logps_without_grad(self.policy, rollout, adapters)
+
+    def _old_logps(self, rollout: Rollout) -> tuple[Rollout, Tensor | None, dict[str, float]]:
+        """π_old (module docstring): the rollout as sampled, or with vLLM (``grpo.vllm_old_logps: recompute``) with the
+        training model's own log-probs; then the truncated importance weights (``grpo.vllm_is_cap``) and the
+        engine/trainer mismatch stats."""
+        if not self.cfg.use_vllm or self.cfg.vllm_old_logps == "engine":
+            return rollout, None, {}
+        mask = rollout.completion_mask  # (B, T)
+        recomputed = self._logps_without_grad(self.policy, rollout,
+                                              share_prompts=not self.policy_cfg.gradient_checkpointing)  # (B, T)
+        recomputed = torch.where(mask, recomputed, 0.0)  # (B, T), 0 at padding as in Rollout.logp
+        cap = self.cfg.vllm_is_cap
+        weights = truncated_is_weights(recomputed, rollout.logp, mask, cap) if cap else None  # (B, T) or None
+        stats = sampler_mismatch_stats(recomputed, rollout.logp, mask, weights)
+        return dataclasses.replace(rollout, logp=recomputed), weights, stats
+
+    def _update(self, rollout: Rollout, advantages: Tensor,
+                is_weights: Tensor | None = None) -> tuple[dict[str, float], str | None]:
         """μ inner updates of Eq. 3 against π_old; returns stats averaged over micro-batches and why it skipped."""
         ref_logp = self._reference_logps(rollout)  # (B, T) or None
         micro_batches = self._micro_batches(rollout.completion_ids.shape[0])
@@ -259,7 +305,8 @@ class GRPOTrainer:
                 is_last = index == len(micro_batches) - 1
                 no_sync = nullcontext() if is_last or self.deepspeed else self.accelerator.no_sync(self.model)
                 with no_sync:
-                    stats = self._micro_step(rollout, advantages, ref_logp, rows, share, inner == 0, is_last)
+                    stats = self._micro_step(rollout, advantages, ref_logp, rows, share, inner == 0, is_last,
+                                             None if is_weights is None else is_weights[rows])
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + share * value / (1 if key == "entropy" else self.cfg.mu)
             if self.deepspeed:  # the engine clips, steps and zeroes the gradients; a NaN/inf norm skips the step
@@ -311,7 +358,7 @@ class GRPOTrainer:
                             "grpo.max_grad_norm); the last checkpoint is left as it was")
 
     def _micro_step(self, rollout: Rollout, advantages: Tensor, ref_logp: Tensor | None, rows: slice, share: float,
-                    with_entropy: bool, is_last: bool) -> dict[str, float]:
+                    with_entropy: bool, is_last: bool, is_weights: Tensor | None = None) -> dict[str, float]:
         mask = rollout.completion_mask[rows]  # (b, T)
         self.model.train(self.policy_cfg.gradient_checkpointing)  # HF checkpoints only in train mode (no dropout)
         logp, entropy = forward_logps(self.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
@@ -319,7 +366,7 @@ class GRPOTrainer:
                                       share_prompts=not self.policy_cfg.gradient_checkpointing)  # (b, T)
         self.model.eval()
         loss, stats = grpo_loss(logp, rollout.logp[rows], None if ref_logp is None else ref_logp[rows],
-                                advantages[rows], mask, self.cfg.clip_eps, self.cfg.beta)
+                                advantages[rows], mask, self.cfg.clip_eps, self.cfg.beta, is_weights)
         if self.deepspeed:  # the engine reduces the gradients at the last micro-batch; it steps in _deepspeed_step
             self.model.set_gradient_accumulation_boundary(is_last)
             self.model.backward(loss * share)
@@ -338,49 +385,6 @@ class GRPOTrainer:
     def _all_processes(self, flag: bool) -> bool:
         return not self._any_process(not flag)
 
-    def _gather(self, values: Tensor) -> Tensor:
-        return self.accelerator.gather(values.float().to(self.accelerator.device)).cpu()
-
-    def _metrics(self, rollout: Rollout, rewards: Rewards, advantages: Tensor | None, update_stats: dict[str, float],
-                 times: dict[str, float], skipped: bool) -> dict[str, float]:
-        group = self.cfg.group_size
-        lengths = self._gather(rollout.completion_mask.sum(1))  # (B_global,)
-        prompt_tokens = self._gather(rollout.prompt_mask.sum(1))  # (B_global,)
-        step_counts = torch.tensor([len(s) for s in rollout.steps], dtype=torch.float32)  # (B,)
-        rule = self._gather(rewards.rule)
-        if rewards.outcome is not None:
-            reward = self._gather(rewards.outcome)
-        else:
-            step_sums = torch.tensor([sum(r) for r in rewards.steps or []], dtype=torch.float32)
-            reward = self._gather(step_sums / step_counts.clamp(min=1))
-        self.num_tokens += int(lengths.sum() + prompt_tokens.sum())
-        metrics = {
-            "reward": reward.mean().item(),
-            "reward_std": group_std_mean(reward, group),
-            f"rewards/{self.cfg.reward_source}/mean": reward.mean().item(),
-            "rewards/rule/mean": rule.mean().item(),
-            "completions/mean_length": lengths.mean().item(),
-            "completions/clipped_ratio": 1.0 - self._gather(rollout.finished).mean().item(),
-            "num_tokens": float(self.num_tokens),
-            "step_time": sum(times.values()),
-            **{f"time/{key}": value for key, value in times.items()},
-            "tokens_per_second": lengths.sum().item() / max(times["sample"], 1e-9),
-            "skipped_updates": float(self.skipped_updates),
-        }
-        if rewards.steps is not None:
-            flat = [score for row in rewards.steps for score in row]
-            step_score = self._gather(torch.tensor([sum(flat), len(flat)]))
-            metrics["prm/step_score_mean"] = (step_score[0::2].sum() / step_score[1::2].sum().clamp(min=1)).item()
-            metrics["steps/mean_count"] = self._gather(step_counts).mean().item()
-            metrics["prm/steps_beyond_window"] = self._gather(torch.tensor([float(rewards.steps_beyond_window)])).sum().item()
-        if advantages is not None:
-            zero = (advantages.reshape(-1, group * advantages.shape[1]) == 0).all(dim=1)  # (n_groups,)
-            metrics["frac_reward_zero_std"] = self._gather(zero).mean().item()
-        if not skipped:
-            reduced = self._gather(torch.tensor(list(update_stats.values()))).reshape(-1, len(update_stats)).mean(0)
-            metrics.update(zip(update_stats, reduced.tolist()))
-        return metrics
-
     # ---- loop, checkpoints ----
 
     def train(self, problems: list[Problem], steps: int | None = None,
@@ -388,6 +392,7 @@ class GRPOTrainer:
               checkpoint_dir: str | Path | None = None) -> list[dict[str, float]]:
         """Run steps ``self.step`` .. ``steps - 1`` (default ``cfg.steps``), so a loaded trainer resumes where it was."""
         total = self.cfg.steps if steps is None else steps
+        problems = self.fitting_problems(problems)
         history = []
         progress = tqdm(range(self.step, total), desc="grpo", unit="step", disable=not self.accelerator.is_main_process)
         for step in progress:

@@ -53,13 +53,16 @@ def grpo_loss(
     mask: Tensor,
     clip_eps: float,
     beta: float,
+    sampling_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss −J_GRPO (Eq. 3) with "grpo" aggregation, and detached scalar stats.
 
     Per token: ρ = π_θ/π_old; loss_t = −min(ρÂ, clip(ρ, 1−ε, 1+ε)Â) + β·KL_k3(π_θ ‖ π_ref). ``advantages`` is (B, T)
     or broadcastable to it (e.g. (B, 1) for outcome supervision). ``ref_logp`` may be None when ``beta == 0``.
     Stats: ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` and, when ``ref_logp`` is
-    given, ``kl`` (masked token mean over the batch).
+    given, ``kl`` (masked token mean over the batch). ``sampling_weight`` (B, T), optional and constant: each token's
+    clipped surrogate is multiplied by it before the KL term is added (truncated importance sampling for a sampler
+    that is not π_old, ``policy.importance``; TRL applies its vLLM correction the same way).
     """
     if ref_logp is None and beta != 0:
         raise ValueError(f"ref_logp is required when beta != 0 (beta={beta})")
@@ -72,6 +75,8 @@ def grpo_loss(
     unclipped = ratio * advantages  # (B, T)
     clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages  # (B, T)
     objective = torch.minimum(unclipped, clipped)  # (B, T)
+    if sampling_weight is not None:
+        objective = objective * torch.where(mask, sampling_weight.detach(), 0.0)  # (B, T)
     stats = _clip_stats(ratio.detach(), advantages, mask, clip_eps)
     if ref_logp is not None:
         # Both log-probs zeroed at padding, so garbage there can neither leak into the KL nor its gradient.

@@ -9,7 +9,10 @@ engine per process serves them all. How it keeps the contract of ``policy.rollou
   under the RAW logits (temperature 1, before top-p). The engine runs with ``logprobs_mode="raw_logprobs"``, which
   vLLM 0.10 added (older releases returned log-probs after temperature and other processing), so π_old is what the HF
   loop and ``forward_logps`` compute. vLLM's V0 engine (0.10 with ``VLLM_USE_V1=0``) ignores that setting, so do not
-  use V0 here.
+  use V0 here. They are still the engine's numbers (bf16 kernels by default): GRPO recomputes π_old with the training
+  model unless ``grpo.vllm_old_logps: engine`` (``policy.importance``).
+- Precision: the engine runs in ``grpo.vllm_dtype`` (default bfloat16) whatever the trainer's weights are (fp32 by
+  default); the engine's ``load_weights`` casts the pushed fp32 tensors into its own parameters.
 - Seeds: row i is one request with ``SamplingParams(seed=row_seeds[i])``, so its sample depends only on its seed (up to
   float rounding, as in the HF loop). vLLM draws with its own sampler, so the same seed gives a different sample from
   the same distribution than ``HFBackend``. Seeded requests take vLLM's per-request generator path, which is slower
@@ -26,9 +29,11 @@ engine per process serves them all. How it keeps the contract of ``policy.rollou
   base model's names); the PEFT model itself is not changed.
 - Sleep (``grpo.vllm_sleep``): after sampling, the engine sleeps at level 2, which releases its weights and KV cache
   and copies nothing to CPU, since the weights are pushed in again anyway. Before the next sampling it wakes the
-  weights, takes the push, then wakes the KV cache. Sleep mode uses vLLM's own CUDA allocator for the engine only;
-  vLLM rejects ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` with it. Without sleep, a push also clears the
-  prefix cache, which holds keys and values computed with the old weights.
+  weights, takes the push, then wakes the KV cache; before each wake, ``torch.cuda.empty_cache()`` hands the
+  trainer's cached but free blocks (activations and gradients of the update) back to the driver, where vLLM's own
+  allocator can take them (TRL does the same before ``wake_up``). Sleep mode uses vLLM's own CUDA allocator for the
+  engine only; vLLM rejects ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` with it. Without sleep, a push also
+  clears the prefix cache, which holds keys and values computed with the old weights.
 - Architectures: those vLLM implements natively, with dense weights whose ``state_dict`` names are the checkpoint
   names (Llama, Qwen2, Mistral, GPT-2, ...).
 """
@@ -49,6 +54,7 @@ import torch
 from prmloop.data.errors import UserError
 from prmloop.policy import lora
 from prmloop.policy.rollout import Generation, eos_token_ids
+from prmloop.policy.vllm_settings import check_vllm_settings, engine_dtype, engine_max_num_seqs, parse_engine_args
 
 MIN_VERSION = (0, 10)
 """Oldest vLLM with ``logprobs_mode`` (raw log-probs), sleep-mode tags and ``LLM.apply_model`` on the V1 engine."""
@@ -141,7 +147,7 @@ class VLLMBackend:
 
     def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                  *, max_model_len: int, gpu_memory_utilization: float = 0.3, sleep: bool = True, seed: int = 0,
-                 max_num_seqs: int = 256, engine_args: dict[str, Any] | None = None) -> None:
+                 max_num_seqs: int = 256, engine_args: dict[str, Any] | None = None, dtype: str = "auto") -> None:
         self._vllm = require_vllm()
         self.model, self.tokenizer, self.sleep_after_sampling = model, tokenizer, sleep
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
@@ -151,7 +157,7 @@ class VLLMBackend:
         base = model.get_base_model() if lora.is_lora(model) else model
         config = copy.deepcopy(base.config)
         config.architectures = [type(base).__name__]  # how vLLM picks its model class; unset on a model built in memory
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        dtype = engine_dtype(dtype, str(next(model.parameters()).dtype).removeprefix("torch."))
         # the engine's seed only seeds unseeded requests, and every request here has its own seed: not part of the key
         key = (config.to_json_string(use_diff=False), dtype, max_model_len, gpu_memory_utilization, sleep, max_num_seqs,
                repr(sorted((engine_args or {}).items())))
@@ -174,7 +180,8 @@ class VLLMBackend:
                     distributed_executor_backend="uni", **(engine_args or {}))
         except (ValueError, TypeError) as err:
             first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise UserError(f"grpo.use_vllm: vLLM could not start its engine ({first_line})") from None
+            raise UserError(f"grpo.use_vllm: vLLM could not start its engine ({first_line}); check the grpo.vllm_* "
+                            "settings") from None
 
     @property
     def llm(self) -> Any:
@@ -193,7 +200,8 @@ class VLLMBackend:
                    grpo_cfg.temperature if temperature is None else temperature,
                    grpo_cfg.top_p if top_p is None else top_p,
                    max_model_len=policy_cfg.max_length, gpu_memory_utilization=grpo_cfg.vllm_gpu_memory_utilization,
-                   sleep=grpo_cfg.vllm_sleep, seed=grpo_cfg.seed, max_num_seqs=grpo_cfg.generation_batch_size)
+                   sleep=grpo_cfg.vllm_sleep, seed=grpo_cfg.seed, max_num_seqs=engine_max_num_seqs(grpo_cfg),
+                   engine_args=parse_engine_args(grpo_cfg.vllm_engine_args), dtype=grpo_cfg.vllm_dtype)
 
     def sync_weights(self, model: Any) -> None:
         """The engine must sample from ``model``'s current weights: they are pushed in at the next ``generate``."""
@@ -224,20 +232,27 @@ class VLLMBackend:
         """Wake the weights, push this backend's policy if the engine does not hold it, then wake the KV cache."""
         engine = self._engine
         if engine.asleep:
+            torch.cuda.empty_cache()  # the update's freed blocks go back to the driver before vLLM reallocates
             self.llm.wake_up(tags=["weights"])
         if engine.loaded is not self.model:
             self.llm.apply_model(lambda engine_model: engine_model.load_weights(lora.merged_weights(self.model)))
             if not engine.asleep:
                 self.llm.reset_prefix_cache()  # cached keys/values were computed with the old weights
         if engine.asleep:
+            torch.cuda.empty_cache()
             self.llm.wake_up(tags=["kv_cache"])
         engine.asleep, engine.loaded = False, self.model
 
 
 def sample_with_vllm(grpo_cfg: Any, policy_cfg: Any) -> None:
     """From now on every ``PolicySampler`` of this process (evaluation, labelling) samples with the vLLM engine that
-    GRPO uses (``grpo.use_vllm``), with the sampler's own temperature and length."""
+    GRPO uses (``grpo.use_vllm``), with the sampler's own temperature and length. The CLI calls it right after loading
+    the config, so a bad ``grpo.vllm_*`` value, a missing vllm or a missing GPU is one line there, before any model
+    is loaded."""
     from prmloop.policy import rollout
+
+    check_vllm_settings(grpo_cfg)
+    require_vllm()
 
     def backend(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float, top_p: float) -> VLLMBackend:
         return VLLMBackend.from_configs(model, tokenizer, grpo_cfg, policy_cfg, max_new_tokens=max_new_tokens,

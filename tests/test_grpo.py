@@ -165,7 +165,8 @@ def test_empty_completions_get_zero_advantage():
 
 
 def test_overlong_prompt_names_the_problem():
-    trainer = make_trainer(policy_cfg=PolicyConfig(max_new_tokens=10, max_length=20))
+    # grpo.long_prompts=error; the default drops them (tests/test_grpo_long_prompts.py)
+    trainer = make_trainer(policy_cfg=PolicyConfig(max_new_tokens=10, max_length=20), long_prompts="error")
     long = Problem("too-long-7", "1 + 2 + 3 + 4 + 5 + 6 = ? (left to right)", "21")
     with pytest.raises(UserError, match="problem too-long-7"):
         trainer.train_step([long, PROBLEMS[0]], step=0)

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,11 +15,14 @@ import pytest
 import torch
 from test_grpo import PROBLEMS, make_trainer, one_thread  # noqa: F401 - one_thread is an autouse fixture
 
+import prmloop.policy.grpo as grpo_module
 from prmloop.data.errors import UserError
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.loop.config import load_config
 from prmloop.policy import lora, rollout, vllm_backend
 from prmloop.policy.config import GRPOConfig, PolicyConfig
+from prmloop.policy.grpo import validate_config
+from prmloop.policy.logps import forward_logps
 from prmloop.policy.lora import merged_weights
 from prmloop.policy.rollout import encode_prompts, row_seed
 from prmloop.policy.tiny import tiny_random_model
@@ -29,6 +33,7 @@ from prmloop.policy.vllm_backend import (
     require_vllm,
     sampled_logps,
 )
+from prmloop.policy.vllm_settings import engine_max_num_seqs, parse_engine_args
 
 # ---------------------------------------------------------------- errors and config (CPU)
 
@@ -75,6 +80,54 @@ def test_config_fields_load_and_are_checked():
                                      "must be a number in (0, 1]")
     with pytest.raises(UserError, match=r"key 'grpo\.use_vllm' expects bool"):
         load_config(None, ["grpo.use_vllm=maybe"])
+
+
+def test_engine_settings_load_and_are_checked():
+    grpo = load_config(None, []).grpo
+    assert (grpo.vllm_dtype, grpo.vllm_max_num_seqs, grpo.vllm_engine_args, grpo.vllm_old_logps, grpo.vllm_is_cap) == (
+        "bfloat16", 0, "", "recompute", 0.0)
+    cfg = load_config(None, ['grpo.vllm_engine_args={"enforce_eager": true, "swap_space": 2}', "grpo.vllm_is_cap=2",
+                             "grpo.vllm_max_num_seqs=32", "grpo.vllm_dtype=auto", "grpo.vllm_old_logps=recompute"])
+    assert parse_engine_args(cfg.grpo.vllm_engine_args) == {"enforce_eager": True, "swap_space": 2}
+    assert engine_max_num_seqs(cfg.grpo) == 32 and engine_max_num_seqs(GRPOConfig(generation_batch_size=48)) == 48
+    validate_config(cfg.grpo)
+    bad = {
+        "vllm_engine_args='{enforce_eager: true}'": r"^grpo\.vllm_engine_args: not valid JSON \(Expecting property name "
+                                                    r"enclosed in double quotes at character 1\); write a JSON object",
+        "vllm_engine_args=[1, 2]": r"^grpo\.vllm_engine_args: must be a JSON object \(\{\.\.\.\}\), got a JSON list$",
+        'vllm_engine_args={"dtype": "half"}': r"^grpo\.vllm_engine_args: 'dtype' cannot be given here \(set "
+                                              r"grpo\.vllm_dtype instead\)$",
+        'vllm_engine_args={"logprobs_mode": "processed_logprobs"}': r"'logprobs_mode' cannot be given here \(prmloop "
+                                                                    r"sets it itself\)$",
+        "vllm_dtype=fp8": r"^grpo\.vllm_dtype: unknown 'fp8'; valid: auto, bfloat16, float16, float32$",
+        "vllm_old_logps=trainer": r"^grpo\.vllm_old_logps: unknown 'trainer'; valid: recompute, engine$",
+        "vllm_is_cap=0.5": r"^grpo\.vllm_is_cap: 0\.5 must be 0 \(off\) or a finite number >= 1$",
+        "vllm_max_num_seqs=-1": r"^grpo\.vllm_max_num_seqs: must be >= 0",
+    }
+    for assignment, message in bad.items():
+        with pytest.raises(UserError, match=message):
+            validate_config(load_config(None, [f"grpo.{assignment}"]).grpo)
+    with pytest.raises(UserError, match=r"^grpo\.vllm_is_cap: importance sampling needs the trainer's own log-probs"):
+        validate_config(GRPOConfig(vllm_old_logps="engine", vllm_is_cap=2.0))
+
+
+@pytest.mark.parametrize("missing", ["cuda", "vllm"])
+def test_grpo_command_stops_in_one_line_before_loading_anything(tmp_path, monkeypatch, capsys, missing):
+    from prmloop.loop.cli import main
+
+    monkeypatch.setattr(rollout, "SAMPLER_BACKEND", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: missing != "cuda")
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError, as when it is absent
+    loaded = []
+    monkeypatch.setattr("prmloop.loop.jobs_grpo.load_policy", lambda *a, **k: loaded.append(a))
+    assert main(["grpo", "--policy", str(tmp_path / "no-policy-here"), "--out", str(tmp_path / "run"), "--config",
+                 "configs/quick.yaml", "--set", "grpo.use_vllm=true", "--set", "grpo.supervision=outcome", "--set",
+                 "grpo.reward_source=rule"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"prmloop: error: {NEEDS}; ")
+    assert ("no CUDA GPU is visible" in err) == (missing == "cuda")
+    assert ("cannot be imported" in err) == (missing == "vllm")
+    assert not (tmp_path / "run").exists() and not loaded  # nothing written, no model loaded
 
 
 # ---------------------------------------------------------------- pure pieces (CPU)
@@ -137,43 +190,96 @@ def test_merged_weights_of_a_lora_model_load_into_the_plain_base_and_match_it(tm
 # ---------------------------------------------------------------- engine calls against a fake vllm (CPU)
 
 
-class FakeLLM:
-    """Stands in for ``vllm.LLM``: records its arguments and every call; a request's tokens come from ``script``."""
+@dataclass
+class Logprob:
+    """vllm.logprobs.Logprob (vLLM >= 0.10): one position's entry of ``CompletionOutput.logprobs``."""
 
-    def __init__(self, **kwargs):
-        self.kwargs, self.env = kwargs, os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
-        self.config = json.loads((Path(kwargs["model"]) / "config.json").read_text())
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
+class CompletionOutput:
+    """vllm.outputs.CompletionOutput: ``logprobs`` is a list (one per sampled token) of dict token_id -> Logprob."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    logprobs: list[dict[int, Logprob]] | None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+@dataclass
+class RequestOutput:
+    """vllm.outputs.RequestOutput (the fields prmloop may touch)."""
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    prompt_logprobs: None
+    outputs: list[CompletionOutput]
+    finished: bool = True
+
+
+class FakeLLM:
+    """Stands in for ``vllm.LLM`` with its ≥ 0.10 signatures and output layout: records its arguments and every call;
+    a request's tokens come from ``script``. Their log-probs are scripted (-0.5, -1.0, ...) unless ``true_logps`` is
+    set: then they are the pushed weights' own temperature-1 log-probs plus Gaussian noise of std ``perturb`` (a bf16
+    engine's kernels disagree with the trainer's by a little)."""
+
+    def __init__(self, model, **kwargs):
+        self.kwargs, self.env = {"model": model, **kwargs}, os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+        self.config = json.loads((Path(model) / "config.json").read_text())
         self.calls, self.pushed, self.params = [], {}, []
         self.script = lambda seed: [30 + seed % 7, 31] + ([1] if seed % 2 == 0 else [])
+        self.true_logps, self.perturb = False, 0.0
         torch.manual_seed(1234)  # vLLM seeds the global generators of the process it runs in
         random.seed(1234)
 
-    def apply_model(self, fn):
+    def apply_model(self, func):
         self.calls.append("push")
         engine_model = SimpleNamespace(load_weights=lambda weights: self.pushed.update(
             (name, value.detach().clone()) for name, value in weights))
-        return [fn(engine_model)]
+        return [func(engine_model)]
 
-    def generate(self, prompts, params, use_tqdm):
+    def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None):
         self.calls.append("generate")
-        assert not torch.is_autocast_enabled("cuda") and use_tqdm is False
-        self.prompts, self.params = prompts, params
+        assert not torch.is_autocast_enabled("cuda") and use_tqdm is False and lora_request is None
+        self.prompts, self.params, self.sampled_logps = prompts, sampling_params, []
         outputs = []
-        for p in params:
+        for index, (prompt, p) in enumerate(zip(prompts, sampling_params)):
             tokens = self.script(p.seed)
-            logprobs = [{token: SimpleNamespace(logprob=-0.5 * (i + 1)), 99: SimpleNamespace(logprob=-9.0)}
-                        for i, token in enumerate(tokens)]
-            outputs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=logprobs)]))
+            values = (self._model_logps(prompt["prompt_token_ids"], tokens, p.seed) if self.true_logps
+                      else [-0.5 * (i + 1) for i in range(len(tokens))])
+            self.sampled_logps.append(values)
+            logprobs = [{token: Logprob(value, rank=2, decoded_token=None), 99: Logprob(-9.0, rank=1)}
+                        for token, value in zip(tokens, values)]
+            completion = CompletionOutput(0, "", tokens, sum(values), logprobs, "stop" if tokens[-1] == 1 else "length")
+            outputs.append(RequestOutput(str(index), None, prompt["prompt_token_ids"], None, [completion]))
         return outputs
 
-    def sleep(self, level):
+    def _model_logps(self, prompt_ids, tokens, seed):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(self.kwargs["model"]))
+        model.load_state_dict(self.pushed)
+        prompt_mask, mask = torch.ones(1, len(prompt_ids), dtype=torch.bool), torch.ones(1, len(tokens), dtype=torch.bool)
+        logp, _ = forward_logps(model.eval(), torch.tensor([prompt_ids]), prompt_mask, torch.tensor([tokens]), mask)
+        noise = torch.randn(len(tokens), generator=torch.Generator().manual_seed(seed)) * self.perturb
+        return (logp[0].detach() + noise).tolist()
+
+    def sleep(self, level=1):
         self.calls.append(f"sleep {level}")
 
-    def wake_up(self, tags):
+    def wake_up(self, tags=None):
         self.calls.append(f"wake {','.join(tags)}")
 
-    def reset_prefix_cache(self):
+    def reset_prefix_cache(self, *args, **kwargs):  # 0.10: (device=None); later: (reset_running_requests=False, ...)
         self.calls.append("reset prefix cache")
+        return True
 
 
 @pytest.fixture
@@ -253,12 +359,14 @@ def test_a_lora_policy_gives_its_base_architecture_and_merged_weights(fake_vllm)
     assert list(backend.llm.pushed) == list(plain.state_dict())  # the names of the plain model, in its order
 
 
-def test_sleep_wakes_weights_then_pushes_then_wakes_the_kv_cache(fake_vllm):
+def test_sleep_wakes_weights_then_pushes_then_wakes_the_kv_cache(fake_vllm, monkeypatch):
     backend, _ = fake_backend(sleep=True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: backend.llm.calls.append("empty cache"))
     backend.generate([[4]], [0])
     backend.generate([[4]], [1])  # no optimizer step between: level 2 released the weights, so they come back anyway
-    assert backend.llm.calls == ["push", "reset prefix cache", "generate", "sleep 2",
-                                 "wake weights", "push", "wake kv_cache", "generate", "sleep 2"]
+    # the trainer's cached free blocks go back to the driver before each wake, so vLLM can take them
+    assert backend.llm.calls == ["push", "reset prefix cache", "generate", "sleep 2", "empty cache", "wake weights",
+                                 "push", "empty cache", "wake kv_cache", "generate", "sleep 2"]
 
 
 def test_grpo_trainer_samples_with_the_engine_and_syncs_after_each_kept_step(fake_vllm):
@@ -344,3 +452,78 @@ def test_use_vllm_without_a_gpu_stops_labelling_in_one_line(tmp_path, monkeypatc
         "prmloop: error: grpo.use_vllm: needs the 'vllm' extra (pip install 'prmloop[vllm]') and a CUDA GPU; no CUDA "
         "GPU is visible to torch (torch.cuda.is_available() is False)")
     assert not (tmp_path / "labels.jsonl").exists()
+
+
+def test_engine_arguments_come_from_the_config(fake_vllm):
+    trainer = make_trainer(use_vllm=True, vllm_max_num_seqs=24, vllm_engine_args='{"enforce_eager": true}')
+    kwargs = trainer.backend.llm.kwargs
+    assert (kwargs["dtype"], kwargs["max_num_seqs"], kwargs["enforce_eager"]) == ("bfloat16", 24, True)
+    assert next(trainer.policy.parameters()).dtype == torch.float32  # the trainer's weights stay fp32
+    same = VLLMBackend.from_configs(trainer.policy, trainer.tokenizer, GRPOConfig(use_vllm=True, vllm_dtype="auto"),
+                                    trainer.policy_cfg)
+    assert same.llm is not trainer.backend.llm  # other engine settings: another engine
+    assert (same.llm.kwargs["dtype"], same.llm.kwargs["max_num_seqs"]) == ("float32", 256)  # 'auto': the policy's
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process: start and leave these tests without one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def recorded_losses(monkeypatch) -> list[dict]:
+    """Every grpo_loss call of the trainer: log ρ at valid tokens (0 elsewhere), π_old, the mask and the IS weights."""
+    calls, original = [], grpo_module.grpo_loss
+
+    def recording(logp, old_logp, ref_logp, advantages, mask, clip_eps, beta, sampling_weight=None):
+        calls.append({"log_ratio": torch.where(mask, logp.detach() - old_logp, 0.0), "old_logp": old_logp,
+                      "mask": mask, "weight": sampling_weight})
+        return original(logp, old_logp, ref_logp, advantages, mask, clip_eps, beta, sampling_weight)
+
+    monkeypatch.setattr(grpo_module, "grpo_loss", recording)
+    return calls
+
+
+def engine_trainer(perturb: float, **overrides):
+    """A trainer on the stand-in engine, whose log-probs are the pushed weights' own plus noise of std ``perturb``."""
+    trainer = make_trainer(use_vllm=True, vllm_sleep=False, **overrides)
+    newline, eos = trainer.tokenizer.convert_tokens_to_ids("\n"), trainer.tokenizer.eos_token_id
+    trainer.backend.llm.script = lambda seed: [5 + seed % 16, newline, 5 + seed // 16 % 16, newline, eos]
+    trainer.backend.llm.true_logps, trainer.backend.llm.perturb = True, perturb
+    return trainer
+
+
+@pytest.mark.parametrize(("old_logps", "perturb", "precision"), [
+    ("recompute", 0.05, "no"), ("recompute", 0.05, "bf16"), ("engine", 0.05, "no"), ("engine", 0.0, "no")])
+def test_ratio_starts_at_exactly_one_only_with_recomputed_old_logps(fake_vllm, monkeypatch, fresh_accelerate_state,
+                                                                     old_logps, perturb, precision):
+    calls = recorded_losses(monkeypatch)
+    trainer = engine_trainer(perturb, vllm_old_logps=old_logps, mu=2, mixed_precision=precision)
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert metrics["skipped_updates"] == 0 and len(calls) == 2  # μ = 2 inner updates, one micro-batch each
+    first, second = calls[0]["log_ratio"], calls[1]["log_ratio"]
+    assert calls[0]["mask"].sum() == 8 * 5 and second.abs().max() > 0  # the second update is after a step
+    if old_logps == "recompute":  # π_old is the training model's own forward: ρ = 1 exactly, whatever the engine said
+        assert torch.equal(first, torch.zeros_like(first))
+        # |N(0, 0.05)| has mean 0.05·sqrt(2/π) = 0.040
+        assert 0.02 < metrics["sampling/sampling_logp_difference/mean"] < 0.06
+    elif perturb:  # the engine's log-probs as π_old: ρ starts off 1 by the engine/trainer gap
+        assert first.abs().max() > 0.05 and "sampling/sampling_logp_difference/mean" not in metrics
+    else:  # the stand-in's log-probs are the weights' own: without noise it agrees with the trainer up to rounding
+        assert first.abs().max() < 1e-5
+
+
+def test_truncated_importance_sampling_weights_each_token(fake_vllm, monkeypatch):
+    calls = recorded_losses(monkeypatch)
+    trainer = engine_trainer(0.05, vllm_is_cap=1.02)
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    engine = torch.tensor(trainer.backend.llm.sampled_logps)  # (8, 5): every completion has 5 tokens
+    old, weight = calls[0]["old_logp"], calls[0]["weight"]
+    assert torch.allclose(weight, torch.exp(old - engine).clamp(max=1.02))  # min(π_old / π_engine, C), C = 1.02
+    assert weight.max() == pytest.approx(1.02) and weight.min() < 0.98  # the cap binds, and small ratios stay
+    assert metrics["sampling/importance_sampling_ratio/max"] == pytest.approx(1.02)
+    assert metrics["sampling/importance_sampling_ratio/min"] == pytest.approx(weight.min().item())

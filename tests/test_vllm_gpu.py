@@ -1,5 +1,6 @@
 """policy/vllm_backend.py's real engine on a GPU (skipped without CUDA and the vllm extra; bench/gpu_vllm.sh runs
-them): its samples against ``HFBackend``'s, raw log-probs, seeds, weight pushes (full and LoRA), sleep, a GRPO run."""
+them): its samples against ``HFBackend``'s, raw log-probs, seeds, weight pushes (full and LoRA), sleep, a GRPO run,
+and a bf16 engine beside an fp32 trainer (π_old recomputed)."""
 
 import copy
 import importlib.util
@@ -12,6 +13,7 @@ from hub_fixtures import build_hub_tokenizer
 from test_grpo import ARITH, PROBLEMS
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+import prmloop.policy.grpo as grpo_module
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.policy import lora
 from prmloop.policy.config import GRPOConfig, PolicyConfig
@@ -179,10 +181,12 @@ def test_lora_policy_is_merged_into_the_engine_and_left_unchanged(engine):
 def test_grpo_trainer_with_a_sleeping_engine():
     # The only sleep-mode engine of the process (vLLM's sleep allocator serves one engine per process). After each
     # step the engine sleeps (its memory comes back to the GPU) and the next sampling is from the updated policy: the
-    # rollout's log-probs equal the policy's own forward on the same tokens (π_old = π_θ before the update).
+    # rollout's log-probs equal the policy's own forward on the same tokens (π_old = π_θ before the update). An fp32
+    # engine (grpo.vllm_dtype), so that the comparison can be tight; the bf16 default: the test below.
     tokenizer = build_task_tokenizer()
     policy_cfg = PolicyConfig(max_new_tokens=10)
-    cfg = GRPOConfig(prompts_per_step=2, group_size=4, lr=1e-2, use_vllm=True, vllm_gpu_memory_utilization=0.1)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=4, lr=1e-2, use_vllm=True, vllm_gpu_memory_utilization=0.1,
+                     vllm_dtype="float32")
     trainer = GRPOTrainer(build_tiny_llama(policy_cfg, tokenizer, seed=0), tokenizer, cfg, policy_cfg, ARITH,
                           scorer=DigitScorer())  # the embedded tiny policy: head size 32 (vLLM kernels need >= 16)
     assert trainer.backend.device.type == "cuda"
@@ -199,3 +203,41 @@ def test_grpo_trainer_with_a_sleeping_engine():
         logp, _ = forward_logps(trainer.policy, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
                                 rollout.completion_mask)
     assert (rollout.logp - logp)[rollout.completion_mask].abs().max() < 2e-3
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process: start and leave the test without one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.gpu
+@gpu
+def test_bf16_engine_fp32_trainer_recomputes_old_logps(monkeypatch, fresh_accelerate_state):
+    # The real-model configs' precision: fp32 trainer weights with bf16 autocast, a bf16 engine (the default
+    # grpo.vllm_dtype). The engine's log-probs differ from the trainer's; π_old is recomputed by the trainer, so ρ = 1
+    # exactly at the first inner update; truncated IS weights (cap 2) are reported under TRL's names.
+    ratios, original = [], grpo_module.grpo_loss
+
+    def recording(logp, old_logp, ref_logp, advantages, mask, *rest):
+        ratios.append((logp.detach() - old_logp)[mask])
+        return original(logp, old_logp, ref_logp, advantages, mask, *rest)
+
+    monkeypatch.setattr(grpo_module, "grpo_loss", recording)
+    tokenizer = build_task_tokenizer()
+    policy_cfg = PolicyConfig(max_new_tokens=10)
+    cfg = GRPOConfig(prompts_per_step=2, group_size=4, lr=1e-2, use_vllm=True, vllm_gpu_memory_utilization=0.1,
+                     vllm_sleep=False, vllm_is_cap=2.0, mixed_precision="bf16")
+    trainer = GRPOTrainer(build_tiny_llama(policy_cfg, tokenizer, seed=1), tokenizer, cfg, policy_cfg, ARITH,
+                          scorer=DigitScorer())
+    metrics = trainer.train_step(PROBLEMS[:2], step=0)
+    assert metrics["skipped_updates"] == 0 and next(trainer.policy.parameters()).dtype == torch.float32
+    assert torch.equal(ratios[0], torch.zeros_like(ratios[0]))
+    assert 0 < metrics["sampling/sampling_logp_difference/mean"] < 0.1  # bf16 engine vs trainer: near, not equal
+    low, high = metrics["sampling/importance_sampling_ratio/min"], metrics["sampling/importance_sampling_ratio/max"]
+    assert 0 < low <= high <= 2
+
