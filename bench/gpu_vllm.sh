@@ -22,8 +22,10 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 WANDB_SILENT=true TQDM_DISABLE=1 VLLM_LOGGING_LEVEL=WARNING
 python -c "import torch, vllm; assert torch.cuda.is_available(), 'no CUDA GPU'; \
 print('vllm', vllm.__version__, '| torch', torch.__version__, '|', torch.cuda.get_device_name())"
-python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "not trainer"
+python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "not trainer and not recomputes"
 python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "trainer_with_a_sleeping_engine"
+# pi_old: a bf16 engine beside fp32 trainer weights; recomputed pi_old gives rho = 1 at the first inner update
+python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "recomputes_old_logps"
 python - "$@" <<'EOF'
 import argparse
 import statistics
@@ -142,7 +144,9 @@ def grpo_rows(model, tokenizer, args) -> list[dict]:
                 runs.append(metrics)
         table.append({"backend": "VLLMBackend (sleep)" if use_vllm else "HFBackend",
                       **{key: statistics.median(m[f"time/{key}"] for m in runs) for key in ("sample", "update")},
-                      "step": statistics.median(m["step_time"] for m in runs)})
+                      "step": statistics.median(m["step_time"] for m in runs),
+                      "gap": statistics.median(m.get("sampling/sampling_logp_difference/mean", float("nan"))
+                                               for m in runs)})
         del trainer
         torch.cuda.empty_cache()
     return table
@@ -171,10 +175,10 @@ def main() -> None:
               f"{r['mean_length']:.1f} | {r['logp_per_token']:.3f} | {r['max_logp_gap']:.2e} | {push} |")
     if args.grpo_steps:
         print(f"\nGRPO (outcome, rule reward, beta 0), median of {args.grpo_steps} steps after a warm-up step:")
-        print("| backend | step s | sample s | update s |")
-        print("|---|---|---|---|")
+        print("| backend | step s | sample s | update s | mean |engine - trainer| logp |")
+        print("|---|---|---|---|---|")
         for r in grpo_rows(model, tokenizer, args):
-            print(f"| {r['backend']} | {r['step']:.3f} | {r['sample']:.3f} | {r['update']:.3f} |")
+            print(f"| {r['backend']} | {r['step']:.3f} | {r['sample']:.3f} | {r['update']:.3f} | {r['gap']:.2e} |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """vLLM rollouts: a colocated vLLM engine behind ``CompletionBackend``, with the policy's weights pushed in place.
 
-Optional: the ``vllm`` extra (vLLM >= 0.10), one CUDA GPU, one process; ``grpo.use_vllm`` picks it, for GRPO's
-rollouts and (``sample_with_vllm``) for every other sampling of the process: evaluation and Monte Carlo labelling. One
-engine per process serves them all. How it keeps the contract of ``policy.rollout``:
+Optional: the ``vllm`` extra (vLLM >= 0.12, the first whose requirements accept prmloop's transformers floor; this
+code needs 0.10), one CUDA GPU, one process; ``grpo.use_vllm`` picks it, for GRPO's rollouts and
+(``sample_with_vllm``) for every other sampling of the process: evaluation and Monte Carlo labelling. One engine per
+process serves them all. How it keeps the contract of ``policy.rollout``:
 - The same ``Generation`` as ``HFBackend``: completions right-padded with the pad id; the mask covers every generated
   token including the final EOS; ``finished`` means the last token is an EOS id (read from the tokens, because vLLM
   calls an EOS drawn as the max_tokens-th token a "length" stop); ``logp`` is the log-prob of each sampled token
