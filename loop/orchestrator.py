@@ -165,6 +165,7 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
     eval_prm = reward_model if arm.reward_model_mode == "process" else StepRewardModel.from_pretrained(
         shared.reward_models["process"], cfg.prm.max_length)
     trainer = GRPOTrainer(model, tokenizer, cfg.grpo, cfg.policy, task, reward_model if arm.uses_reward_model else None)
+    train = trainer.fitting_problems(train)  # grpo.long_prompts=drop: once, counted in one line, never drawn
     if ledger.info.get("policy_round"):  # the committed round's checkpoint; a later, uncommitted one is ignored
         trainer.load(run_dir / "policy" / f"round{ledger.info['policy_round']}")
     setup = EvalSetup(task, trainer.prompter, held_out[: cfg.loop.eval_problems], cfg.policy.max_new_tokens,

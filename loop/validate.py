@@ -12,6 +12,8 @@ from typing import Any
 
 from prmloop.data.errors import UserError
 from prmloop.loop.config import shown
+from prmloop.policy.prompt_filter import check_long_prompts
+from prmloop.policy.vllm_settings import check_vllm_settings
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -93,6 +95,12 @@ def validate(cfg: Any, where: str = "config") -> None:
     if cfg.policy.max_new_tokens >= cfg.policy.max_length:
         raise UserError(f"{where}: policy.max_new_tokens = {cfg.policy.max_new_tokens}: must be below "
                         f"policy.max_length ({cfg.policy.max_length}), which also holds the prompt")
+    if cfg.prm.mixed_precision != cfg.grpo.mixed_precision:  # accelerate keeps one setting per process: the loop's
+        # PRM training and GRPO share it, and a second one is a ValueError deep inside accelerate
+        raise UserError(f"{where}: prm.mixed_precision = {cfg.prm.mixed_precision} and grpo.mixed_precision = "
+                        f"{cfg.grpo.mixed_precision}: must agree (accelerate keeps one precision per process)")
+    check_long_prompts(cfg.grpo.long_prompts)  # the policy package's own checks, at load, for every command
+    check_vllm_settings(cfg.grpo)
     from prmloop.loop.arms import arm_from_config, parse_arm
 
     arm_from_config(cfg)
