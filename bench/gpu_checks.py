@@ -9,7 +9,8 @@ Rows:
    move with fp32 master weights + bf16 autocast (the default) and with pure bf16 weights (the warned-about option).
 2. hub PRM: the Qwen2.5-Math-PRM stand-ins (tests/test_prm_hub_formats.py, tests/test_prm_export.py) and, with
    --hub-prm, the real checkpoint: prmloop's native reading against the checkpoint's own remote code on one
-   example in its model card's chat layout (float32, TF32 off), largest |difference| of the step probabilities.
+   example in its model card's chat layout (float32, TF32 off), largest |difference| of the step probabilities
+   (this comparison ran on a CPU against the tiny Qwen PRM stand-in of the tests: difference 0).
 4. vLLM π_old: tests/test_vllm_gpu.py, one process per engine (vLLM's sleep-mode allocator serves one engine per
    process): raw log-probs, sampling statistics, weight sync, LoRA, sleep, and the bf16 engine with fp32 trainer
    weights whose recomputed π_old gives ρ = 1 at the first inner update.
@@ -80,20 +81,23 @@ def hub_prm_gap(name: str) -> tuple[bool, str]:
     from prmloop.prm.formats import load_reward_model
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(name)
     ex = EXAMPLE
     chat = tokenizer.apply_chat_template([{"role": "system", "content": ex["system"]},
                                           {"role": "user", "content": ex["query"]},
                                           {"role": "assistant", "content": "<extra_0>".join(ex["steps"]) + "<extra_0>"}],
                                          tokenize=False)
-    ids = torch.tensor([tokenizer.encode(chat)], device="cuda")
-    reference = AutoModel.from_pretrained(name, dtype=torch.float32, trust_remote_code=True).to("cuda").eval()
+    ids = torch.tensor([tokenizer.encode(chat)], device=device)
+    reference = AutoModel.from_pretrained(name, dtype=torch.float32, trust_remote_code=True).to(device).eval()
     with torch.no_grad():
         logits = reference(input_ids=ids)[0][0]  # (T, 2)
     expected = torch.softmax(logits[ids[0] == tokenizer.convert_tokens_to_ids("<extra_0>")].float(), -1)[:, 1].cpu()
+    window = min(4096, reference.config.max_position_embeddings)
     del reference
-    torch.cuda.empty_cache()
-    prm = load_reward_model(name, PRMConfig(max_length=4096)).to("cuda")
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    prm = load_reward_model(name, PRMConfig(max_length=window)).to(device)
     prompt = tokenizer.apply_chat_template([{"role": "system", "content": ex["system"]},
                                             {"role": "user", "content": ex["query"]}], tokenize=False,
                                            add_generation_prompt=True)
