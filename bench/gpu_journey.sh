@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "Real models on a GPU box" journey, command for command, on stand-ins that run offline on a CPU:
+# The GPU journey of docs/real_models.md, command for command, on stand-ins that run offline on a CPU:
 # a tiny random Qwen2 with a ChatML chat template (tests/hub_fixtures.py) in place of Qwen/Qwen2.5-Math-1.5B-Instruct,
 # a local GSM8K-format file in place of openai/gsm8k, and the sizes of configs/gsm8k_qwen.yaml shrunk with --set.
 # Prints the wall time of each command. Usage: bash bench/gpu_journey.sh [OUT_DIR]   (default runs/gpu_journey)

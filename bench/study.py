@@ -1,4 +1,4 @@
-"""The full study as the README reports it: the warm start's landing band over seeds, then the comparison, timed.
+"""The full study as docs/results.md reports it: the warm start's landing band over seeds, then the comparison, timed.
 
 Run: ``python bench/study.py`` (defaults: ``configs/compare.yaml``, 5 band seeds, output ``runs/study``). Steps:
 1. ``bench/sft_band.py --config CONFIG --seeds N --jobs J`` (each seed's SFT, reused if already trained);
@@ -6,7 +6,7 @@ Run: ``python bench/study.py`` (defaults: ``configs/compare.yaml``, 5 band seeds
    loop's SFT cache unless that already holds one, so it is not trained twice;
 3. ``prmloop compare --config CONFIG --out OUT`` (add ``--resume`` to continue an interrupted study), timed;
 4. prints the machine, the torch version, the wall times, and the report's questions and final-accuracy sections,
-   and copies report.md and its PNGs to ``bench/results/<config stem>/`` (what the README shows).
+   and copies report.md and its PNGs to ``bench/results/<config stem>/`` (git-ignored; docs/results/ keeps the reports).
 
 ``--judge`` first trains a judge LM, the same SFT recipe on the exact teacher's solutions (no slips), into
 ``runs/judge/<config stem>-<digest>`` (reused when there), and starts every reward model from it (``prm.init``) instead of from the

@@ -178,7 +178,7 @@ class _Worker:
 
 
 def _raise_import_error(detail: bytes) -> None:
-    from prmloop.data.errors import UserError  # parent only: the child cannot import this package
+    from ..utils.errors import UserError  # parent only: the child cannot import this package
 
     raise UserError(
         f"data/_answer_worker.py: the symbolic answer checker cannot import math-verify ({detail.decode().strip()});"

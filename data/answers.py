@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from prmloop.data._answer_worker import symbolic_match
+from ._answer_worker import symbolic_match
 
 MAX_ANSWER_CHARS = 1000
 """Longer answers match nothing; extracted answers are cut to this length."""

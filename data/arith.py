@@ -13,9 +13,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
-from prmloop.data.schema import Problem
+from ..utils.errors import UserError
+from .config import DataConfig
+from .schema import Problem
 
 SPLITS = ("train", "eval")
 QUESTION_SUFFIX = " = ? (left to right)"

@@ -27,8 +27,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from prmloop.data.schema import Label, Problem, StepwiseExample
-from prmloop.data.steps import split_steps
+from .schema import Label, Problem, StepwiseExample
+from .steps import split_steps
 
 MATH_SHEPHERD_TAG = "ки"
 NEUTRAL_AS = {"positive": True, "negative": False}

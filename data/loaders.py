@@ -32,11 +32,11 @@ from typing import Any
 
 import datasets
 
-from prmloop.data.errors import UserError
-from prmloop.data.formats import OPTION_CHOICES, ROW_PARSERS, BadRow, RowParser
-from prmloop.data.hub import require_hub
-from prmloop.data.jsonl import write_jsonl
-from prmloop.data.schema import Problem, StepwiseExample
+from ..utils.errors import UserError
+from ..utils.hub import require_hub
+from ..utils.jsonl import write_jsonl
+from .formats import OPTION_CHOICES, ROW_PARSERS, BadRow, RowParser
+from .schema import Problem, StepwiseExample
 
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 """Local file suffix -> how it is read: ``json`` by Python's json module, ``parquet`` by ``datasets``."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prmloop.data.errors import UserError
+from ..utils.errors import UserError
 
 QUESTION_FIELD = "{question}"
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prmloop.data.errors import UserError
+from ..utils.errors import UserError
 
 Label = bool | float
 

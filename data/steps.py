@@ -13,7 +13,7 @@ other character of the text.
 - ``tag``: each step ends with an explicit tag string (Math-Shepherd's ``ки``); the tag is not part of the step.
   Text after the last tag, if any, is a final (unterminated) step.
 
-Token alignment (a char position -> the token holding it; GRPO's ``index(j)`` of DESIGN.md is the token holding the
+Token alignment (a char position -> the token holding it; GRPO's ``index(j)`` of docs/math.md is the token holding the
 end of what CLOSES step j, ``closing_char_ends``, or the EOS for a finished completion's last step):
 - Each token i covers characters up to ``token_char_ends[i]`` (exclusive) of the completion text; these ends are
   non-decreasing. A token that contains no complete character (a special token, or the first bytes of a multi-byte

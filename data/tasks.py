@@ -24,15 +24,15 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prmloop.data import arith
-from prmloop.data.answers import answers_match, extract_answer
-from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
-from prmloop.data.formats import BadRow
-from prmloop.data.hub import is_local
-from prmloop.data.loaders import iter_rows, load
-from prmloop.data.schema import Problem
-from prmloop.data.steps import split_steps
+from ..utils.errors import UserError
+from ..utils.hub import is_local
+from . import arith
+from .answers import answers_match, extract_answer
+from .config import DataConfig
+from .formats import BadRow
+from .loaders import iter_rows, load
+from .schema import Problem
+from .steps import split_steps
 
 STEP_SEPARATORS = {"newline": "\n", "blank_line": "\n\n", "step_marker": "\n"}
 """Step split mode -> the separator that joins steps into a completion that splits back into the same steps."""
@@ -132,7 +132,7 @@ def _arith_split(cfg: DataConfig, split: str) -> list[Problem]:
 
 
 def _arith_verifier(problem: Problem, steps: list[str]) -> list[bool]:
-    from prmloop.data.verifier import verify_steps
+    from .verifier import verify_steps
 
     return verify_steps(arith.parse_question(problem.question), steps)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from prmloop.data.arith import ArithProblem, apply
+from .arith import ArithProblem, apply
 
 _STEP_RE = re.compile(r"([0-9]{1,9}) ([+\-*]) ([0-9]{1,9}) = (-?[0-9]{1,12})")
 _ANSWER_RE = re.compile(r"Answer: (-?[0-9]{1,12})")

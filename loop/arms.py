@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from prmloop.data.errors import UserError
-from prmloop.loop.config import ExperimentConfig
+from ..utils.errors import UserError
+from .config import ExperimentConfig
 
 SUPERVISIONS = ("process", "outcome")
 REWARD_SOURCES = ("prm", "orm", "rule")

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from prmloop.data.errors import UserError
+from ..utils.errors import UserError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +32,8 @@ class _Parser(argparse.ArgumentParser):
         text = super().format_help()
         if self.config_keys is None:
             return text
-        from prmloop.loop.config import ExperimentConfig  # lazy: plain commands never read the config sources
-        from prmloop.loop.config_docs import keys_help
+        from .config import ExperimentConfig  # lazy: plain commands never read the config sources
+        from .config_docs import keys_help
 
         return f"{text}\n{keys_help(ExperimentConfig(), self.config_keys)}\n"
 
@@ -167,7 +167,7 @@ def check_processes(args: argparse.Namespace) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> None:
-    from prmloop.loop.config import load_config
+    from .config import load_config
 
     check_processes(args)
 
@@ -176,22 +176,22 @@ def dispatch(args: argparse.Namespace) -> None:
     preset = QUICK_OVERRIDES if quick else DEMO_OVERRIDES if demo else None
     cfg = load_config(args.config, args.overrides, preset=preset)  # the user's keys win
     if args.command == "config":
-        from prmloop.loop.config import config_to_yaml
+        from .config import config_to_yaml
 
         print(config_to_yaml(cfg), end="")
         return
     if args.command == "demo" and args.config is None:
         cfg.name = "demo-quick" if args.quick else "demo"
     if cfg.grpo.use_vllm:  # the engine GRPO samples with serves evaluation and labelling too (built when first used)
-        from prmloop.policy.vllm_backend import sample_with_vllm
+        from ..policy.vllm_backend import sample_with_vllm
 
         sample_with_vllm(cfg.grpo, cfg.policy)
     _quiet_libraries()
     if args.command in ("loop", "compare", "demo"):  # before the shared warm start, not when the first arm starts
-        from prmloop.loop.tracking import check_online_login, resolve_mode
+        from .tracking import check_online_login, resolve_mode
 
         check_online_login(resolve_mode(cfg.tracking.mode, os.environ))
-    from prmloop.loop import jobs
+    from . import jobs
 
     if args.command == "data" and args.action == "generate":
         count = jobs.generate_problems(cfg, args.n, args.split, args.seed, args.out)
@@ -199,7 +199,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "data" and args.action == "show":
         print(jobs.show_rows(cfg, args.file, args.n))
     elif args.command == "data" and args.action == "convert":
-        from prmloop.data.loaders import convert
+        from ..data.loaders import convert
 
         options = {"neutral_as": args.neutral_as} if args.neutral_as else {}
         written, skipped = convert(args.format, args.source, args.out, skip_bad=args.skip_bad, split=args.split,
@@ -208,7 +208,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "policy" and args.action == "init":
         print(f"wrote a tiny policy to {jobs.init_policy(cfg, args.out)}")
     elif args.command == "policy":
-        from prmloop.loop.stages import run_sft
+        from .stages import run_sft
 
         summary = run_sft(cfg, args.out)
         errors = f", first errors by step {summary['first_error_counts']}" if "first_error_counts" in summary else ""
@@ -218,7 +218,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "prm":
         _dispatch_prm(cfg, args)
     elif args.command == "grpo":
-        from prmloop.loop.jobs_grpo import grpo_job
+        from .jobs_grpo import grpo_job
 
         summary = grpo_job(cfg, args.policy, args.prm, args.out, args.resume)
         print(f"GRPO done: {summary}; saved to {args.out}")
@@ -228,25 +228,25 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command in ("compare", "demo"):
         started = time.perf_counter()
         report = jobs.compare_job(cfg, args.out, args.resume)
-        from prmloop.loop.report import HEADLINE, report_sections
+        from .report import HEADLINE, report_sections
 
         print(f"\n{report_sections(report.read_text(), HEADLINE)}\n")
         print(f"{args.command} done in {time.perf_counter() - started:.0f}s; report: {report}")
-        from prmloop.loop.tracking import wandb_sync_hint
+        from .tracking import wandb_sync_hint
 
         print(f"W&B runs are under {args.out}/arms/*/seed*/wandb; to upload them: {wandb_sync_hint(args.out)}")
 
 
 def _print_wandb_hint(out: str) -> None:
     """The upload command for the offline W&B run a training command wrote (main process only)."""
-    from prmloop.loop.tracking import is_main_process, wandb_sync_hint
+    from .tracking import is_main_process, wandb_sync_hint
 
     if is_main_process(os.environ) and any(Path(out).rglob("offline-run-*")):
         print(f"W&B run is under {out}/wandb; to upload it: {wandb_sync_hint(out)}")
 
 
 def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
-    from prmloop.loop import jobs_prm
+    from . import jobs_prm
 
     if args.action == "train":
         summary = jobs_prm.train_prm_job(cfg, args.data, args.out, args.init, args.replay)

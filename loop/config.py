@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
-from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import atomic_write_text
-from prmloop.policy.config import GRPOConfig, PolicyConfig, SFTConfig
-from prmloop.prm.config import PRMConfig
+from ..data.config import DataConfig
+from ..policy.config import GRPOConfig, PolicyConfig, SFTConfig
+from ..prm.config import PRMConfig
+from ..utils.errors import UserError, shown
+from ..utils.jsonl import atomic_write_text
 
 
 @dataclass
@@ -105,12 +105,6 @@ class ExperimentConfig:
     """W&B and local metrics."""
     compare: CompareConfig = field(default_factory=CompareConfig)
     """Arms x seeds for `prmloop compare` and `prmloop demo`."""
-
-
-def shown(value: Any, limit: int = 200) -> str:
-    """``repr(value)`` for an error message, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _type_name(tp: Any) -> str:
@@ -231,7 +225,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None,
             apply_override(cfg, assignment)
     for assignment in overrides or []:
         apply_override(cfg, assignment)
-    from prmloop.loop.validate import validate
+    from .validate import validate
 
     validate(cfg, where if not overrides else f"{where} + --set")
     return cfg

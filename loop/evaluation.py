@@ -19,15 +19,14 @@ import math
 import random
 from dataclasses import dataclass
 
-from prmloop.data.answers import normalize_answer
-from prmloop.data.prompts import Prompter
-from prmloop.data.schema import Problem
-from prmloop.data.tasks import Task
-from prmloop.loop.stages import format_prefix_for
-from prmloop.policy.evaluate import complete_problems, correctness, greedy_scores
-from prmloop.policy.rollout import PolicySampler
-from prmloop.prm.label import label_exhaustive
-from prmloop.prm.metrics import (
+from ..data.answers import normalize_answer
+from ..data.prompts import Prompter
+from ..data.schema import Problem
+from ..data.tasks import Task
+from ..policy.evaluate import complete_problems, correctness, greedy_scores
+from ..policy.rollout import PolicySampler
+from ..prm.label import label_exhaustive
+from ..prm.metrics import (
     aggregate_min,
     best_of_n_accuracy,
     first_error_from_labels,
@@ -36,6 +35,7 @@ from prmloop.prm.metrics import (
     pass_at_n,
     processbench_metrics,
 )
+from .stages import format_prefix_for
 
 
 @dataclass

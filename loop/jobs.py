@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import read_jsonl, write_jsonl
-from prmloop.data.schema import Problem, StepwiseExample
-from prmloop.data.tasks import get_task
-from prmloop.loop.config import ExperimentConfig, save_config
-from prmloop.loop.lock import exclusive
+from ..data.schema import Problem, StepwiseExample
+from ..data.tasks import get_task
+from ..utils.errors import UserError
+from ..utils.jsonl import read_jsonl, write_jsonl
+from .config import ExperimentConfig, save_config
+from .lock import exclusive
 
 
 def generate_problems(cfg: ExperimentConfig, n: int, split: str, seed: int, out: str) -> int:
@@ -58,7 +58,7 @@ def _mark(label: bool | float | None) -> str:
 
 
 def init_policy(cfg: ExperimentConfig, out: str) -> Path:
-    from prmloop.policy.tiny import init_policy as write_tiny
+    from ..policy.tiny import init_policy as write_tiny
 
     path = write_tiny(cfg.policy, out, cfg.sft.seed)
     save_config(cfg, out)
@@ -75,8 +75,8 @@ def _experiment_dir(out: str, resume: bool) -> Path:
 
 def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     """`prmloop loop`: one arm (grpo.supervision/reward_source/credit, loop.rm_update) for loop.rounds rounds."""
-    from prmloop.loop.arms import arm_from_config
-    from prmloop.loop.orchestrator import run_experiment
+    from .arms import arm_from_config
+    from .orchestrator import run_experiment
 
     with exclusive(out):
         path = _experiment_dir(out, resume)
@@ -86,9 +86,9 @@ def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
 
 def compare_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     """`prmloop compare` (and the demo): every arm x seed, then report.md and the PNGs."""
-    from prmloop.loop.arms import parse_arm
-    from prmloop.loop.orchestrator import run_experiment
-    from prmloop.loop.report import RunInfo, write_report
+    from .arms import parse_arm
+    from .orchestrator import run_experiment
+    from .report import RunInfo, write_report
 
     with exclusive(out):
         path = _experiment_dir(out, resume)

@@ -20,15 +20,15 @@ import os
 import time
 from pathlib import Path
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import read_jsonl_tolerant, write_jsonl
-from prmloop.data.tasks import get_task
-from prmloop.loop.config import ExperimentConfig, check_resume, save_config
-from prmloop.loop.lock import exclusive
-from prmloop.loop.tracking import WandbRun, check_online_login, job_run, prefixed, resolve_mode
-from prmloop.policy.config import GRPOConfig
-from prmloop.policy.evaluate import heldout_accuracy
-from prmloop.policy.load import load_policy
+from ..data.tasks import get_task
+from ..policy.config import GRPOConfig
+from ..policy.evaluate import heldout_accuracy
+from ..policy.load import load_policy
+from ..utils.errors import UserError
+from ..utils.jsonl import read_jsonl_tolerant, write_jsonl
+from .config import ExperimentConfig, check_resume, save_config
+from .lock import exclusive
+from .tracking import WandbRun, check_online_login, job_run, prefixed, resolve_mode
 
 
 def _json_safe(metrics: dict) -> dict:
@@ -41,7 +41,7 @@ def _load_scorer(prm_dir: str | None, cfg: ExperimentConfig):
         if cfg.grpo.reward_source != "rule":
             raise UserError(f"grpo.reward_source: '{cfg.grpo.reward_source}' needs a reward model directory (--prm)")
         return None
-    from prmloop.prm.formats import load_reward_model  # lazy: the PRM package is only needed with a reward model
+    from ..prm.formats import load_reward_model  # lazy: the PRM package is only needed with a reward model
 
     return load_reward_model(prm_dir, cfg.prm)
 
@@ -61,7 +61,7 @@ def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: s
 
 
 def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str, resume: bool) -> dict:
-    from prmloop.policy.grpo import GRPOTrainer
+    from ..policy.grpo import GRPOTrainer
 
     grpo_cfg = getattr(cfg, "grpo", None) or GRPOConfig()
     out_dir = Path(out)

@@ -24,15 +24,15 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import atomic_write_text, read_jsonl, write_jsonl
-from prmloop.data.loaders import load
-from prmloop.data.prompts import Prompter
-from prmloop.data.schema import Problem, StepwiseExample
-from prmloop.data.tasks import get_task
-from prmloop.loop.config import ExperimentConfig, save_config
-from prmloop.loop.tracking import WandbRun, check_online_login, is_main_process, job_run, resolve_mode
-from prmloop.policy.load import load_policy
+from ..data.loaders import load
+from ..data.prompts import Prompter
+from ..data.schema import Problem, StepwiseExample
+from ..data.tasks import get_task
+from ..policy.load import load_policy
+from ..utils.errors import UserError
+from ..utils.jsonl import atomic_write_text, read_jsonl, write_jsonl
+from .config import ExperimentConfig, save_config
+from .tracking import WandbRun, check_online_login, is_main_process, job_run, resolve_mode
 
 LABEL_METHODS = {"exhaustive": "mc", "binary": "mc_binary", "exact": "exact"}
 """CLI labelling method -> the loop's labeller name (loop.stages.label_rows)."""
@@ -49,7 +49,7 @@ def load_stepwise(path: str | Path) -> list[StepwiseExample]:
 def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | None, replay_path: str | None) -> dict:
     """Train a reward model on ``data_path`` (+ replay from ``replay_path``) from ``init``; save it with
     config.yaml and prm_metrics.json in ``out``."""
-    from prmloop.prm.train import train_prm
+    from ..prm.train import train_prm
 
     check_online_login(resolve_mode(cfg.tracking.mode, os.environ))  # before any work: one line naming the key
     if init is None:
@@ -58,8 +58,8 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         init = cfg.policy.model
     examples = load_stepwise(data_path)
     replay = load_stepwise(replay_path) if replay_path else None
-    from prmloop.loop.stages import outcome_examples
-    from prmloop.prm.formats import init_reward_model
+    from ..prm.formats import init_reward_model
+    from .stages import outcome_examples
 
     if cfg.prm.mode == "outcome":
         examples = outcome_examples(examples)
@@ -118,8 +118,8 @@ def label_job(cfg: ExperimentConfig, policy_dir: str, problems_path: str | None,
     label their steps: ``exact`` (the task's step verifier), ``exhaustive`` (Math-Shepherd MC with ``n`` completions
     per prefix, estimate = prm.label_type, the task's answer check) or ``binary`` (binary search, ``n`` per probe).
     Writes stepwise JSONL to ``out``."""
-    from prmloop.loop.stages import label_rows, sample_rows
-    from prmloop.policy.rollout import PolicySampler
+    from ..policy.rollout import PolicySampler
+    from .stages import label_rows, sample_rows
 
     if method not in LABEL_METHODS:
         raise UserError(f"prm label --method: {method!r} is not one of {', '.join(LABEL_METHODS)}")
@@ -152,8 +152,8 @@ def label_job(cfg: ExperimentConfig, policy_dir: str, problems_path: str | None,
 def eval_prm_job(cfg: ExperimentConfig, prm_dir: str, data_path: str, fmt: str, split: str = "train") -> dict:
     """Step metrics and ProcessBench first-error metrics of the saved reward model on a labelled file (``split`` of
     a hub dataset, e.g. ProcessBench's ``gsm8k``/``math``)."""
-    from prmloop.prm.evaluate import evaluate_file
-    from prmloop.prm.formats import load_reward_model
+    from ..prm.evaluate import evaluate_file
+    from ..prm.formats import load_reward_model
 
     model = load_reward_model(prm_dir, cfg.prm)
     prompt_of = None if fmt.lower().replace("-", "_") == "trl_stepwise" else Prompter.of(cfg.policy, model.tokenizer)

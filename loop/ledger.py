@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prmloop.data.errors import UserError
-from prmloop.data.faults import crash_point
-from prmloop.data.jsonl import atomic_write_text, replace_dir
+from ..utils.errors import UserError
+from ..utils.faults import crash_point
+from ..utils.jsonl import atomic_write_text, replace_dir
 
 
 class Ledger:

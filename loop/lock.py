@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from prmloop.data.errors import UserError
+from ..utils.errors import UserError
 
 LOCK_NAME = ".prmloop.lock"
 

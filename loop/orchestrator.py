@@ -29,19 +29,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import append_jsonl, read_jsonl_tolerant
-from prmloop.data.prompts import Prompter
-from prmloop.data.schema import Problem, StepwiseExample
-from prmloop.data.tasks import Task
-from prmloop.loop.arms import Arm, arm_config
-from prmloop.loop.config import ExperimentConfig, check_resume, save_config
-from prmloop.loop.evaluation import EvalSetup, evaluate_round
-from prmloop.loop.ledger import Ledger
-from prmloop.loop.stages import label_rows, sample_rows, train_reward_model, warm_start
-from prmloop.policy.evaluate import greedy_metrics
-from prmloop.policy.load import load_policy
-from prmloop.policy.rollout import PolicySampler
+from ..data.prompts import Prompter
+from ..data.schema import Problem, StepwiseExample
+from ..data.tasks import Task
+from ..policy.evaluate import greedy_metrics
+from ..policy.load import load_policy
+from ..policy.rollout import PolicySampler
+from ..utils.errors import UserError
+from ..utils.jsonl import append_jsonl, read_jsonl_tolerant
+from .arms import Arm, arm_config
+from .config import ExperimentConfig, check_resume, save_config
+from .evaluation import EvalSetup, evaluate_round
+from .ledger import Ledger
+from .stages import label_rows, sample_rows, train_reward_model, warm_start
 
 APPEND_ONLY = ["samples.jsonl", "labels.jsonl", "metrics.jsonl"]
 
@@ -132,7 +132,7 @@ def _run_id(out: Path, arm: Arm, seed: int) -> str:
 
 
 def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, run_id: str):
-    from prmloop.loop.tracking import Tracker
+    from .tracking import Tracker
 
     config = {**arm.as_config(seed), "experiment": cfg.name, "rl_steps_per_round": cfg.loop.rl_steps_per_round,
               "rounds": cfg.loop.rounds, "group_size": cfg.grpo.group_size, "beta": cfg.grpo.beta, "lr": cfg.grpo.lr}
@@ -144,8 +144,8 @@ def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, run_id: 
 def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, task: Task, train: list[Problem],
             held_out: list[Problem], out: Path, log=print) -> Path:
     """All rounds of one arm and seed (resumable); returns the run directory."""
-    from prmloop.policy.grpo import GRPOTrainer
-    from prmloop.prm.model import StepRewardModel
+    from ..policy.grpo import GRPOTrainer
+    from ..prm.model import StepRewardModel
 
     cfg = arm_config(base_cfg, arm, seed)
     run_dir = out / "arms" / arm.name / f"seed{seed}"
@@ -251,7 +251,7 @@ def _keep_only(directory: Path, name: str) -> None:
 
 def _file_metrics(prm, cfg: ExperimentConfig, prompter: Prompter) -> dict[str, float]:
     """The PRM on loop.prm_eval_data (e.g. ProcessBench), as ``prm_file_*`` metrics."""
-    from prmloop.prm.evaluate import evaluate_file
+    from ..prm.evaluate import evaluate_file
 
     prompt_of = None if cfg.loop.prm_eval_format == "trl_stepwise" else prompter
     metrics = evaluate_file(prm, cfg.loop.prm_eval_data, cfg.loop.prm_eval_format, cfg.loop.prm_eval_split,

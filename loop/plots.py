@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prmloop.loop.report import Arm, hacking_curves, mean_ci, reference_arm, seed_curve
+from .report import Arm, hacking_curves, mean_ci, reference_arm, seed_curve
 
 LEGEND_OUTSIDE = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
 """Legend to the right of the axes, so many arms never hide the curves."""

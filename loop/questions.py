@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from prmloop.loop.report import (
+from .report import (
     Arm,
     _num,
     hacking_curves,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import atomic_write_text, read_jsonl_tolerant
+from ..utils.errors import UserError
+from ..utils.jsonl import atomic_write_text, read_jsonl_tolerant
 
 T_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
          2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
@@ -331,8 +331,8 @@ def write_report(out_dir: str | Path, runs: list[RunInfo], title: str) -> Path:
         raise UserError("report: no runs to compare")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from prmloop.loop.plots import plot_accuracy, plot_f1, plot_hacking, plot_trace_accuracy
-    from prmloop.loop.questions import questions_section
+    from .plots import plot_accuracy, plot_f1, plot_hacking, plot_trace_accuracy
+    from .questions import questions_section
 
     arms = group_arms(runs)
     plotted = {name: plot(arms, out_dir / name)

@@ -14,22 +14,22 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from prmloop.data.errors import UserError
-from prmloop.data.prompts import Prompter
-from prmloop.data.schema import Problem, StepwiseExample
-from prmloop.data.tasks import Task, get_task
-from prmloop.loop.config import ExperimentConfig, save_config
-from prmloop.loop.ledger import save_dir_atomically
-from prmloop.loop.lock import waiting
-from prmloop.policy.load import load_policy
-from prmloop.policy.rollout import PolicySampler
+from ..data.prompts import Prompter
+from ..data.schema import Problem, StepwiseExample
+from ..data.tasks import Task, get_task
+from ..policy.load import load_policy
+from ..policy.rollout import PolicySampler
+from ..utils.errors import UserError
+from .config import ExperimentConfig, save_config
+from .ledger import save_dir_atomically
+from .lock import waiting
 
 
 def run_sft(cfg: ExperimentConfig, out: str) -> dict:
     """Warm-start the policy on the task's reference solutions; saves model, tokenizer, config and sft_metrics.json."""
-    from prmloop.data.vocab import build_task_tokenizer
-    from prmloop.policy.sft import train_sft
-    from prmloop.policy.tiny import build_tiny_llama
+    from ..data.vocab import build_task_tokenizer
+    from ..policy.sft import train_sft
+    from ..policy.tiny import build_tiny_llama
 
     task = get_task(cfg.data)
     train, held_out = task.problems()
@@ -124,7 +124,7 @@ def label_rows(rows: list[dict], method: str, sampler, mc_rollouts: int, estimat
     """Step labels for sampled rows: 'exact' (the task's step verifier), 'mc' or 'mc_binary' (Monte Carlo with the
     task's answer check, prm.label); returns (examples, rollouts). Rows whose completion has no steps are dropped.
     Each example's meta holds ``final_answer_correct``: the task's answer check on the whole completion."""
-    from prmloop.prm.label import label_binary_search, label_exhaustive
+    from ..prm.label import label_binary_search, label_exhaustive
 
     if method not in LABELLERS:
         raise UserError(f"loop.labeller: {method!r} is not one of {', '.join(LABELLERS)}")
@@ -166,8 +166,8 @@ def train_reward_model(init: str | Path, mode: str, examples: list[StepwiseExamp
                        cfg: ExperimentConfig, out: Path, seed: int, log=print) -> dict:
     """Train a reward model starting from ``init`` (a causal LM, or an earlier reward model of any format) and save it
     to ``out``; the summary's ``init`` says what was newly initialised."""
-    from prmloop.prm.formats import init_reward_model
-    from prmloop.prm.train import train_prm
+    from ..prm.formats import init_reward_model
+    from ..prm.train import train_prm
 
     if mode == "outcome":  # an ORM learns the task's answer check on the whole completion, not a step label
         examples, replay = outcome_examples(examples), outcome_examples(replay)

@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import append_jsonl, read_jsonl_tolerant, truncate_torn_tail, write_jsonl
+from ..utils.errors import UserError
+from ..utils.jsonl import append_jsonl, read_jsonl_tolerant, truncate_torn_tail, write_jsonl
 
 logger = logging.getLogger(__name__)
 

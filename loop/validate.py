@@ -10,10 +10,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from prmloop.data.errors import UserError
-from prmloop.loop.config import shown
-from prmloop.policy.prompt_filter import check_long_prompts
-from prmloop.policy.vllm_settings import check_vllm_settings
+from ..policy.prompt_filter import check_long_prompts
+from ..policy.vllm_settings import check_vllm_settings
+from ..utils.errors import UserError, shown
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -101,7 +100,7 @@ def validate(cfg: Any, where: str = "config") -> None:
                         f"{cfg.grpo.mixed_precision}: must agree (accelerate keeps one precision per process)")
     check_long_prompts(cfg.grpo.long_prompts)  # the policy package's own checks, at load, for every command
     check_vllm_settings(cfg.grpo)
-    from prmloop.loop.arms import arm_from_config, parse_arm
+    from .arms import arm_from_config, parse_arm
 
     arm_from_config(cfg)
     for spec in cfg.compare.arms:

@@ -1,6 +1,6 @@
 """GRPO advantages as pure functions of tensors and numbers: outcome, process (sum form) and min-form credit.
 
-Conventions (every function here keeps them; DESIGN.md "Math conventions"):
+Conventions (every function here keeps them; docs/math.md):
 - A group is the G outputs o_1..o_G sampled for one question. Normalising a list x of numbers means
   x̃ = (x − mean(x)) / (std(x) + eps) with std the SAMPLE std (Bessel-corrected, n − 1 in the denominator, as
   ``torch.std`` by default and TRL) and ``eps = 1e-4`` (keyword ``eps``). A list with fewer than 2 values, or with zero

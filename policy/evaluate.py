@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prmloop.data.prompts import Prompter
-from prmloop.data.schema import Problem
-from prmloop.data.tasks import Task
-from prmloop.policy.rollout import PolicySampler
+from ..data.prompts import Prompter
+from ..data.schema import Problem
+from ..data.tasks import Task
+from .rollout import PolicySampler
 
 
 def complete_problems(model: Any, tokenizer: Any, prompter: Prompter, problems: Sequence[Problem],

@@ -57,23 +57,23 @@ from accelerate import Accelerator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from prmloop.data.errors import UserError
-from prmloop.data.prompts import Prompter
-from prmloop.data.schema import Problem
-from prmloop.data.tasks import Task
-from prmloop.policy import divergence, grpo_checkpoint, lora
-from prmloop.policy.advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
-from prmloop.policy.config import GRPOConfig, PolicyConfig
-from prmloop.policy.distributed import check_engine, configure_deepspeed, is_deepspeed, make_accelerator
-from prmloop.policy.grpo_metrics import group_std_mean, step_metrics  # noqa: F401 - group_std_mean: public here too
-from prmloop.policy.grpo_validate import validate_config
-from prmloop.policy.importance import sampler_mismatch_stats, truncated_is_weights
-from prmloop.policy.logps import forward_logps
-from prmloop.policy.losses import grpo_loss, masked_mean
-from prmloop.policy.precision import low_precision_warning
-from prmloop.policy.prompt_filter import keep_fitting, left_truncate, prompt_budget
-from prmloop.policy.rewards import Rewards, StepScorer, compute_rewards
-from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, sample_rollout
+from ..data.prompts import Prompter
+from ..data.schema import Problem
+from ..data.tasks import Task
+from ..utils.distributed import check_engine, configure_deepspeed, is_deepspeed, make_accelerator
+from ..utils.errors import UserError
+from . import divergence, grpo_checkpoint, lora
+from .advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
+from .config import GRPOConfig, PolicyConfig
+from .grpo_metrics import group_std_mean, step_metrics  # noqa: F401 - group_std_mean: public here too
+from .grpo_validate import validate_config
+from .importance import sampler_mismatch_stats, truncated_is_weights
+from .logps import forward_logps
+from .losses import grpo_loss, masked_mean
+from .precision import low_precision_warning
+from .prompt_filter import keep_fitting, left_truncate, prompt_budget
+from .rewards import Rewards, StepScorer, compute_rewards
+from .rollout import HFBackend, Rollout, encode_prompts, sample_rollout
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class GRPOTrainer:
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
         if cfg.use_vllm:  # a colocated vLLM engine; optional extra, imported only when asked for
-            from prmloop.policy.vllm_backend import VLLMBackend
+            from .vllm_backend import VLLMBackend
 
             self.backend = VLLMBackend.from_configs(self.policy, tokenizer, cfg, policy_cfg,
                                                     self.accelerator.num_processes)

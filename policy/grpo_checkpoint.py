@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import recover_dir, replace_dir
-from prmloop.policy import lora
+from ..utils.errors import UserError
+from ..utils.jsonl import recover_dir, replace_dir
+from . import lora
 
 if TYPE_CHECKING:
-    from prmloop.policy.grpo import GRPOTrainer
+    from .grpo import GRPOTrainer
 
 
 def save(trainer: GRPOTrainer, directory: Path) -> Path:

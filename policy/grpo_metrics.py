@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prmloop.policy.rewards import Rewards
-from prmloop.policy.rollout import Rollout
+from .rewards import Rewards
+from .rollout import Rollout
 
 
 def group_std_mean(values: Tensor, group_size: int) -> float:

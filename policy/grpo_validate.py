@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from prmloop.data.errors import UserError
-from prmloop.policy.config import GRPOConfig
-from prmloop.policy.prompt_filter import check_long_prompts
-from prmloop.policy.rewards import check_reward_setup
-from prmloop.policy.vllm_settings import check_vllm_settings
+from ..utils.errors import UserError, shown
+from .config import GRPOConfig
+from .prompt_filter import check_long_prompts
+from .rewards import check_reward_setup
+from .vllm_settings import check_vllm_settings
 
 
 def validate_config(cfg: GRPOConfig) -> None:
@@ -15,13 +15,13 @@ def validate_config(cfg: GRPOConfig) -> None:
     if cfg.group_size < 2:
         raise UserError(f"grpo.group_size: {cfg.group_size} leaves no group to compare; use 2 or more")
     if cfg.credit not in ("sum", "min"):
-        raise UserError(f"grpo.credit: unknown {cfg.credit!r}; valid: min, sum")
+        raise UserError(f"grpo.credit: unknown {shown(cfg.credit)}; valid: min, sum")
     for key in ("steps", "prompts_per_step", "mu", "grad_accum", "generation_batch_size"):
         if getattr(cfg, key) < 1:
             raise UserError(f"grpo.{key}: must be >= 1, got {getattr(cfg, key)}")
     check_long_prompts(cfg.long_prompts)
     check_vllm_settings(cfg)
     if cfg.use_vllm:  # before any model work: a missing vllm or GPU is one line
-        from prmloop.policy.vllm_backend import require_vllm
+        from .vllm_backend import require_vllm
 
         require_vllm()

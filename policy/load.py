@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from prmloop.data.errors import UserError
-from prmloop.data.hub import is_local, require_hub
+from ..utils.errors import UserError
+from ..utils.hub import is_local, require_hub
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """``policy.dtype`` names."""
@@ -17,7 +17,7 @@ def load_policy(model_name: str, dtype: str, key: str = "policy.model"):
     ``key``."""
     from transformers import AutoModelForCausalLM
 
-    from prmloop.data.vocab import load_tokenizer
+    from ..data.vocab import load_tokenizer
 
     if dtype not in DTYPES:
         raise UserError(f"policy.dtype: {dtype!r} is not one of {sorted(DTYPES)}")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prmloop.policy.rollout import cache_keyword, cache_of
+from .rollout import cache_keyword, cache_of
 
 
 def forward_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,

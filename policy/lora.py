@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from prmloop.data.errors import UserError
-from prmloop.policy.config import PolicyConfig
+from ..utils.errors import UserError
+from .config import PolicyConfig
 
 ADAPTER_PREFIX = "lora_"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from prmloop.data.errors import UserError
+from ..utils.errors import UserError, shown
 
 T = TypeVar("T")
 LONG_PROMPTS = ("drop", "truncate", "error")
@@ -29,7 +29,7 @@ def left_truncate(ids: list[int], budget: int) -> list[int]:
 def check_long_prompts(setting: str) -> None:
     """UserError for an unknown ``grpo.long_prompts``."""
     if setting not in LONG_PROMPTS:
-        raise UserError(f"grpo.long_prompts: unknown {setting!r}; valid: {', '.join(LONG_PROMPTS)}")
+        raise UserError(f"grpo.long_prompts: unknown {shown(setting)}; valid: {', '.join(LONG_PROMPTS)}")
 
 
 def keep_fitting(items: list[T], lengths: list[int], policy_cfg: Any) -> tuple[list[T], str | None]:

@@ -21,8 +21,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from prmloop.data.errors import UserError
-from prmloop.data.schema import Problem
+from ..data.schema import Problem
+from ..utils.errors import UserError
 
 
 class StepScorer(Protocol):

@@ -35,9 +35,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from prmloop.data.prompts import encode_prompt
-from prmloop.data.steps import closing_char_ends, split_steps, step_end_token_indices, token_char_ends_from_ids
-from prmloop.policy.kv_cache import grow_in_place
+from ..data.prompts import encode_prompt
+from ..data.steps import closing_char_ends, split_steps, step_end_token_indices, token_char_ends_from_ids
+from .kv_cache import grow_in_place
 
 _MASK64 = (1 << 64) - 1
 

@@ -18,12 +18,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from prmloop.data.errors import UserError
-from prmloop.data.prompts import Prompter, encode_prompt
-from prmloop.data.schema import Problem
-from prmloop.data.tasks import Task
-from prmloop.policy.config import PolicyConfig, SFTConfig
-from prmloop.policy.evaluate import complete_problems, correctness, trace_correctness
+from ..data.prompts import Prompter, encode_prompt
+from ..data.schema import Problem
+from ..data.tasks import Task
+from ..utils.errors import UserError
+from .config import PolicyConfig, SFTConfig
+from .evaluate import complete_problems, correctness, trace_correctness
 
 
 def encode_sft_examples(

@@ -14,8 +14,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from prmloop.data.vocab import build_task_tokenizer
-from prmloop.policy.config import PolicyConfig
+from ..data.vocab import build_task_tokenizer
+from .config import PolicyConfig
 
 
 def build_tiny_llama(cfg: PolicyConfig, tokenizer: PreTrainedTokenizerFast, seed: int) -> PreTrainedModel:

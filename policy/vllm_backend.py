@@ -52,10 +52,10 @@ from typing import Any
 
 import torch
 
-from prmloop.data.errors import UserError
-from prmloop.policy import lora
-from prmloop.policy.rollout import Generation, eos_token_ids
-from prmloop.policy.vllm_settings import check_vllm_settings, engine_dtype, engine_max_num_seqs, parse_engine_args
+from ..utils.errors import UserError
+from . import lora
+from .rollout import Generation, eos_token_ids
+from .vllm_settings import check_vllm_settings, engine_dtype, engine_max_num_seqs, parse_engine_args
 
 MIN_VERSION = (0, 10)
 """Oldest vLLM with ``logprobs_mode`` (raw log-probs), sleep-mode tags and ``LLM.apply_model`` on the V1 engine."""
@@ -250,7 +250,7 @@ def sample_with_vllm(grpo_cfg: Any, policy_cfg: Any) -> None:
     GRPO uses (``grpo.use_vllm``), with the sampler's own temperature and length. The CLI calls it right after loading
     the config, so a bad ``grpo.vllm_*`` value, a missing vllm or a missing GPU is one line there, before any model
     is loaded."""
-    from prmloop.policy import rollout
+    from . import rollout
 
     check_vllm_settings(grpo_cfg)
     require_vllm()

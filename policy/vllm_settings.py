@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from prmloop.data.errors import UserError
+from ..utils.errors import UserError, shown
 
 ENGINE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 """``grpo.vllm_dtype`` names; 'auto' is the policy's own weights' dtype (not vLLM's 'auto', which reads the config)."""
@@ -37,7 +37,7 @@ def parse_engine_args(text: str) -> dict[str, Any]:
         if key in SET_BY_PRMLOOP:
             own = SET_BY_PRMLOOP[key]
             instead = f"set {own} instead" if own else "prmloop sets it itself"
-            raise UserError(f"grpo.vllm_engine_args: {key!r} cannot be given here ({instead})")
+            raise UserError(f"grpo.vllm_engine_args: {shown(key)} cannot be given here ({instead})")
     return value
 
 
@@ -55,9 +55,9 @@ def check_vllm_settings(cfg: Any) -> None:
     """UserError naming the key for a ``grpo.vllm_*`` value the engine cannot be built or used with (checked
     whatever ``use_vllm`` says, so a config file is either right or refused)."""
     if cfg.vllm_dtype not in ENGINE_DTYPES:
-        raise UserError(f"grpo.vllm_dtype: unknown {cfg.vllm_dtype!r}; valid: {', '.join(ENGINE_DTYPES)}")
+        raise UserError(f"grpo.vllm_dtype: unknown {shown(cfg.vllm_dtype)}; valid: {', '.join(ENGINE_DTYPES)}")
     if cfg.vllm_old_logps not in OLD_LOGPS:
-        raise UserError(f"grpo.vllm_old_logps: unknown {cfg.vllm_old_logps!r}; valid: {', '.join(OLD_LOGPS)}")
+        raise UserError(f"grpo.vllm_old_logps: unknown {shown(cfg.vllm_old_logps)}; valid: {', '.join(OLD_LOGPS)}")
     if not (math.isfinite(cfg.vllm_is_cap) and (cfg.vllm_is_cap == 0 or cfg.vllm_is_cap >= 1)):
         raise UserError(f"grpo.vllm_is_cap: {cfg.vllm_is_cap} must be 0 (off) or a finite number >= 1")
     if cfg.vllm_is_cap and cfg.vllm_old_logps != "recompute":

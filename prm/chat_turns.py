@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from prmloop.data.errors import UserError
-from prmloop.prm.checkpoint import load_checkpoint
-from prmloop.prm.model import check_solutions, pad_right, pad_token_id
+from ..utils.errors import UserError
+from .checkpoint import load_checkpoint
+from .model import check_solutions, pad_right, pad_token_id
 
 
 def token_id(tokenizer, token: str, key: str) -> int:

@@ -9,9 +9,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from prmloop.data.errors import UserError
-from prmloop.data.hub import is_local, require_hub
-from prmloop.data.vocab import load_tokenizer
+from ..data.vocab import load_tokenizer
+from ..utils.errors import UserError
+from ..utils.hub import is_local, require_hub
 
 PRM_CONFIG_FILE = "prm.json"
 """Marks a prmloop PRM directory (format, separator, positive index, mode, window, log-prob weights)."""

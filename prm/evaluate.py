@@ -16,10 +16,10 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from prmloop.data.errors import UserError
-from prmloop.data.loaders import load
-from prmloop.data.schema import Label, StepwiseExample
-from prmloop.prm.metrics import (
+from ..data.loaders import load
+from ..data.schema import Label, StepwiseExample
+from ..utils.errors import UserError
+from .metrics import (
     AGGREGATIONS,
     best_of_n_accuracy,
     first_error_from_labels,
@@ -29,7 +29,7 @@ from prmloop.prm.metrics import (
     processbench_metrics,
     step_metrics,
 )
-from prmloop.prm.model import StepRewardModel
+from .model import StepRewardModel
 
 
 def scored_prefix(scores: list[float], labels: list[Label]) -> tuple[list[float], list[Label]]:

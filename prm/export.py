@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from prmloop.data.errors import UserError
-from prmloop.prm import hub_modeling
-from prmloop.prm.checkpoint import PRM_CONFIG_FILE, is_tied
-from prmloop.prm.features import LOGP_FEATURES
+from ..utils.errors import UserError
+from . import hub_modeling
+from .checkpoint import PRM_CONFIG_FILE, is_tied
+from .features import LOGP_FEATURES
 
 MODELING_FILE = "modeling_prmloop.py"
 """The remote-code file written beside the weights (``auto_map`` names it)."""
@@ -52,7 +52,7 @@ def modeling_source(config, base_prefix: str, head_name: str) -> str:
 
 def export_config(model):
     """The saved config: the backbone's, with class names, the prmloop reading and the auto_map."""
-    from prmloop.prm.model import separator_id  # model.py saves through this module
+    from .model import separator_id  # model.py saves through this module
 
     config = copy.deepcopy(model.config)
     config.id2label = dict(LABELS) if model.head.out_features == 2 else {0: "good"}

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from prmloop.data.errors import UserError
-from prmloop.data.hub import is_local, require_hub
-from prmloop.prm.chat_turns import ChatTurnPRM
-from prmloop.prm.checkpoint import PRM_CONFIG_FILE, local_checkpoint
-from prmloop.prm.config import PRMConfig
-from prmloop.prm.hub_formats import (
+from ..utils.errors import UserError
+from ..utils.hub import is_local, require_hub
+from .chat_turns import ChatTurnPRM
+from .checkpoint import PRM_CONFIG_FILE, local_checkpoint
+from .config import PRMConfig
+from .hub_formats import (
     QWEN_PRM_ARCHITECTURE,
     VALUE_HEAD,
     VALUE_HEAD_ARCHITECTURE,
@@ -39,7 +39,7 @@ from prmloop.prm.hub_formats import (
     needs_remote_code,
     read_config,
 )
-from prmloop.prm.model import StepRewardModel
+from .model import StepRewardModel
 
 
 def architectures(path_or_name: str | Path) -> list[str]:

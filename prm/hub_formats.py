@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoModelForTokenClassification
 
-from prmloop.data.errors import UserError
-from prmloop.prm.checkpoint import load_checkpoint, read_weights, weight_names
-from prmloop.prm.model import (
+from ..utils.errors import UserError
+from .checkpoint import load_checkpoint, read_weights, weight_names
+from .model import (
     StepRewardModel,
     check_solutions,
     encode_solution,

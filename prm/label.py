@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
-from prmloop.data.schema import check_solution_steps
+from ..data.schema import check_solution_steps
 
 FormatPrefix = Callable[[str, list[str]], str]
 Check = Callable[[str, str], bool]

@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from prmloop.data.schema import Label
+from ..data.schema import Label
 
 LABEL_THRESHOLD = 0.5
 """Soft labels >= this count as 'step is correct' when evaluating (Math-Shepherd soft labels are fractions)."""

@@ -38,11 +38,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, PreTrainedTokenizerBase
 
-from prmloop.data.errors import UserError
-from prmloop.data.prompts import encode_prompt
-from prmloop.data.schema import check_solution_steps
-from prmloop.prm.checkpoint import PRM_CONFIG_FILE, load_checkpoint, read_meta, saved_lm_head
-from prmloop.prm.features import LOGP_WEIGHT_INIT, span_logp_features, token_logp_and_margin
+from ..data.prompts import encode_prompt
+from ..data.schema import check_solution_steps
+from ..utils.errors import UserError
+from .checkpoint import PRM_CONFIG_FILE, load_checkpoint, read_meta, saved_lm_head
+from .features import LOGP_WEIGHT_INIT, span_logp_features, token_logp_and_margin
 
 HEAD_BIAS_INIT = 1.0
 """Initial s_good − s_bad of a fresh head: every step starts at σ(1) = 0.73 (most steps are right)."""
@@ -262,7 +262,7 @@ class StepRewardModel(torch.nn.Module):
     def save_pretrained(self, out_dir: str | Path) -> Path:
         """A token-classification checkpoint + remote code for its log-prob features + tokenizer + prm.json + model
         card (``prm/export.py``); LoRA adapters are merged first."""
-        from prmloop.prm.export import save_reward_model  # export reads this module's separator_id
+        from .export import save_reward_model  # export reads this module's separator_id
 
         if hasattr(self.backbone, "merge_and_unload"):
             self.backbone = self.backbone.merge_and_unload()

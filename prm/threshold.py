@@ -11,9 +11,9 @@ import math
 
 import torch
 
-from prmloop.data.errors import UserError
-from prmloop.data.schema import Label, StepwiseExample
-from prmloop.prm.model import StepRewardModel
+from ..data.schema import Label, StepwiseExample
+from ..utils.errors import UserError
+from .model import StepRewardModel
 
 
 def threshold_candidates(scores: list[list[float]]) -> list[float]:
@@ -30,7 +30,7 @@ def best_first_error_threshold(scores: list[list[float]], labels: list[list[Labe
 
     Example: scores [[0.9, 0.4]] (label first error 1) and [[0.45]] (no error): at 0.5 the second is a false alarm
     (F1 0); any t in (0.4, 0.45] gets both right (F1 1); the candidate is the midpoint 0.425."""
-    from prmloop.prm.metrics import first_error_from_labels, first_error_index, processbench_metrics
+    from .metrics import first_error_from_labels, first_error_index, processbench_metrics
 
     actual = [first_error_from_labels(solution) for solution in labels]
     best = (-math.inf, 0.0, 0.5)
@@ -61,7 +61,7 @@ def fold_threshold(model: StepRewardModel, threshold: float) -> float:
 
 def tune_threshold(model: StepRewardModel, examples: list[StepwiseExample], batch_size: int) -> dict:
     """Pick the first-error-F1-best threshold on ``examples`` and fold it into ``model``'s bias."""
-    from prmloop.prm.evaluate import scored_prefix
+    from .evaluate import scored_prefix
 
     scores = model.score_steps([e.prompt for e in examples], [e.completions for e in examples], batch_size)
     pairs = [scored_prefix(s, e.labels) for s, e in zip(scores, examples)]

@@ -35,12 +35,12 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 
-from prmloop.data.errors import UserError
-from prmloop.data.schema import Label, StepwiseExample
-from prmloop.policy.distributed import check_engine, configure_deepspeed, make_accelerator
-from prmloop.prm.config import PRMConfig
-from prmloop.prm.model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
-from prmloop.prm.threshold import tune_threshold
+from ..data.schema import Label, StepwiseExample
+from ..utils.distributed import check_engine, configure_deepspeed, make_accelerator
+from ..utils.errors import UserError
+from .config import PRMConfig
+from .model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
+from .threshold import tune_threshold
 
 
 def hard_targets(labels: list[Label]) -> list[float]:
@@ -292,7 +292,7 @@ def train_prm(
 
 def _validate(model: StepRewardModel, examples: list[StepwiseExample], cfg: PRMConfig, log) -> dict:
     """Validation metrics (prefixed ``val_``) of the unwrapped model; logged as one line."""
-    from prmloop.prm.evaluate import evaluate_steps
+    from .evaluate import evaluate_steps
 
     metrics = evaluate_steps(model, examples, cfg.threshold, cfg.eval_batch_size)
     log(f"prm validation: step acc {metrics['step_acc']:.3f}, step F1 (error) {metrics['step_f1_error']:.3f}, "

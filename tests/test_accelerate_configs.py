@@ -10,8 +10,8 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 
-from prmloop.data.errors import UserError
-from prmloop.policy.distributed import check_engine, configure_deepspeed, make_accelerator
+from prmloop.utils.distributed import check_engine, configure_deepspeed, make_accelerator
+from prmloop.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))

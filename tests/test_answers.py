@@ -259,7 +259,7 @@ def _is_running(pid: int) -> bool:
 
 def test_a_child_that_cannot_import_math_verify_is_a_user_error_not_a_silent_false():
     script = (
-        "import sys\nfrom prmloop.data.answers import answers_match\nfrom prmloop.data.errors import UserError\n"
+        "import sys\nfrom prmloop.data.answers import answers_match\nfrom prmloop.utils.errors import UserError\n"
         "sys.path[:] = [p for p in sys.path if '-packages' not in p]  # the child gets this path\n"
         "try:\n    answers_match('2^3', '8')\nexcept UserError as error:\n    print('UserError', error)\n"
     )

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from hub_fixtures import build_hub_model, gsm8k_rows, write_gsm8k_file
 
-from prmloop.data.jsonl import read_jsonl
 from prmloop.loop.cli import main
 from prmloop.loop.config import load_config
+from prmloop.utils.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,7 +128,7 @@ def test_shipped_hub_configs_validate_and_fail_offline_in_one_line(name, tmp_pat
     assert cfg.policy.chat_template and cfg.data.task in ("gsm8k", "math")
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr("prmloop.data.hub.hub_reachable", lambda: False)
+    monkeypatch.setattr("prmloop.utils.hub.hub_reachable", lambda: False)
     code = main(["grpo", "--config", str(ROOT / "configs" / name), "--policy", cfg.policy.model, "--out",
                  str(tmp_path / "out"), "--set", "grpo.reward_source=rule", "--set", "grpo.supervision=outcome"])
     err = capsys.readouterr().err.strip().splitlines()

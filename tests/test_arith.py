@@ -8,8 +8,8 @@ import pytest
 from prmloop.data import arith
 from prmloop.data.arith import ArithProblem, check_config, generate, parse_question, split_of
 from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
 from prmloop.data.verifier import verify
+from prmloop.utils.errors import UserError
 
 
 def test_same_seed_gives_identical_problems():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from prmloop.data.errors import UserError
 from prmloop.loop.arms import Arm, arm_config, parse_arm
 from prmloop.loop.config import ExperimentConfig
+from prmloop.utils.errors import UserError
 
 
 def test_parse_arm_defaults_credit_to_sum():

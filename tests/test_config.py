@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prmloop.data.errors import UserError
 from prmloop.loop.config import ExperimentConfig, load_config, save_config
+from prmloop.utils.errors import UserError
 
 
 def write(tmp_path, text, name="c.yaml"):

@@ -4,8 +4,8 @@ config, never another exception (a traceback). The counts are printed for the re
 import dataclasses
 import typing
 
-from prmloop.data.errors import UserError
 from prmloop.loop.config import ExperimentConfig, load_config
+from prmloop.utils.errors import UserError
 
 HOSTILE = ["-1", "0", "1", "nan", "inf", "-inf", "1e308", "1e-320", "abc", "", "[1, 2]", "{a: 1}", "true", "null",
            "'" + "x" * 5000 + "'", "0x10", "1_000"]

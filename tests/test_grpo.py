@@ -16,13 +16,13 @@ import torch
 import prmloop.policy.grpo as grpo_module
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import get_task
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer, group_std_mean, step_problem_indices, validate_config
 from prmloop.policy.tiny import tiny_random_model
+from prmloop.utils.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grpo_ddp_script import DigitScorer

@@ -6,13 +6,13 @@ import logging
 import pytest
 from test_grpo import PROBLEMS, make_trainer, one_thread  # noqa: F401 - one_thread is an autouse fixture
 
-from prmloop.data.errors import UserError
 from prmloop.data.schema import Problem
 from prmloop.loop.config import load_config
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import validate_config
 from prmloop.policy.prompt_filter import keep_fitting, left_truncate, prompt_budget, too_long
 from prmloop.policy.rollout import encode_prompts
+from prmloop.utils.errors import UserError
 
 # The embedded task's prompts are 30..36 tokens; a budget of 46 - 10 = 36 keeps them all and drops LONG (42 tokens).
 FITS = PolicyConfig(max_length=46, max_new_tokens=10)

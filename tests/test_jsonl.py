@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import append_jsonl, read_jsonl, read_jsonl_tolerant, truncate_torn_tail
+from prmloop.utils.errors import UserError
+from prmloop.utils.jsonl import append_jsonl, read_jsonl, read_jsonl_tolerant, truncate_torn_tail
 
 
 def test_append_creates_then_appends_whole_lines(tmp_path: Path):
@@ -77,7 +77,7 @@ def test_missing_file(tmp_path: Path):
 
 
 def test_replace_dir_survives_leftovers_and_a_kill_between_its_renames(tmp_path):
-    from prmloop.data.jsonl import recover_dir, replace_dir
+    from prmloop.utils.jsonl import recover_dir, replace_dir
 
     target = tmp_path / "ckpt"
     for version in ("1", "2"):

@@ -4,7 +4,6 @@ import random
 
 import pytest
 
-from prmloop.data.errors import UserError
 from prmloop.prm.label import (
     get_estimate,
     get_labeller,
@@ -14,6 +13,7 @@ from prmloop.prm.label import (
     soft_estimate,
 )
 from prmloop.prm.metrics import first_error_from_labels
+from prmloop.utils.errors import UserError
 
 QUESTION = "What is 40 + 2?"
 REFERENCE = "42"

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from prmloop.data.errors import UserError
 from prmloop.loop.ledger import Ledger, save_dir_atomically
+from prmloop.utils.errors import UserError
 
 
 def test_restore_cuts_rows_written_after_the_last_commit(tmp_path):

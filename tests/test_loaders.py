@@ -8,10 +8,10 @@ import datasets
 import pytest
 
 from prmloop.data import loaders
-from prmloop.data.errors import UserError
 from prmloop.data.formats import last_boxed
 from prmloop.data.loaders import convert, format_names, load
 from prmloop.data.schema import Problem, StepwiseExample
+from prmloop.utils.errors import UserError
 from tests.fixtures_formats import (
     GSM8K_ROWS,
     MATH500_ROWS,
@@ -299,13 +299,13 @@ def test_missing_local_file_is_one_line(tmp_path):
 
 @pytest.fixture
 def hub_online(monkeypatch):
-    monkeypatch.setattr("prmloop.data.hub.hub_reachable", lambda: True)
+    monkeypatch.setattr("prmloop.utils.hub.hub_reachable", lambda: True)
 
 
 def test_hub_name_offline_fails_at_once_in_one_line(monkeypatch):
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr("prmloop.data.hub.hub_reachable", lambda: False)
+    monkeypatch.setattr("prmloop.utils.hub.hub_reachable", lambda: False)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("must not try the hub"))
     with pytest.raises(UserError, match=r"^dataset source: 'openai/gsm8k' is not a local path and the hub cannot be "
                                         r"reached \(offline\)"):

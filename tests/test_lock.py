@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from prmloop.data.errors import UserError
 from prmloop.loop.cli import main
 from prmloop.loop.lock import exclusive, waiting
+from prmloop.utils.errors import UserError
 
 HOLD = """
 import sys, time

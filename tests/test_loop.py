@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from prmloop.data.jsonl import read_jsonl
+from prmloop.utils.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 ARM = Path("arms/process-prm-iterative/seed0")

@@ -56,12 +56,9 @@ def test_python_dash_m_prmloop_runs_the_cli(tmp_path):
 @pytest.mark.slow
 def test_wheel_holds_only_the_prmloop_package(tmp_path):
     pytest.importorskip("setuptools", minversion="70.1")
-    source = tmp_path / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    for folder in ("data", "prm", "policy", "loop"):
-        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    source = tmp_path / "src"  # the whole checkout: tests/, bench/, docs/ and configs/ sit beside the package's folders
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns("__pycache__", ".git", ".venv*", "runs", "wandb",
+                                                                "*.egg-info", ".pytest_cache", ".ruff_cache"))
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "w"),
                str(source)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -73,7 +70,8 @@ def test_wheel_holds_only_the_prmloop_package(tmp_path):
     for module in ("prmloop/__init__.py", "prmloop/__main__.py", "prmloop/data/answers.py", "prmloop/prm/model.py",
                    "prmloop/policy/grpo.py", "prmloop/loop/cli.py"):
         assert module in names
-    assert not any("/package_root/" in name for name in names)
+    assert "prmloop/utils/errors.py" in names
+    assert not any(name.startswith(("prmloop/tests/", "prmloop/bench/", "prmloop/docs/", "prmloop/.ci/")) for name in names)
     shipped = [name for name in names if name.startswith("prmloop/loop/warm_starts/")]  # the study's warm start
     assert "prmloop/loop/warm_starts/README.md" in shipped
     assert {name.rsplit("/", 1)[1] for name in shipped} >= {"model.safetensors", "tokenizer.json", "sft_metrics.json"}

@@ -5,10 +5,10 @@ import pytest
 import torch
 from test_grpo import ARITH, PROBLEMS, make_trainer, one_thread  # noqa: F401 - one_thread is an autouse fixture
 
-from prmloop.data.errors import UserError
 from prmloop.policy.config import PolicyConfig
 from prmloop.policy.logps import forward_logps
 from prmloop.policy.lora import is_checkpointing
+from prmloop.utils.errors import UserError
 
 LORA = PolicyConfig(max_new_tokens=10, lora_r=4, lora_alpha=8)
 

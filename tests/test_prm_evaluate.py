@@ -7,8 +7,6 @@ import torch
 
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import write_jsonl
 from prmloop.data.schema import StepwiseExample
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.loop.config import ExperimentConfig
@@ -18,6 +16,8 @@ from prmloop.policy.tiny import init_policy, tiny_random_model
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.evaluate import best_of_n, evaluate_file, evaluate_steps
 from prmloop.prm.model import StepRewardModel
+from prmloop.utils.errors import UserError
+from prmloop.utils.jsonl import write_jsonl
 from tests.fixtures_formats import PROCESSBENCH_ROWS
 
 NAN = math.nan

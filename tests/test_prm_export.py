@@ -9,11 +9,11 @@ import torch
 from hub_fixtures import build_hub_model
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from prmloop.data.errors import UserError
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.formats import load_reward_model
 from prmloop.prm.hub_formats import RemoteTokenClassifierPRM
 from prmloop.prm.model import StepRewardModel
+from prmloop.utils.errors import UserError
 
 PROMPT = "Q: Tom has 5 apples and buys 7 more. How many apples does he have?\n"
 SOLUTIONS = [["Tom has 5 + 7 = 12 apples.", "The answer is 12"], ["He has 5 - 7 = 2 apples.", "So 2 + 1 = 3.", "#### 3"]]

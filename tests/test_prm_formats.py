@@ -9,7 +9,6 @@ from fixtures_formats import PROCESSBENCH_ROWS
 from transformers import AutoModelForTokenClassification, Qwen2Config
 
 from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import get_task
 from prmloop.data.vocab import build_bpe_tokenizer
@@ -18,6 +17,7 @@ from prmloop.policy.tiny import tiny_random_model
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.evaluate import evaluate_file
 from prmloop.prm.formats import detect_format, init_reward_model, load_reward_model
+from prmloop.utils.errors import UserError
 
 PROMPT = "Q: 2 + 3 * 4?\n"
 STEPS = [["2 + 3 = 5", "5 * 4 = 20", "The answer is 20"], ["2 + 3 = 6", "The answer is 24"]]

@@ -12,10 +12,10 @@ from hub_fixtures import CHATML_TEMPLATE, build_hub_tokenizer
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from prmloop.data.errors import UserError
 from prmloop.prm.config import PRMConfig
 from prmloop.prm.formats import detect_format, init_reward_model, load_reward_model
 from prmloop.prm.model import StepRewardModel
+from prmloop.utils.errors import UserError
 
 QUESTION = "Tom has 5 apples and buys 7 more. How many apples does he have?"
 SOLUTIONS = [["Tom has 5 + 7 = 12 apples.", "The answer is 12"], ["He has 5 - 7 = 2 apples.", "So 2 + 1 = 3.", "The answer is 3"]]

@@ -11,7 +11,6 @@ import pytest
 import torch
 from transformers import AutoModelForTokenClassification, LlamaConfig
 
-from prmloop.data.errors import UserError
 from prmloop.data.schema import StepwiseExample
 from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
 from prmloop.policy.tiny import tiny_random_model
@@ -19,6 +18,7 @@ from prmloop.prm.features import span_logp_features, token_logp_and_margin
 from prmloop.prm.metrics import first_error_index
 from prmloop.prm.model import StepRewardModel, encode_solution, step_tensors
 from prmloop.prm.train import build_items, collate_items
+from prmloop.utils.errors import UserError
 
 BPE_CORPUS = ["7 + 5 = 12\n12 * 3 = 36\nAnswer: 36", "3 × 4 = 12\n√16 = 4\nAnswer: 12"] * 20
 PROMPT = "Q?\n"

@@ -8,8 +8,6 @@ import pytest
 import torch
 
 import prmloop.prm.train
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import write_jsonl
 from prmloop.data.schema import StepwiseExample
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.loop.config import ExperimentConfig
@@ -31,6 +29,8 @@ from prmloop.prm.train import (
     train_prm,
     warmup_steps_for,
 )
+from prmloop.utils.errors import UserError
+from prmloop.utils.jsonl import write_jsonl
 
 PROMPT = "Q\n"
 

@@ -83,7 +83,7 @@ def test_s1_is_not_measured_when_the_outcome_arm_never_improves(tmp_path: Path):
 
 
 def test_s1_by_trace_accuracy_appears_where_trace_accuracy_was_logged(tmp_path: Path):
-    from prmloop.data.jsonl import append_jsonl
+    from prmloop.utils.jsonl import append_jsonl
 
     runs = [RunInfo("outcome", 0, run_dir=fake_run(tmp_path / "o", [0.3, 0.4, 0.5], None, None), **OUTCOME),
             RunInfo("process", 0, run_dir=fake_run(tmp_path / "p", [0.3, 0.3, 0.4], None, None), **PROCESS)]

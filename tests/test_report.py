@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import append_jsonl
 from prmloop.loop.report import (
     HEADLINE,
     RunInfo,
@@ -18,6 +16,8 @@ from prmloop.loop.report import (
     t_quantile_975,
     write_report,
 )
+from prmloop.utils.errors import UserError
+from prmloop.utils.jsonl import append_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import get_task
 from prmloop.policy.rewards import Rewards, check_reward_setup, compute_rewards
+from prmloop.utils.errors import UserError
 
 PROBLEM = Problem("p0", "1 + 2 = ? (left to right)", "3", ("1 + 2 = 3", "Answer: 3"))
 CHECK = get_task(DataConfig()).is_correct

@@ -7,7 +7,6 @@ import torch
 
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
 from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import get_task
@@ -16,6 +15,7 @@ from prmloop.policy.config import PolicyConfig, SFTConfig
 from prmloop.policy.evaluate import complete_problems
 from prmloop.policy.sft import collate, encode_sft_examples, evaluate_greedy, lr_at, train_sft
 from prmloop.policy.tiny import build_tiny_llama
+from prmloop.utils.errors import UserError
 
 ARITH = get_task(DataConfig())
 

@@ -7,13 +7,13 @@ from hub_fixtures import write_gsm8k_file, write_math500_file, write_math_file
 
 from prmloop.data import arith
 from prmloop.data.config import DataConfig
-from prmloop.data.errors import UserError
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import get_task
 from prmloop.loop.stages import format_prefix_for, label_rows, outcome_examples
 from prmloop.policy.evaluate import correctness
 from prmloop.policy.rewards import compute_rewards
 from prmloop.prm.label import label_exhaustive
+from prmloop.utils.errors import UserError
 
 ANSWER_TABLE = [
     # (completion, reference, right?)

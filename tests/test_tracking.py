@@ -15,9 +15,9 @@ import pytest
 import torch
 from wandb_records import history_rows, offline_history
 
-from prmloop.data.errors import UserError
-from prmloop.data.jsonl import read_jsonl_tolerant
 from prmloop.loop.tracking import RECORD_FILE, Tracker, check_online_login, metrics_row, resolve_mode, wandb_sync_hint
+from prmloop.utils.errors import UserError
+from prmloop.utils.jsonl import read_jsonl_tolerant
 
 ARGS = {"project": "prmloop-test", "group": "exp", "name": "process-prm-iterative-sum-s0", "job_type": "process",
         "tags": ["test"], "config": {"supervision": "process", "reward_source": "prm", "rm_update": "iterative",

@@ -12,9 +12,9 @@ import pytest
 from test_grpo import _grpo_job_setup
 from wandb_records import offline_history, run_info
 
-from prmloop.data.errors import UserError
 from prmloop.loop.config import TrackingConfig
 from prmloop.loop.tracking import RECORD_FILE, RUN_ID_FILE, is_main_process, job_run
+from prmloop.utils.errors import UserError
 
 
 @pytest.fixture
@@ -82,10 +82,10 @@ def test_grpo_job_logs_the_loop_keys_and_resumes_the_same_run(tmp_path: Path, cl
 def test_prm_train_job_logs_epochs_and_summary(tmp_path: Path, clean_env, monkeypatch):
     from test_prm_train import build_task_tokenizer, tiny_random_model, toy_examples
 
-    from prmloop.data.jsonl import write_jsonl
     from prmloop.loop.config import ExperimentConfig
     from prmloop.loop.jobs_prm import train_prm_job
     from prmloop.prm.config import PRMConfig
+    from prmloop.utils.jsonl import write_jsonl
 
     tokenizer = build_task_tokenizer()
     tiny_random_model("llama", tokenizer, seed=0).save_pretrained(tmp_path / "policy")

@@ -16,7 +16,6 @@ import torch
 from test_grpo import PROBLEMS, make_trainer, one_thread  # noqa: F401 - one_thread is an autouse fixture
 
 import prmloop.policy.grpo as grpo_module
-from prmloop.data.errors import UserError
 from prmloop.data.vocab import build_task_tokenizer
 from prmloop.loop.config import load_config
 from prmloop.policy import lora, rollout, vllm_backend
@@ -34,6 +33,7 @@ from prmloop.policy.vllm_backend import (
     sampled_logps,
 )
 from prmloop.policy.vllm_settings import engine_max_num_seqs, parse_engine_args
+from prmloop.utils.errors import UserError
 
 # ---------------------------------------------------------------- errors and config (CPU)
 

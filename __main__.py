@@ -2,7 +2,7 @@
 
 import sys
 
-from prmloop.loop.cli import main
+from .loop.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
-from prmloop.data.errors import UserError
+from .errors import UserError
 
 
 def _quiet_deepspeed_without_an_accelerator() -> None:

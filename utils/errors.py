@@ -6,3 +6,9 @@ class UserError(Exception):
 
     The message must name the file, row or key at fault, e.g. ``runs.jsonl:12: 'labels' has 3 items, 'completions' 4``.
     """
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` for a one-line error message, cut to ``limit`` characters (hostile input stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

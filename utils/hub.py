@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from prmloop.data.errors import UserError
+from .errors import UserError
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 PROBE_TIMEOUT_S = 3.0
