@@ -201,7 +201,7 @@ def reward_run(model, tokenizer, steps: int) -> None:
     """GRPO with the default config (outcome supervision, rule reward) from the SFT policy; held-out accuracy of
     greedy decoding and of 4 samples per problem at temperature 1 (the rule reward), before and after."""
     from prmloop.data.prompts import Prompter
-    from prmloop.policy.evaluate import heldout_accuracy
+    from prmloop.policy.accuracy import heldout_accuracy
 
     policy_cfg, cfg = PolicyConfig(), GRPOConfig(steps=steps, supervision="outcome", reward_source="rule")
     held_out = generate(DataConfig(), DataConfig().n_eval, "eval")

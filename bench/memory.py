@@ -59,8 +59,8 @@ def run_variant(name: str, threads: int, layers: int = 24) -> dict:
 
     from prmloop.data.arith import generate
     from prmloop.data.config import DataConfig
+    from prmloop.data.task_tokenizer import build_task_tokenizer
     from prmloop.data.tasks import get_task
-    from prmloop.data.vocab import build_task_tokenizer
     from prmloop.policy.config import GRPOConfig, PolicyConfig
     from prmloop.policy.grpo import GRPOTrainer
 

@@ -34,9 +34,9 @@ from prmloop.loop.config import load_config
 from prmloop.loop.stages import label_rows, run_sft, sample_rows
 from prmloop.policy.load import load_policy
 from prmloop.policy.rollout import PolicySampler
-from prmloop.prm.evaluate import best_of_n, evaluate_steps
 from prmloop.prm.metrics import first_error_from_labels
 from prmloop.prm.model import StepRewardModel
+from prmloop.prm.scoring_eval import best_of_n, evaluate_steps
 from prmloop.prm.train import train_prm
 
 QUICK = {"n_problems": 60, "samples": 4, "eval_problems": 40, "bon": 16}

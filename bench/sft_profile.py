@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from sft_band import cpu_name
 
 from prmloop.data.prompts import Prompter
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.data.tasks import get_task
-from prmloop.data.vocab import build_task_tokenizer
 from prmloop.loop.config import load_config
 from prmloop.policy.sft import collate, encode_sft_examples
 from prmloop.policy.tiny import build_tiny_llama

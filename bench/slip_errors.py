@@ -15,7 +15,7 @@ from prmloop.data import arith
 from prmloop.data.prompts import Prompter
 from prmloop.data.tasks import get_task
 from prmloop.loop.config import load_config
-from prmloop.policy.evaluate import complete_problems
+from prmloop.policy.accuracy import complete_problems
 from prmloop.policy.load import load_policy
 
 

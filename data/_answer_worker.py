@@ -47,8 +47,8 @@ _IMPORT_ERROR = b"import-error "
 
 def _limit_resources() -> None:
     """Cap the child's memory; ignore Ctrl-C (the parent handles it; the child exits on stdin EOF)."""
-    import resource
-    import signal
+    import resource  # lazy: in the child process only (POSIX)
+    import signal  # lazy: as above
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -59,7 +59,7 @@ def _limit_resources() -> None:
 def _arm_cpu_limit() -> None:
     """Let the next request use at most WORKER_CPU_S more CPU seconds; past that the kernel kills the child."""
     try:
-        import resource
+        import resource  # lazy: in the child process only (POSIX; ImportError below elsewhere)
 
         usage = resource.getrusage(resource.RUSAGE_SELF)
         soft = int(usage.ru_utime + usage.ru_stime) + WORKER_CPU_S
@@ -72,7 +72,7 @@ def _arm_cpu_limit() -> None:
 
 def _load_checker():
     """math-verify's LaTeX-only check, ``check(predicted, reference) -> bool`` (imports sympy: the slow part)."""
-    import logging
+    import logging  # lazy: with math-verify below, in the child process only
 
     logging.disable(logging.CRITICAL)  # math-verify warns that its signal timeout is off: it is, on purpose
     from math_verify import LatexExtractionConfig, parse, verify
@@ -178,7 +178,7 @@ class _Worker:
 
 
 def _raise_import_error(detail: bytes) -> None:
-    from ..utils.errors import UserError  # parent only: the child cannot import this package
+    from ..utils.errors import UserError  # lazy: parent only; the child runs this file alone, outside the package
 
     raise UserError(
         f"data/_answer_worker.py: the symbolic answer checker cannot import math-verify ({detail.decode().strip()});"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..utils.checks import at_least, checked, one_of
+
 
 @dataclass
 class DataConfig:
-    task: str = "arith"
+    task: str = checked("arith", one_of("arith", "gsm8k", "math", "problems"))
     """Which task supplies problems: 'arith' (embedded, offline), 'gsm8k', 'math' (MATH, MATH-500, any \\boxed{}
     answers) or 'problems' (any file or hub dataset with a question and an answer column)."""
     source: str = ""
@@ -25,14 +27,14 @@ class DataConfig:
     """'problems' task: the column holding the question."""
     answer_column: str = "answer"
     """'problems' task: the column holding the reference final answer."""
-    step_split: str = ""
+    step_split: str = checked("", one_of("", "newline", "blank_line", "step_marker"))
     """How completions split into steps: 'newline', 'blank_line' or 'step_marker' ('' = the task's default:
     newline for arith, gsm8k and problems, blank_line for math)."""
     seed: int = 0
     """Seed of the problem generator; the same seed gives byte-identical problems."""
-    n_train: int = 4000
+    n_train: int = checked(4000, at_least(1))
     """Number of training problems (dataset tasks: at most this many, the first ones of the split)."""
-    n_eval: int = 200
+    n_eval: int = checked(200, at_least(1))
     """Number of held-out problems, never overlapping the training ones (dataset tasks: at most this many)."""
     min_steps: int = 2
     """Fewest operations in an arithmetic problem (each operation is one solution step)."""

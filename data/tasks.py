@@ -33,6 +33,7 @@ from .formats import BadRow
 from .loaders import iter_rows, load
 from .schema import Problem
 from .steps import split_steps
+from .verifier import verify_steps
 
 STEP_SEPARATORS = {"newline": "\n", "blank_line": "\n\n", "step_marker": "\n"}
 """Step split mode -> the separator that joins steps into a completion that splits back into the same steps."""
@@ -132,8 +133,6 @@ def _arith_split(cfg: DataConfig, split: str) -> list[Problem]:
 
 
 def _arith_verifier(problem: Problem, steps: list[str]) -> list[bool]:
-    from .verifier import verify_steps
-
     return verify_steps(arith.parse_question(problem.question), steps)
 
 

@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass
 
 from ..utils.errors import UserError
-from .config import ExperimentConfig
+from .experiment import ExperimentConfig
 
 SUPERVISIONS = ("process", "outcome")
 REWARD_SOURCES = ("prm", "orm", "rule")

@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 
 from ..utils.errors import UserError
+from .config import ExperimentConfig, config_to_yaml, load_config
+from .config_docs import keys_help
+from .report import HEADLINE, report_sections
+from .tracking import check_online_login, is_main_process, resolve_mode, wandb_sync_hint
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +36,6 @@ class _Parser(argparse.ArgumentParser):
         text = super().format_help()
         if self.config_keys is None:
             return text
-        from .config import ExperimentConfig  # lazy: plain commands never read the config sources
-        from .config_docs import keys_help
-
         return f"{text}\n{keys_help(ExperimentConfig(), self.config_keys)}\n"
 
 
@@ -84,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     prm_label.add_argument("--problems", default=None, help="problems file in the task's format (arith: `prmloop data "
                            "generate` JSONL; gsm8k/math/problems: that dataset's rows); default: the task's train split")
     prm_label.add_argument("--out", required=True, help="stepwise JSONL to write")
-    prm_label.add_argument("--method", default="exhaustive", choices=["exhaustive", "binary", "exact"],
-                           help="Monte Carlo (exhaustive or binary search) or the exact verifier (embedded task)")
+    prm_label.add_argument("--method", default="mc", choices=["mc", "mc_binary", "exact", "exhaustive", "binary"],
+                           help="mc: Monte Carlo on every step prefix; mc_binary: Monte Carlo binary search for the "
+                           "first bad step; exact: the task's step verifier (embedded task); the names of "
+                           "loop.labeller. 'exhaustive' and 'binary' are old names of mc and mc_binary, still accepted")
     prm_label.add_argument("--n", type=int, default=8, help="completions per step prefix (Monte Carlo)")
     prm_label.add_argument("--samples", type=int, default=4, help="solutions sampled per problem")
     prm_eval = prm.add_parser("eval", help="step metrics and ProcessBench first-error F1 of a PRM on a labelled file")
@@ -167,31 +170,25 @@ def check_processes(args: argparse.Namespace) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> None:
-    from .config import load_config
-
     check_processes(args)
 
     quick = args.command == "demo" and args.quick
     demo = args.command == "demo" and not quick and args.config is None
-    preset = QUICK_OVERRIDES if quick else DEMO_OVERRIDES if demo else None
+    preset = QUICK_CONFIG if quick else DEMO_CONFIG if demo else None
     cfg = load_config(args.config, args.overrides, preset=preset)  # the user's keys win
     if args.command == "config":
-        from .config import config_to_yaml
-
         print(config_to_yaml(cfg), end="")
         return
     if args.command == "demo" and args.config is None:
         cfg.name = "demo-quick" if args.quick else "demo"
     if cfg.grpo.use_vllm:  # the engine GRPO samples with serves evaluation and labelling too (built when first used)
-        from ..policy.vllm_backend import sample_with_vllm
+        from ..policy.vllm_backend import sample_with_vllm  # lazy: vllm/torch, only with grpo.use_vllm
 
         sample_with_vllm(cfg.grpo, cfg.policy)
     _quiet_libraries()
     if args.command in ("loop", "compare", "demo"):  # before the shared warm start, not when the first arm starts
-        from .tracking import check_online_login, resolve_mode
-
         check_online_login(resolve_mode(cfg.tracking.mode, os.environ))
-    from . import jobs
+    from . import jobs  # lazy: datasets/torch load only once a command runs (not for --help)
 
     if args.command == "data" and args.action == "generate":
         count = jobs.generate_problems(cfg, args.n, args.split, args.seed, args.out)
@@ -199,7 +196,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "data" and args.action == "show":
         print(jobs.show_rows(cfg, args.file, args.n))
     elif args.command == "data" and args.action == "convert":
-        from ..data.loaders import convert
+        from ..data.loaders import convert  # lazy: datasets is slow to import
 
         options = {"neutral_as": args.neutral_as} if args.neutral_as else {}
         written, skipped = convert(args.format, args.source, args.out, skip_bad=args.skip_bad, split=args.split,
@@ -208,7 +205,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "policy" and args.action == "init":
         print(f"wrote a tiny policy to {jobs.init_policy(cfg, args.out)}")
     elif args.command == "policy":
-        from .stages import run_sft
+        from .stages import run_sft  # lazy: torch/transformers-heavy
 
         summary = run_sft(cfg, args.out)
         errors = f", first errors by step {summary['first_error_counts']}" if "first_error_counts" in summary else ""
@@ -218,7 +215,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "prm":
         _dispatch_prm(cfg, args)
     elif args.command == "grpo":
-        from .jobs_grpo import grpo_job
+        from .jobs_grpo import grpo_job  # lazy: torch/transformers-heavy
 
         summary = grpo_job(cfg, args.policy, args.prm, args.out, args.resume)
         print(f"GRPO done: {summary}; saved to {args.out}")
@@ -228,25 +225,19 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command in ("compare", "demo"):
         started = time.perf_counter()
         report = jobs.compare_job(cfg, args.out, args.resume)
-        from .report import HEADLINE, report_sections
-
         print(f"\n{report_sections(report.read_text(), HEADLINE)}\n")
         print(f"{args.command} done in {time.perf_counter() - started:.0f}s; report: {report}")
-        from .tracking import wandb_sync_hint
-
         print(f"W&B runs are under {args.out}/arms/*/seed*/wandb; to upload them: {wandb_sync_hint(args.out)}")
 
 
 def _print_wandb_hint(out: str) -> None:
     """The upload command for the offline W&B run a training command wrote (main process only)."""
-    from .tracking import is_main_process, wandb_sync_hint
-
     if is_main_process(os.environ) and any(Path(out).rglob("offline-run-*")):
         print(f"W&B run is under {out}/wandb; to upload it: {wandb_sync_hint(out)}")
 
 
 def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
-    from . import jobs_prm
+    from . import jobs_prm  # lazy: torch/transformers-heavy
 
     if args.action == "train":
         summary = jobs_prm.train_prm_job(cfg, args.data, args.out, args.init, args.replay)
@@ -260,27 +251,19 @@ def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
         print("\n".join(f"{key}: {value}" for key, value in summary.items()))
 
 
-DEMO_OVERRIDES = ["data.min_steps=4", "data.max_steps=6", "data.slip_rate=0.75", "data.slip_borrow=true",
-                  "data.n_eval=500", "policy.max_new_tokens=96", "policy.max_length=160", "sft.steps=1200",
-                  "sft.eval_problems=500", "grpo.prompts_per_step=16", "grpo.group_size=8", "grpo.lr=0.0001",
-                  "loop.rounds=2", "loop.rl_steps_per_round=8", "loop.eval_every=4", "loop.eval_problems=300",
-                  "loop.eval_k=2", "compare.arms=[outcome-rule-fixed, process-prm-iterative]", "compare.seeds=2"]
-"""`prmloop demo` without --config: the settings of configs/demo.yaml (a test keeps the two equal). The full study's
-regime and warm start (configs/compare.yaml; its SFT policy ships in loop/warm_starts) with its first two rounds, two
-arms and two seeds: about 8 minutes on 2 cores (16 with loop.shipped_warm_start=false, which trains the warm start)."""
-
-QUICK_OVERRIDES = ["data.n_train=200", "data.n_eval=20", "policy.hidden_size=32", "policy.num_layers=1",
-                   "policy.num_heads=2", "policy.max_new_tokens=48", "sft.steps=30", "sft.batch_size=16",
-                   "sft.warmup_steps=5", "sft.eval_every=0", "sft.eval_problems=20", "prm.epochs=1",
-                   "prm.batch_size=16", "grpo.prompts_per_step=4", "grpo.group_size=4",
-                   "loop.rounds=2", "loop.rl_steps_per_round=2", "loop.label_problems=8", "loop.init_label_problems=16",
-                   "loop.samples_per_problem=2", "loop.eval_problems=10", "loop.eval_k=4"]
-"""`demo --quick`: the settings of configs/quick.yaml (a test keeps the two equal)."""
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+"""configs/ of the installed package (package data): the one source of the demo's settings."""
+DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
+"""`prmloop demo` without --config: the full study's regime and warm start (configs/compare.yaml; its SFT policy ships
+in loop/warm_starts) with its first two rounds, two arms and two seeds: about 8 minutes on 2 cores (16 with
+loop.shipped_warm_start=false, which trains the warm start)."""
+QUICK_CONFIG = SHIPPED_CONFIGS / "quick.yaml"
+"""`demo --quick`: seconds-long settings, laid under the user's --config and --set."""
 
 
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; transformers' per-load and per-save bars only add noise."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # lazy: transformers is slow to import
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

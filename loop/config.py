@@ -1,4 +1,4 @@
-"""ExperimentConfig: the per-package configs composed into one, with strict YAML loading and --set overrides.
+"""Loading the experiment config: strict YAML, --set overrides and validation; saving it and checking a resume.
 
 Strict means: an unknown key or a value of the wrong type is a UserError naming the key and the file; a missing file is
 one clear line. ``--set section.key=value`` values are read as YAML scalars and coerced to the field's type.
@@ -8,103 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..data.config import DataConfig
-from ..policy.config import GRPOConfig, PolicyConfig, SFTConfig
-from ..prm.config import PRMConfig
 from ..utils.errors import UserError, shown
 from ..utils.jsonl import atomic_write_text
+from .experiment import CompareConfig, ExperimentConfig, LoopConfig, TrackingConfig
+from .validate import validate
 
-
-@dataclass
-class LoopConfig:
-    rounds: int = 2
-    """RL rounds (DeepSeekMath Algorithm 1 iterations): label -> retrain reward model -> reset pi_ref -> GRPO -> eval."""
-    rl_steps_per_round: int = 15
-    """GRPO steps per round (M)."""
-    rm_update: str = "iterative"
-    """'iterative': retrain the reward model each round on fresh policy samples (+ replay); 'fixed': keep the first."""
-    labeller: str = "auto"
-    """How fresh samples get step labels: 'exact' (the task's step verifier; only the embedded task has one), 'mc'
-    (Math-Shepherd Monte Carlo with the policy, exhaustive), 'mc_binary' (OmegaPRM-style binary search) or 'auto'
-    (exact where the task has a verifier, else mc)."""
-    mc_rollouts: int = 8
-    """Monte Carlo labelling: completions per step prefix (N)."""
-    label_problems: int = 64
-    """Training problems sampled each round for reward-model data."""
-    init_label_problems: int = 256
-    """Training problems sampled from the warm-started policy for the first reward model."""
-    samples_per_problem: int = 4
-    """Policy samples per problem for reward-model data."""
-    eval_problems: int = 100
-    """Held-out problems evaluated each round (at most data.n_eval)."""
-    eval_k: int = 8
-    """Samples per held-out problem for maj@k, pass@k and the PRM metrics."""
-    eval_mc_solutions: int = 32
-    """Tasks without a step verifier: held-out samples given Monte Carlo labels each round for the PRM's
-    first-error F1 (loop.mc_rollouts completions per step prefix; 0 = skip)."""
-    eval_every: int = 0
-    """Also measure held-out greedy accuracy (on the same loop.eval_problems) every this many RL steps inside a round,
-    for accuracy-vs-step curves; 0 = only the full evaluation at each round's end."""
-    prm_eval_data: str = ""
-    """A labelled file (e.g. ProcessBench's gsm8k/math split) the PRM is also evaluated on each round ('' = none)."""
-    prm_eval_format: str = "processbench"
-    """Format of loop.prm_eval_data (a data.loaders format: processbench, trl_stepwise, math_shepherd, prm800k)."""
-    prm_eval_split: str = "train"
-    """Split of loop.prm_eval_data (ProcessBench on the hub: gsm8k, math, olympiadbench, omnimath)."""
-    cache_dir: str = "runs/cache"
-    """Where warm-started policies are cached (keyed by a hash of the data, policy and sft sections)."""
-    shipped_warm_start: bool = True
-    """Start from the SFT policy shipped with prmloop (loop/warm_starts/) when this config's data, policy and sft
-    sections are exactly those it was trained with (the study's and the demo's), instead of training it (8 min on 2
-    CPU cores); a policy already in loop.cache_dir comes first. false = train it here."""
-
-
-@dataclass
-class TrackingConfig:
-    project: str = "prmloop"
-    """W&B project name."""
-    mode: str = "offline"
-    """W&B mode: 'offline' (default; files under OUT/.../wandb), 'online' or 'disabled'. WANDB_MODE overrides it."""
-
-
-@dataclass
-class CompareConfig:
-    arms: list[str] = field(
-        default_factory=lambda: ["process-prm-iterative", "process-prm-fixed", "outcome-rule-fixed"]
-    )
-    """Arms as 'supervision-reward_source-rm_update[-credit]', e.g. 'process-prm-iterative-min'."""
-    seeds: int = 1
-    """Seeds per arm (seed, seed+1, ...); the report's 95% CIs need at least 2."""
-
-
-@dataclass
-class ExperimentConfig:
-    name: str = "prmloop"
-    """Experiment name (the W&B group); outputs of every arm share it."""
-    seed: int = 0
-    """Global seed; sections with a seed of their own use theirs."""
-    data: DataConfig = field(default_factory=DataConfig)
-    """Problems: the embedded task's knobs or a dataset source."""
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    """The policy model and its generation limits."""
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    """Supervised warm start."""
-    prm: PRMConfig = field(default_factory=PRMConfig)
-    """The step reward model and its training."""
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    """The GRPO trainer (supervision, reward source and credit assignment live here)."""
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    """Iterative rounds: labelling, reward-model updates, evaluation."""
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    """W&B and local metrics."""
-    compare: CompareConfig = field(default_factory=CompareConfig)
-    """Arms x seeds for `prmloop compare` and `prmloop demo`."""
+__all__ = ["CompareConfig", "ExperimentConfig", "LoopConfig", "TrackingConfig", "apply_override", "check_resume",
+           "config_to_yaml", "load_config", "read_yaml", "save_config"]
+"""The dataclasses are re-exported: callers import the config and its loader from one place."""
 
 
 def _type_name(tp: Any) -> str:
@@ -197,36 +113,42 @@ def apply_override(cfg: Any, assignment: str) -> None:
     setattr(target, parts[-1], _coerce(value, tp, key, "--set", from_cli=True))
 
 
-def _in_file(values: Any, key: str) -> bool:
-    """Whether the config file's mapping sets the dotted ``key``."""
-    for part in key.split("."):
-        if not isinstance(values, dict) or part not in values:
-            return False
-        values = values[part]
-    return True
+def _under(preset: Any, values: Any) -> Any:
+    """The config file's ``values`` laid over the ``preset`` mapping: every key the file sets (a section it leaves
+    empty sets none) wins, key by key inside sections; the preset fills the rest."""
+    if isinstance(preset, dict) and values is None:  # an empty section (`data:`) sets none of its keys
+        return preset
+    if not isinstance(preset, dict) or not isinstance(values, dict):
+        return values
+    merged = dict(preset)
+    for key, value in values.items():
+        merged[key] = _under(preset[key], value) if key in preset else value
+    return merged
+
+
+def _read_file(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found" if not path.is_dir() else f"{path}: a directory, not a file")
+    return read_yaml(path)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None,
-                preset: list[str] | None = None) -> ExperimentConfig:
+                preset: str | Path | None = None) -> ExperimentConfig:
     """Read a YAML experiment config strictly (defaults where keys are absent), then apply --set overrides.
 
-    Precedence, lowest first: built-in defaults, ``preset`` (e.g. ``demo --quick``), the file, ``overrides``."""
-    values: Any = {}
-    where = "defaults"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found" if not path.is_dir() else f"{path}: a directory, not a file")
-        values = read_yaml(path)
+    Precedence, lowest first: built-in defaults, the ``preset`` config file (e.g. configs/quick.yaml for ``demo
+    --quick``; its ``name`` is left out, the name being the run's), the file at ``path``, ``overrides``."""
+    values: Any = {} if path is None else _read_file(path)
+    where = "defaults" if path is None else str(path)
+    if preset is not None:
+        preset_values = _read_file(preset)
+        if isinstance(preset_values, dict):
+            preset_values = {key: value for key, value in preset_values.items() if key != "name"}
+        values = _under(preset_values, values)
     cfg = _build(ExperimentConfig, values, "", where)
-    for assignment in preset or []:
-        if not _in_file(values, assignment.split("=", 1)[0]):
-            apply_override(cfg, assignment)
     for assignment in overrides or []:
         apply_override(cfg, assignment)
-    from .validate import validate
-
     validate(cfg, where if not overrides else f"{where} + --set")
     return cfg
 

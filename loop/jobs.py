@@ -9,8 +9,10 @@ from ..data.schema import Problem, StepwiseExample
 from ..data.tasks import get_task
 from ..utils.errors import UserError
 from ..utils.jsonl import read_jsonl, write_jsonl
+from .arms import arm_from_config, parse_arm
 from .config import ExperimentConfig, save_config
 from .lock import exclusive
+from .report import RunInfo, write_report
 
 
 def generate_problems(cfg: ExperimentConfig, n: int, split: str, seed: int, out: str) -> int:
@@ -58,7 +60,7 @@ def _mark(label: bool | float | None) -> str:
 
 
 def init_policy(cfg: ExperimentConfig, out: str) -> Path:
-    from ..policy.tiny import init_policy as write_tiny
+    from ..policy.tiny import init_policy as write_tiny  # lazy: torch/transformers, for this command only
 
     path = write_tiny(cfg.policy, out, cfg.sft.seed)
     save_config(cfg, out)
@@ -75,8 +77,7 @@ def _experiment_dir(out: str, resume: bool) -> Path:
 
 def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     """`prmloop loop`: one arm (grpo.supervision/reward_source/credit, loop.rm_update) for loop.rounds rounds."""
-    from .arms import arm_from_config
-    from .orchestrator import run_experiment
+    from .orchestrator import run_experiment  # lazy: torch/transformers load only for a command that trains
 
     with exclusive(out):
         path = _experiment_dir(out, resume)
@@ -86,9 +87,7 @@ def loop_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
 
 def compare_job(cfg: ExperimentConfig, out: str, resume: bool) -> Path:
     """`prmloop compare` (and the demo): every arm x seed, then report.md and the PNGs."""
-    from .arms import parse_arm
-    from .orchestrator import run_experiment
-    from .report import RunInfo, write_report
+    from .orchestrator import run_experiment  # lazy: torch/transformers load only for a command that trains
 
     with exclusive(out):
         path = _experiment_dir(out, resume)

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from ..data.tasks import get_task
+from ..policy.accuracy import heldout_accuracy
 from ..policy.config import GRPOConfig
-from ..policy.evaluate import heldout_accuracy
 from ..policy.load import load_policy
 from ..utils.errors import UserError
 from ..utils.jsonl import read_jsonl_tolerant, write_jsonl
@@ -61,7 +61,7 @@ def grpo_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: s
 
 
 def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str, resume: bool) -> dict:
-    from ..policy.grpo import GRPOTrainer
+    from ..policy.grpo import GRPOTrainer  # lazy: torch/transformers, for this command only
 
     grpo_cfg = getattr(cfg, "grpo", None) or GRPOConfig()
     out_dir = Path(out)

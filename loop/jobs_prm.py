@@ -29,13 +29,12 @@ from ..data.prompts import Prompter
 from ..data.schema import Problem, StepwiseExample
 from ..data.tasks import get_task
 from ..policy.load import load_policy
+from ..policy.rollout import PolicySampler
 from ..utils.errors import UserError
 from ..utils.jsonl import atomic_write_text, read_jsonl, write_jsonl
 from .config import ExperimentConfig, save_config
+from .stages import LABELLER_ALIASES, LABELLERS, label_rows, outcome_examples, sample_rows
 from .tracking import WandbRun, check_online_login, is_main_process, job_run, resolve_mode
-
-LABEL_METHODS = {"exhaustive": "mc", "binary": "mc_binary", "exact": "exact"}
-"""CLI labelling method -> the loop's labeller name (loop.stages.label_rows)."""
 
 
 def load_stepwise(path: str | Path) -> list[StepwiseExample]:
@@ -49,7 +48,7 @@ def load_stepwise(path: str | Path) -> list[StepwiseExample]:
 def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | None, replay_path: str | None) -> dict:
     """Train a reward model on ``data_path`` (+ replay from ``replay_path``) from ``init``; save it with
     config.yaml and prm_metrics.json in ``out``."""
-    from ..prm.train import train_prm
+    from ..prm.train import train_prm  # lazy: torch/transformers-heavy
 
     check_online_login(resolve_mode(cfg.tracking.mode, os.environ))  # before any work: one line naming the key
     if init is None:
@@ -58,8 +57,7 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         init = cfg.policy.model
     examples = load_stepwise(data_path)
     replay = load_stepwise(replay_path) if replay_path else None
-    from ..prm.formats import init_reward_model
-    from .stages import outcome_examples
+    from ..prm.formats import init_reward_model  # lazy: torch/transformers-heavy
 
     if cfg.prm.mode == "outcome":
         examples = outcome_examples(examples)
@@ -115,19 +113,19 @@ def read_problems(cfg: ExperimentConfig, path: str | None) -> list[Problem]:
 def label_job(cfg: ExperimentConfig, policy_dir: str, problems_path: str | None, out: str, n: int, method: str,
               samples_per_problem: int) -> dict:
     """Sample ``samples_per_problem`` solutions per problem from the policy (temperature 1, seeded by cfg.seed) and
-    label their steps: ``exact`` (the task's step verifier), ``exhaustive`` (Math-Shepherd MC with ``n`` completions
-    per prefix, estimate = prm.label_type, the task's answer check) or ``binary`` (binary search, ``n`` per probe).
-    Writes stepwise JSONL to ``out``."""
-    from ..policy.rollout import PolicySampler
-    from .stages import label_rows, sample_rows
-
-    if method not in LABEL_METHODS:
-        raise UserError(f"prm label --method: {method!r} is not one of {', '.join(LABEL_METHODS)}")
+    label their steps: ``exact`` (the task's step verifier), ``mc`` (Math-Shepherd MC with ``n`` completions per
+    prefix, estimate = prm.label_type, the task's answer check) or ``mc_binary`` (binary search, ``n`` per probe); the
+    names of ``loop.labeller``. The old spellings ``exhaustive`` (= mc) and ``binary`` (= mc_binary) are still
+    accepted, and the rows' ``label_method`` records the name as given. Writes stepwise JSONL to ``out``."""
+    labeller = LABELLER_ALIASES.get(method, method)
+    if labeller not in LABELLERS:
+        raise UserError(f"prm label --method: {method!r} is not one of {', '.join(LABELLERS)} (old names: "
+                        f"{', '.join(f'{old} = {new}' for old, new in LABELLER_ALIASES.items())})")
     if n < 1 or samples_per_problem < 1:
         raise UserError(f"prm label: --n and --samples must be >= 1, got {n} and {samples_per_problem}")
     task = get_task(cfg.data)
-    if method == "exact" and not task.has_verifier:
-        raise UserError(f"prm label --method exact: task '{task.name}' has no step verifier; use exhaustive or binary")
+    if labeller == "exact" and not task.has_verifier:
+        raise UserError(f"prm label --method exact: task '{task.name}' has no step verifier; use mc or mc_binary")
     problems = read_problems(cfg, problems_path)
     model, tokenizer = load_policy(policy_dir, cfg.policy.dtype, key="--policy")
     prompter = Prompter.of(cfg.policy, tokenizer)
@@ -135,7 +133,7 @@ def label_job(cfg: ExperimentConfig, policy_dir: str, problems_path: str | None,
     rows = sample_rows(model, tokenizer, prompter, problems, cfg.policy.max_new_tokens, len(problems),
                        samples_per_problem, cfg.seed)
     sampler = PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, temperature=1.0, seed=cfg.seed)
-    examples, rollouts = label_rows(rows, LABEL_METHODS[method], sampler, n, cfg.prm.label_type, task, prompter, 0)
+    examples, rollouts = label_rows(rows, labeller, sampler, n, cfg.prm.label_type, task, prompter, 0)
     for example in examples:
         example.meta["label_method"] = method
     write_jsonl(out, (example.to_row() for example in examples))
@@ -152,8 +150,8 @@ def label_job(cfg: ExperimentConfig, policy_dir: str, problems_path: str | None,
 def eval_prm_job(cfg: ExperimentConfig, prm_dir: str, data_path: str, fmt: str, split: str = "train") -> dict:
     """Step metrics and ProcessBench first-error metrics of the saved reward model on a labelled file (``split`` of
     a hub dataset, e.g. ProcessBench's ``gsm8k``/``math``)."""
-    from ..prm.evaluate import evaluate_file
     from ..prm.formats import load_reward_model
+    from ..prm.scoring_eval import evaluate_file  # lazy: torch/transformers-heavy
 
     model = load_reward_model(prm_dir, cfg.prm)
     prompt_of = None if fmt.lower().replace("-", "_") == "trl_stepwise" else Prompter.of(cfg.policy, model.tokenizer)

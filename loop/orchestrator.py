@@ -32,16 +32,17 @@ from tqdm.auto import tqdm
 from ..data.prompts import Prompter
 from ..data.schema import Problem, StepwiseExample
 from ..data.tasks import Task
-from ..policy.evaluate import greedy_metrics
+from ..policy.accuracy import greedy_metrics
 from ..policy.load import load_policy
 from ..policy.rollout import PolicySampler
 from ..utils.errors import UserError
 from ..utils.jsonl import append_jsonl, read_jsonl_tolerant
 from .arms import Arm, arm_config
 from .config import ExperimentConfig, check_resume, save_config
-from .evaluation import EvalSetup, evaluate_round
 from .ledger import Ledger
+from .round_eval import EvalSetup, evaluate_round
 from .stages import label_rows, sample_rows, train_reward_model, warm_start
+from .tracking import Tracker
 
 APPEND_ONLY = ["samples.jsonl", "labels.jsonl", "metrics.jsonl"]
 
@@ -132,8 +133,6 @@ def _run_id(out: Path, arm: Arm, seed: int) -> str:
 
 
 def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, run_id: str):
-    from .tracking import Tracker
-
     config = {**arm.as_config(seed), "experiment": cfg.name, "rl_steps_per_round": cfg.loop.rl_steps_per_round,
               "rounds": cfg.loop.rounds, "group_size": cfg.grpo.group_size, "beta": cfg.grpo.beta, "lr": cfg.grpo.lr}
     return Tracker(run_dir, project=cfg.tracking.project, group=cfg.name, name=f"{arm.name}-s{seed}",
@@ -144,7 +143,7 @@ def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, run_id: 
 def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, task: Task, train: list[Problem],
             held_out: list[Problem], out: Path, log=print) -> Path:
     """All rounds of one arm and seed (resumable); returns the run directory."""
-    from ..policy.grpo import GRPOTrainer
+    from ..policy.grpo import GRPOTrainer  # lazy: torch/transformers-heavy
     from ..prm.model import StepRewardModel
 
     cfg = arm_config(base_cfg, arm, seed)
@@ -251,7 +250,7 @@ def _keep_only(directory: Path, name: str) -> None:
 
 def _file_metrics(prm, cfg: ExperimentConfig, prompter: Prompter) -> dict[str, float]:
     """The PRM on loop.prm_eval_data (e.g. ProcessBench), as ``prm_file_*`` metrics."""
-    from ..prm.evaluate import evaluate_file
+    from ..prm.scoring_eval import evaluate_file  # lazy: torch/transformers-heavy
 
     prompt_of = None if cfg.loop.prm_eval_format == "trl_stepwise" else prompter
     metrics = evaluate_file(prm, cfg.loop.prm_eval_data, cfg.loop.prm_eval_format, cfg.loop.prm_eval_split,

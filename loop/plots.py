@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .report import Arm, hacking_curves, mean_ci, reference_arm, seed_curve
+from .report_stats import ArmRuns, hacking_curves, mean_ci, reference_arm, seed_curve
 
 LEGEND_OUTSIDE = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
 """Legend to the right of the axes, so many arms never hide the curves."""
@@ -21,8 +21,8 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _draw_curves(ax: Any, arms: list[Arm], per_seed: Callable[[Arm], list[dict[int, float]]],
-                 label: Callable[[Arm], str]) -> bool:
+def _draw_curves(ax: Any, arms: list[ArmRuns], per_seed: Callable[[ArmRuns], list[dict[int, float]]],
+                 label: Callable[[ArmRuns], str]) -> bool:
     """One seed-mean line per arm (band = min..max over seeds when there are several); whether anything was drawn."""
     drawn = False
     for index, arm in enumerate(arms):
@@ -37,10 +37,10 @@ def _draw_curves(ax: Any, arms: list[Arm], per_seed: Callable[[Arm], list[dict[i
     return drawn
 
 
-def plot_accuracy(arms: list[Arm], path: Path, key: str = "accuracy") -> bool:
+def plot_accuracy(arms: list[ArmRuns], path: Path, key: str = "accuracy") -> bool:
     """Seed-mean held-out ``key`` (accuracy or trace_accuracy) vs RL step per arm, band = min..max over seeds; dashed
     line = the outcome arm's final mean."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a report draws
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(9, 4.5))
@@ -61,14 +61,14 @@ def plot_accuracy(arms: list[Arm], path: Path, key: str = "accuracy") -> bool:
     return drawn
 
 
-def plot_trace_accuracy(arms: list[Arm], path: Path) -> bool:
+def plot_trace_accuracy(arms: list[ArmRuns], path: Path) -> bool:
     """``plot_accuracy`` of trace accuracy (tasks with a step verifier only; nothing drawn elsewhere)."""
     return plot_accuracy(arms, path, "trace_accuracy")
 
 
-def plot_f1(arms: list[Arm], path: Path) -> bool:
+def plot_f1(arms: list[ArmRuns], path: Path) -> bool:
     """Seed-mean PRM first-error F1 per round per arm, band = min..max over seeds."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a report draws
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(9, 4.5))
@@ -83,9 +83,9 @@ def plot_f1(arms: list[Arm], path: Path) -> bool:
     return drawn
 
 
-def plot_hacking(arms: list[Arm], path: Path) -> bool:
+def plot_hacking(arms: list[ArmRuns], path: Path) -> bool:
     """One panel per arm with PRM scores: seed-mean PRM solution score and true accuracy per round."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a report draws
     from matplotlib.ticker import MaxNLocator
 
     panels = [(i, arm, *hacking_curves(arm)) for i, arm in enumerate(arms)]

@@ -27,7 +27,7 @@ from .lock import waiting
 
 def run_sft(cfg: ExperimentConfig, out: str) -> dict:
     """Warm-start the policy on the task's reference solutions; saves model, tokenizer, config and sft_metrics.json."""
-    from ..data.vocab import build_task_tokenizer
+    from ..data.task_tokenizer import build_task_tokenizer  # lazy: torch/transformers-heavy
     from ..policy.sft import train_sft
     from ..policy.tiny import build_tiny_llama
 
@@ -117,6 +117,9 @@ def format_prefix_for(prompter: Prompter, task: Task):
 
 
 LABELLERS = ("exact", "mc", "mc_binary")
+"""The step labellers, one vocabulary for ``loop.labeller`` and ``prmloop prm label --method``."""
+LABELLER_ALIASES = {"exhaustive": "mc", "binary": "mc_binary"}
+"""Old ``prm label --method`` spellings, still accepted: 'exhaustive' is 'mc', 'binary' is 'mc_binary'."""
 
 
 def label_rows(rows: list[dict], method: str, sampler, mc_rollouts: int, estimate: str, task: Task,
@@ -124,7 +127,7 @@ def label_rows(rows: list[dict], method: str, sampler, mc_rollouts: int, estimat
     """Step labels for sampled rows: 'exact' (the task's step verifier), 'mc' or 'mc_binary' (Monte Carlo with the
     task's answer check, prm.label); returns (examples, rollouts). Rows whose completion has no steps are dropped.
     Each example's meta holds ``final_answer_correct``: the task's answer check on the whole completion."""
-    from ..prm.label import label_binary_search, label_exhaustive
+    from ..prm.label import label_binary_search, label_exhaustive  # lazy: torch/transformers-heavy
 
     if method not in LABELLERS:
         raise UserError(f"loop.labeller: {method!r} is not one of {', '.join(LABELLERS)}")
@@ -166,7 +169,7 @@ def train_reward_model(init: str | Path, mode: str, examples: list[StepwiseExamp
                        cfg: ExperimentConfig, out: Path, seed: int, log=print) -> dict:
     """Train a reward model starting from ``init`` (a causal LM, or an earlier reward model of any format) and save it
     to ``out``; the summary's ``init`` says what was newly initialised."""
-    from ..prm.formats import init_reward_model
+    from ..prm.formats import init_reward_model  # lazy: torch/transformers-heavy
     from ..prm.train import train_prm
 
     if mode == "outcome":  # an ORM learns the task's answer check on the whole completion, not a step label

@@ -81,7 +81,7 @@ def check_online_login(mode: str) -> None:
     if mode != "online":
         return
     try:
-        import wandb
+        import wandb  # lazy: optional and slow; only an online run checks its login
     except ImportError:
         return  # the start warns and the run goes on without W&B
     if wandb.run is None and not wandb.login(verify=False, prompt=False):
@@ -177,7 +177,7 @@ class WandbRun:
     def _start(self, **init_args: Any) -> None:
         check_online_login(self.mode)
         try:
-            import wandb
+            import wandb  # lazy: optional and slow; loaded when a run starts
 
             self.out_dir.mkdir(parents=True, exist_ok=True)
             settings = wandb.Settings(mode=self.mode, console="off", quiet=True, save_code=False)

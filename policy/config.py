@@ -4,25 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..utils.checks import above, at_least, between, checked, one_of
+
 
 @dataclass
 class PolicyConfig:
     model: str = "tiny"
     """'tiny' builds the embedded small Llama-architecture LM; anything else is a hub name or local directory."""
-    dtype: str = "float32"
+    dtype: str = checked("float32", one_of("float32", "bfloat16", "float16"))
     """Weights dtype when loading. 'float32' (keep it for training): fp32 master weights, with bf16 compute through
     ``grpo.mixed_precision: bf16`` (autocast). 'bfloat16' / 'float16' train the low-precision weights themselves: AdamW
     then loses every update below the weights' rounding step (at lr 1e-6 most of them), so GRPO warns once; use them
     for sampling-only commands or to fit memory, knowingly. The vLLM engine's dtype is ``grpo.vllm_dtype``."""
-    hidden_size: int = 128
+    hidden_size: int = checked(128, at_least(1))
     """Tiny model: width of the residual stream."""
-    num_layers: int = 4
+    num_layers: int = checked(4, at_least(1))
     """Tiny model: number of transformer blocks."""
-    num_heads: int = 4
+    num_heads: int = checked(4, at_least(1))
     """Tiny model: attention heads per block."""
-    max_length: int = 160
+    max_length: int = checked(160, at_least(1))
     """Longest prompt + completion in tokens (the tiny model's position limit; a truncation bound for hub models)."""
-    max_new_tokens: int = 64
+    max_new_tokens: int = checked(64, at_least(1))
     """Most tokens generated for one completion."""
     prompt_template: str = "{question}\n"
     """How a question becomes the prompt text ('{question}' is replaced; other braces stay as written). With
@@ -31,9 +33,9 @@ class PolicyConfig:
     """Build prompts with the tokenizer's chat template (instruct models): [system,] user -> assistant turn."""
     system_prompt: str = ""
     """With chat_template: an optional system message ('' = none)."""
-    lora_r: int = 0
+    lora_r: int = checked(0, at_least(0))
     """GRPO trains LoRA adapters of this rank on a frozen base (PEFT); 0 = full fine-tuning (``policy.lora``)."""
-    lora_alpha: int = 32
+    lora_alpha: int = checked(32, at_least(1))
     """LoRA scaling numerator (the adapters' output is scaled by lora_alpha / lora_r)."""
     lora_target_modules: str = "all-linear"
     """Modules that get adapters: 'all-linear' or comma-separated names such as 'q_proj,k_proj,v_proj,o_proj'."""
@@ -43,19 +45,19 @@ class PolicyConfig:
 
 @dataclass
 class SFTConfig:
-    steps: int = 900
+    steps: int = checked(900, at_least(0))
     """Optimizer steps of the supervised warm start."""
-    batch_size: int = 32
+    batch_size: int = checked(32, at_least(1))
     """Solutions per optimizer step."""
-    lr: float = 3e-3
+    lr: float = checked(3e-3, above(0))
     """Peak learning rate (linear warm-up, then cosine decay to 10%)."""
-    warmup_steps: int = 100
+    warmup_steps: int = checked(100, at_least(0))
     """Steps of linear learning-rate warm-up."""
-    weight_decay: float = 0.01
+    weight_decay: float = checked(0.01, at_least(0))
     """AdamW weight decay."""
-    eval_every: int = 0
+    eval_every: int = checked(0, at_least(0))
     """Evaluate held-out greedy accuracy every this many steps (and at the end); 0 = only at the end."""
-    eval_problems: int = 200
+    eval_problems: int = checked(200, at_least(1))
     """Held-out problems used by each evaluation (at most data.n_eval)."""
     seed: int = 0
     """Seed for model initialisation and batch order."""
@@ -63,41 +65,41 @@ class SFTConfig:
 
 @dataclass
 class GRPOConfig:
-    steps: int = 30
+    steps: int = checked(30, at_least(1))
     """Optimizer steps of one GRPO run (one call of ``train``); each step samples a fresh batch of prompts."""
-    prompts_per_step: int = 32
+    prompts_per_step: int = checked(32, at_least(1))
     """Questions per step, over all processes (each process takes an equal contiguous shard)."""
-    group_size: int = 8
+    group_size: int = checked(8, at_least(2))
     """G: completions sampled per question; advantages are normalised within each group. Must be >= 2."""
-    lr: float = 5e-5
+    lr: float = checked(5e-5, above(0))
     """AdamW learning rate (constant). The tiny default policy: 5e-5 (2e-4 and up lost held-out accuracy); paper: 1e-6 for 7B."""
-    weight_decay: float = 0.0
+    weight_decay: float = checked(0.0, at_least(0))
     """AdamW weight decay."""
-    beta: float = 0.04
+    beta: float = checked(0.04, at_least(0))
     """KL coefficient β of Eq. 3 against the frozen reference policy; 0 skips the reference forward entirely."""
-    clip_eps: float = 0.2
+    clip_eps: float = checked(0.2, above(0))
     """ε of the clipped surrogate (Eq. 3)."""
-    mu: int = 1
+    mu: int = checked(1, at_least(1))
     """Inner updates per sampled batch, each against the stored sampling log-probs (π_old)."""
-    temperature: float = 1.0
+    temperature: float = checked(1.0, above(0))
     """Sampling temperature of the rollouts (log-probs for the loss are always taken at temperature 1)."""
-    top_p: float = 1.0
+    top_p: float = checked(1.0, between(0, 1, open_low=True))
     """Nucleus sampling mass of the rollouts (1.0 = full distribution)."""
-    supervision: str = "process"
+    supervision: str = checked("process", one_of("process", "outcome"))
     """'process' (one reward per step, DeepSeekMath §4.1.3) or 'outcome' (one reward per completion, §4.1.2)."""
-    reward_source: str = "prm"
+    reward_source: str = checked("prm", one_of("prm", "orm", "rule"))
     """'prm' (step reward model), 'orm' (its last-step score) or 'rule' (final answer check); process needs 'prm'."""
-    credit: str = "sum"
+    credit: str = checked("sum", one_of("sum", "min"))
     """Process credit assignment: 'sum' (Σ of later normalised step rewards, §4.1.3) or 'min' (PURE min-form)."""
-    outcome_mix: float = 0.0
+    outcome_mix: float = checked(0.0, at_least(0))
     """Weight of the rule (answer-check) outcome advantage added to every completion token; 0 = off."""
-    grad_accum: int = 1
+    grad_accum: int = checked(1, at_least(1))
     """Micro-batches per optimizer step on each process (memory knob; the update is the same for any value)."""
-    generation_batch_size: int = 256
+    generation_batch_size: int = checked(256, at_least(1))
     """Most completions sampled together in one batched generation call."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = checked(1.0, above(0))
     """Gradient norm clip; a non-finite norm skips the update."""
-    max_weight_change: float = 0.5
+    max_weight_change: float = checked(0.5, at_least(0))
     """An optimizer step that moves the trainable weights by more than this fraction of their norm (‖Δθ‖/‖θ‖), or
     leaves any weight NaN/inf, diverged: it is rolled back and counted as skipped. 0 = check only for NaN/inf. Normal
     steps move far less (measured on the tiny policy: 6e-4 at lr 5e-5, 0.01 at 1e-3, 0.12 at 1e-2 from random init)."""
@@ -106,10 +108,10 @@ class GRPOConfig:
     undone (3x the trainable weights: 5.7 GiB for a 0.5B model fully fine-tuned; bench/memory.py). False saves that
     copy (full fine-tuning of a large model); a diverged step then stops the run. Ignored under DeepSpeed, which
     keeps its own fp32 weights: there a diverged step always stops the run."""
-    max_skips_in_a_row: int = 5
+    max_skips_in_a_row: int = checked(5, at_least(0))
     """Stop the run (one line naming the reasons; the last checkpoint is left as it was) after this many consecutive
     skipped updates. 0 = never stop early (a run whose updates were all skipped still fails at the end)."""
-    mixed_precision: str = "no"
+    mixed_precision: str = checked("no", one_of("no", "bf16", "fp16"))
     """accelerate's mixed precision: 'no', 'fp16' or 'bf16'. 'no' defers to ``accelerate launch``: its config file's
     mixed_precision applies (configs/accelerate/ddp.yaml: bf16). 'bf16' with ``policy.dtype: float32`` is the
     right setting for real models: forwards run in bf16 (autocast), AdamW updates fp32 weights."""
@@ -119,13 +121,13 @@ class GRPOConfig:
     lost: with a chat template, the system turn first), or 'error' (stop at the step that draws one)."""
     seed: int = 0
     """Seed of the prompt order and of every rollout (a sample depends only on seed, step and prompt index)."""
-    checkpoint_every: int = 0
+    checkpoint_every: int = checked(0, at_least(0))
     """Save a resumable checkpoint every this many steps during ``train`` (0 = only at the end)."""
     use_vllm: bool = False
     """Sample rollouts with a vLLM engine in this process (the 'vllm' extra, one CUDA GPU, one process) instead of the
     built-in HF loop; the policy's weights are pushed into it after each optimizer step (``policy.vllm_backend``).
     Evaluation and Monte Carlo labelling then sample with the same engine."""
-    vllm_gpu_memory_utilization: float = 0.3
+    vllm_gpu_memory_utilization: float = checked(0.3, between(0, 1, open_low=True))
     """With use_vllm: fraction of the GPU's memory the engine may take for its weights, activations and KV cache."""
     vllm_dtype: str = "bfloat16"
     """With use_vllm: the engine's weights and compute dtype ('bfloat16', 'float16', 'float32', or 'auto' = the

@@ -40,7 +40,6 @@ Choices and departures, stated once:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import random
@@ -48,7 +47,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import nullcontext
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +60,20 @@ from ..data.schema import Problem
 from ..data.tasks import Task
 from ..utils.distributed import check_engine, configure_deepspeed, is_deepspeed, make_accelerator
 from ..utils.errors import UserError
+from ..utils.lora import add_lora, is_lora
 from . import divergence, grpo_checkpoint, lora
 from .advantages import mix_outcome_batch, outcome_advantages_batch, process_advantages_batch
 from .config import GRPOConfig, PolicyConfig
+from .grpo_logps import micro_batches, recomputed_old_logps, reference_logps
 from .grpo_metrics import group_std_mean, step_metrics  # noqa: F401 - group_std_mean: public here too
 from .grpo_validate import validate_config
-from .importance import sampler_mismatch_stats, truncated_is_weights
 from .logps import forward_logps
 from .losses import grpo_loss, masked_mean
 from .precision import low_precision_warning
 from .prompt_filter import keep_fitting, left_truncate, prompt_budget
 from .rewards import Rewards, StepScorer, compute_rewards
 from .rollout import HFBackend, Rollout, encode_prompts, sample_rollout
+from .vllm_backend import VLLMBackend
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +104,15 @@ class GRPOTrainer:
         self.deepspeed = is_deepspeed(self.accelerator)
         """DeepSpeed ZeRO-1/2: the engine clips and steps (skipping a NaN/inf gradient norm); no rollback."""
         if policy_cfg.lora_r:
-            model = lora.add_lora(model, policy_cfg)
+            model = add_lora(model, policy_cfg.lora_r, policy_cfg.lora_alpha, policy_cfg.lora_target_modules,
+                             key="policy.lora_target_modules", task_type="CAUSAL_LM")
         if policy_cfg.gradient_checkpointing:
             lora.enable_gradient_checkpointing(model)
         model.eval()  # no dropout during RL (module docstring)
         warning = low_precision_warning(model)
         if warning and self.accelerator.is_main_process:
             logger.warning(warning)
-        self.lora = lora.is_lora(model)
+        self.lora = is_lora(model)
         self.reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta != 0 and not self.lora else None
         self.reference_adapters = lora.adapter_weights(model) if cfg.beta != 0 and self.lora else None
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -121,9 +122,7 @@ class GRPOTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
-        if cfg.use_vllm:  # a colocated vLLM engine; optional extra, imported only when asked for
-            from .vllm_backend import VLLMBackend
-
+        if cfg.use_vllm:  # a colocated vLLM engine (the vllm package itself loads only then)
             self.backend = VLLMBackend.from_configs(self.policy, tokenizer, cfg, policy_cfg,
                                                     self.accelerator.num_processes)
         else:
@@ -254,44 +253,20 @@ class GRPOTrainer:
         return advantages.to(self.accelerator.device)
 
     def _micro_batches(self, num_rows: int) -> list[slice]:
-        bounds = torch.linspace(0, num_rows, self.cfg.grad_accum + 1).round().long().tolist()
-        return [slice(a, b) for a, b in pairwise(bounds) if b > a]
-
-    @torch.no_grad()
-    def _logps_without_grad(self, model: Any, rollout: Rollout, context: Any = None,
-                            share_prompts: bool = True) -> Tensor:
-        """(B, T) log-probs of the rollout's completions under ``model``, in the update's micro-batches."""
-        parts = []
-        with self.accelerator.autocast(), context or nullcontext():
-            for rows in self._micro_batches(rollout.completion_ids.shape[0]):
-                logp, _ = forward_logps(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
-                                        rollout.completion_ids[rows], rollout.completion_mask[rows],
-                                        share_prompts=share_prompts)
-                parts.append(logp)
-        return torch.cat(parts)  # (B, T)
+        return micro_batches(num_rows, self.cfg.grad_accum)
 
     def _reference_logps(self, rollout: Rollout) -> Tensor | None:
-        if self.reference is None and self.reference_adapters is None:
-            return None
-        if self.reference is not None:
-            return self._logps_without_grad(self.reference, rollout)
-        adapters = lora.swapped_adapters(self.policy, self.reference_adapters)
-        return self._logps_without_grad(self.policy, rollout, adapters)
+        return reference_logps(self.policy, self.reference, self.reference_adapters, rollout,
+                               self._micro_batches(rollout.completion_ids.shape[0]), self.accelerator.autocast)
 
     def _old_logps(self, rollout: Rollout) -> tuple[Rollout, Tensor | None, dict[str, float]]:
         """π_old (module docstring): the rollout as sampled, or with vLLM (``grpo.vllm_old_logps: recompute``) with the
-        training model's own log-probs; then the truncated importance weights (``grpo.vllm_is_cap``) and the
-        engine/trainer mismatch stats."""
+        training model's own log-probs, importance weights and mismatch stats (``policy.grpo_logps``)."""
         if not self.cfg.use_vllm or self.cfg.vllm_old_logps == "engine":
             return rollout, None, {}
-        mask = rollout.completion_mask  # (B, T)
-        recomputed = self._logps_without_grad(self.policy, rollout,
-                                              share_prompts=not self.policy_cfg.gradient_checkpointing)  # (B, T)
-        recomputed = torch.where(mask, recomputed, 0.0)  # (B, T), 0 at padding as in Rollout.logp
-        cap = self.cfg.vllm_is_cap
-        weights = truncated_is_weights(recomputed, rollout.logp, mask, cap) if cap else None  # (B, T) or None
-        stats = sampler_mismatch_stats(recomputed, rollout.logp, mask, weights)
-        return dataclasses.replace(rollout, logp=recomputed), weights, stats
+        return recomputed_old_logps(self.policy, rollout, self._micro_batches(rollout.completion_ids.shape[0]),
+                                    self.accelerator.autocast, self.cfg.vllm_is_cap,
+                                    share_prompts=not self.policy_cfg.gradient_checkpointing)
 
     def _update(self, rollout: Rollout, advantages: Tensor,
                 is_weights: Tensor | None = None) -> tuple[dict[str, float], str | None]:
@@ -411,7 +386,8 @@ class GRPOTrainer:
         return history
 
     def save(self, directory: str | Path) -> Path:
-        """Resumable checkpoint, replaced atomically (``policy.grpo_checkpoint``)."""
+        """Resumable checkpoint, replaced atomically (``policy.grpo_checkpoint``); never of non-finite weights."""
+        self._check_weights("training")
         return grpo_checkpoint.save(self, Path(directory))
 
     def export(self, directory: str | Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -20,14 +20,32 @@ from ..utils.errors import UserError
 from ..utils.jsonl import recover_dir, replace_dir
 from . import lora
 
-if TYPE_CHECKING:
-    from .grpo import GRPOTrainer
+
+class Checkpointed(Protocol):
+    """What a checkpoint reads from a trainer and restores into it (``policy.grpo.GRPOTrainer`` has all of it)."""
+
+    accelerator: Any
+    deepspeed: bool
+    lora: bool
+    optimizer: Any
+    tokenizer: Any
+    reference: Any
+    reference_adapters: dict[str, Tensor] | None
+    backend: Any
+    step: int
+    skipped_updates: int
+    num_tokens: int
+    skips_in_a_row: int
+
+    @property
+    def policy(self) -> Any:
+        """The policy without its DDP wrapper."""
 
 
-def save(trainer: GRPOTrainer, directory: Path) -> Path:
+def save(trainer: Checkpointed, directory: Path) -> Path:
     """Write ``trainer``'s resumable state to ``directory`` (whole or not at all; the main process writes, except
-    under DeepSpeed, where each process adds its shard of the optimizer state as ``optimizer_rank<i>.pt``)."""
-    trainer._check_weights("training")  # a checkpoint with non-finite weights is never written
+    under DeepSpeed, where each process adds its shard of the optimizer state as ``optimizer_rank<i>.pt``). The caller
+    checks first that the weights are finite: a checkpoint with non-finite weights is never written."""
     accelerator = trainer.accelerator
     staging = directory.with_name(directory.name + ".tmp")
     accelerator.wait_for_everyone()
@@ -56,7 +74,7 @@ def save(trainer: GRPOTrainer, directory: Path) -> Path:
     return directory
 
 
-def export(trainer: GRPOTrainer, directory: Path) -> None:
+def export(trainer: Checkpointed, directory: Path) -> None:
     """The policy as a plain save_pretrained model (LoRA adapters merged in) with its tokenizer."""
     if trainer.lora:
         lora.save_merged(trainer.policy, trainer.tokenizer, directory)
@@ -65,7 +83,7 @@ def export(trainer: GRPOTrainer, directory: Path) -> None:
         trainer.tokenizer.save_pretrained(directory)
 
 
-def load(trainer: GRPOTrainer, directory: Path) -> None:
+def load(trainer: Checkpointed, directory: Path) -> None:
     """Restore a checkpoint written by ``save`` into ``trainer`` (same model architecture and config)."""
     recover_dir(directory)  # a kill inside an earlier save's swap left the previous checkpoint aside
     if not (directory / "trainer_state.pt").is_file():
@@ -96,7 +114,7 @@ def load(trainer: GRPOTrainer, directory: Path) -> None:
     trainer.skips_in_a_row = state.get("skips_in_a_row", 0)
 
 
-def _load_optimizer(trainer: GRPOTrainer, directory: Path, state: dict) -> None:
+def _load_optimizer(trainer: Checkpointed, directory: Path, state: dict) -> None:
     if not trainer.deepspeed:
         trainer.optimizer.load_state_dict(state["optimizer"])
         return

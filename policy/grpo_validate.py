@@ -6,6 +6,7 @@ from ..utils.errors import UserError, shown
 from .config import GRPOConfig
 from .prompt_filter import check_long_prompts
 from .rewards import check_reward_setup
+from .vllm_backend import require_vllm
 from .vllm_settings import check_vllm_settings
 
 
@@ -22,6 +23,4 @@ def validate_config(cfg: GRPOConfig) -> None:
     check_long_prompts(cfg.long_prompts)
     check_vllm_settings(cfg)
     if cfg.use_vllm:  # before any model work: a missing vllm or GPU is one line
-        from .vllm_backend import require_vllm
-
         require_vllm()

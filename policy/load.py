@@ -15,9 +15,9 @@ def load_policy(model_name: str, dtype: str, key: str = "policy.model"):
     """(model, tokenizer): left padding for generation; a tokenizer without a pad token pads with its EOS (the
     attention mask hides padding). A hub name offline, or a directory that is not a model, is a UserError naming
     ``key``."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # lazy: as below
 
-    from ..data.vocab import load_tokenizer
+    from ..data.task_tokenizer import load_tokenizer  # lazy: transformers loads only when a policy does
 
     if dtype not in DTYPES:
         raise UserError(f"policy.dtype: {dtype!r} is not one of {sorted(DTYPES)}")

@@ -1,6 +1,7 @@
-"""LoRA for the GRPO policy (PEFT): adapters on a frozen base, π_ref as a copy of the adapters, merged export.
+"""LoRA for the GRPO policy: π_ref as a copy of the adapters, adapter checkpoints, merged export, checkpointing.
 
-With ``policy.lora_r > 0`` only the adapters train. π_ref needs no second model: it is the base plus a frozen copy of
+With ``policy.lora_r > 0`` only the adapters train (``utils.lora.add_lora`` wraps the policy; the merge is
+``utils.lora.merged_weights``). π_ref needs no second model: it is the base plus a frozen copy of
 the adapter weights taken at the last ``reset_reference`` (DeepSeekMath resets π_ref <- π_θ each iteration). Before
 any training the adapters add nothing (LoRA's B starts at zero), so π_ref is then exactly the base with adapters
 disabled. For the reference forward the copy is swapped into the adapters in place and swapped back afterwards, so
@@ -18,37 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..utils.errors import UserError
-from .config import PolicyConfig
-
-ADAPTER_PREFIX = "lora_"
-
-
-def add_lora(model: Any, cfg: PolicyConfig) -> Any:
-    """``model`` wrapped in LoRA adapters (rank ``policy.lora_r``) on ``policy.lora_target_modules``; one-line errors."""
-    from peft import LoraConfig, get_peft_model
-
-    targets: str | list[str] = cfg.lora_target_modules
-    if targets != "all-linear":
-        targets = [name.strip() for name in cfg.lora_target_modules.split(",") if name.strip()]
-        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        missing = [name for name in targets if name not in present]
-        if not targets or missing:
-            raise UserError(f"policy.lora_target_modules: {cfg.lora_target_modules!r}: no module named "
-                            f"{missing or targets} in {type(model).__name__}; use 'all-linear' or names such as "
-                            f"{sorted(n for n in present if n.endswith('proj'))[:6] or sorted(present)[:6]}")
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets,
-                        task_type="CAUSAL_LM")
-    try:
-        return get_peft_model(model, config)
-    except ValueError as err:
-        raise UserError(f"policy.lora_target_modules: {cfg.lora_target_modules!r}: "
-                        f"{str(err).splitlines()[0][:200]}") from None
-
-
-def is_lora(model: Any) -> bool:
-    """Whether ``model`` is a PEFT model (its trainable weights are adapters)."""
-    return hasattr(model, "peft_config")
+from ..utils.lora import ADAPTER_PREFIX, is_lora, merged_weights
 
 
 def adapter_weights(model: Any) -> dict[str, Tensor]:
@@ -83,33 +54,6 @@ def load_adapters(model: Any, directory: Path) -> None:
     from peft.utils import load_peft_weights
 
     set_peft_model_state_dict(model, load_peft_weights(str(directory), device="cpu"))
-
-
-@torch.no_grad()
-def merged_weights(model: Any) -> Iterator[tuple[str, Tensor]]:
-    """(name, tensor) of every weight as a plain checkpoint of the base model has them, one at a time.
-
-    A plain model gives its ``state_dict``. A PEFT (LoRA) model gives its base weights with each adapted layer's
-    ``base_layer.weight`` plus the delta of its active adapters, under the name without ``.base_layer``, and never
-    the adapters (vLLM's weight push and ``save_merged`` both read it). Only one merged tensor exists at a time, and
-    the PEFT model is not changed.
-    """
-    if not is_lora(model):
-        yield from model.state_dict().items()
-        return
-    from peft.tuners.lora import LoraLayer
-
-    base = model.get_base_model()
-    adapted = {f"{name}.base_layer.weight": module for name, module in base.named_modules()
-               if isinstance(module, LoraLayer)}
-    for name, value in base.state_dict().items():
-        if ADAPTER_PREFIX in name:
-            continue
-        module = adapted.get(name)
-        if module is not None and not module.merged and not module.disable_adapters:  # as the PEFT forward adds it
-            delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
-            value = value + delta.to(value.dtype)
-        yield name.replace(".base_layer.", "."), value
 
 
 @torch.no_grad()

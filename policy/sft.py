@@ -22,8 +22,8 @@ from ..data.prompts import Prompter, encode_prompt
 from ..data.schema import Problem
 from ..data.tasks import Task
 from ..utils.errors import UserError
+from .accuracy import complete_problems, correctness, trace_correctness
 from .config import PolicyConfig, SFTConfig
-from .evaluate import complete_problems, correctness, trace_correctness
 
 
 def encode_sft_examples(

@@ -14,7 +14,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from ..data.vocab import build_task_tokenizer
+from ..data.task_tokenizer import build_task_tokenizer
 from .config import PolicyConfig
 
 

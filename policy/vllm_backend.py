@@ -53,7 +53,8 @@ from typing import Any
 import torch
 
 from ..utils.errors import UserError
-from . import lora
+from ..utils.lora import is_lora, merged_weights
+from . import rollout
 from .rollout import Generation, eos_token_ids
 from .vllm_settings import check_vllm_settings, engine_dtype, engine_max_num_seqs, parse_engine_args
 
@@ -69,7 +70,7 @@ def require_vllm() -> Any:
     if not torch.cuda.is_available():
         raise UserError(f"{NEEDS}; no CUDA GPU is visible to torch (torch.cuda.is_available() is False)")
     try:
-        import vllm
+        import vllm  # optional: the vllm extra, imported only when grpo.use_vllm asks for it
     except ImportError as err:
         raise UserError(f"{NEEDS}; vllm cannot be imported ({str(err).splitlines()[0][:160]})") from None
     version = str(getattr(vllm, "__version__", ""))
@@ -155,7 +156,7 @@ class VLLMBackend:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.device = next(model.parameters()).device
-        base = model.get_base_model() if lora.is_lora(model) else model
+        base = model.get_base_model() if is_lora(model) else model
         config = copy.deepcopy(base.config)
         config.architectures = [type(base).__name__]  # how vLLM picks its model class; unset on a model built in memory
         dtype = engine_dtype(dtype, str(next(model.parameters()).dtype).removeprefix("torch."))
@@ -236,7 +237,7 @@ class VLLMBackend:
             torch.cuda.empty_cache()  # the update's freed blocks go back to the driver before vLLM reallocates
             self.llm.wake_up(tags=["weights"])
         if engine.loaded is not self.model:
-            self.llm.apply_model(lambda engine_model: engine_model.load_weights(lora.merged_weights(self.model)))
+            self.llm.apply_model(lambda engine_model: engine_model.load_weights(merged_weights(self.model)))
             if not engine.asleep:
                 self.llm.reset_prefix_cache()  # cached keys/values were computed with the old weights
         if engine.asleep:
@@ -250,8 +251,6 @@ def sample_with_vllm(grpo_cfg: Any, policy_cfg: Any) -> None:
     GRPO uses (``grpo.use_vllm``), with the sampler's own temperature and length. The CLI calls it right after loading
     the config, so a bad ``grpo.vllm_*`` value, a missing vllm or a missing GPU is one line there, before any model
     is loaded."""
-    from . import rollout
-
     check_vllm_settings(grpo_cfg)
     require_vllm()
 

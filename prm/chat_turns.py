@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from ..utils.errors import UserError
 from .checkpoint import load_checkpoint
-from .model import check_solutions, pad_right, pad_token_id
+from .encoding import check_solutions, pad_right, pad_token_id
 
 
 def token_id(tokenizer, token: str, key: str) -> int:

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ..data.vocab import load_tokenizer
+from ..data.task_tokenizer import load_tokenizer
 from ..utils.errors import UserError
 from ..utils.hub import is_local, require_hub
 

@@ -20,6 +20,7 @@ import torch
 from ..utils.errors import UserError
 from . import hub_modeling
 from .checkpoint import PRM_CONFIG_FILE, is_tied
+from .encoding import separator_id
 from .features import LOGP_FEATURES
 
 MODELING_FILE = "modeling_prmloop.py"
@@ -52,8 +53,6 @@ def modeling_source(config, base_prefix: str, head_name: str) -> str:
 
 def export_config(model):
     """The saved config: the backbone's, with class names, the prmloop reading and the auto_map."""
-    from .model import separator_id  # model.py saves through this module
-
     config = copy.deepcopy(model.config)
     config.id2label = dict(LABELS) if model.head.out_features == 2 else {0: "good"}
     config.label2id = {name: index for index, name in config.id2label.items()}

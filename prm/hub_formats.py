@@ -21,14 +21,8 @@ from transformers import AutoModel, AutoModelForTokenClassification
 
 from ..utils.errors import UserError
 from .checkpoint import load_checkpoint, read_weights, weight_names
-from .model import (
-    StepRewardModel,
-    check_solutions,
-    encode_solution,
-    pad_right,
-    pad_token_id,
-    step_tensors,
-)
+from .encoding import check_solutions, encode_solution, pad_right, pad_token_id, step_tensors
+from .model import StepRewardModel
 
 QWEN_PRM_ARCHITECTURE = "Qwen2ForProcessRewardModel"
 """config.json ``architectures`` of Qwen2.5-Math-PRM-7B / -72B."""

@@ -35,6 +35,12 @@ def _f1(tp: int, fp: int, fn: int) -> float:
     return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
+def scored_prefix(scores: list[float], labels: list[Label]) -> tuple[list[float], list[Label]]:
+    """The leading steps that have a (non-NaN) score, with their labels."""
+    kept = next((index for index, score in enumerate(scores) if math.isnan(score)), len(scores))
+    return scores[:kept], labels[:kept]
+
+
 def step_metrics(scores: list[list[float]], labels: list[list[Label]], threshold: float = 0.5) -> dict[str, float]:
     """Step-level classification metrics over all steps of all solutions.
 

@@ -13,6 +13,7 @@ import torch
 
 from ..data.schema import Label, StepwiseExample
 from ..utils.errors import UserError
+from .metrics import first_error_from_labels, first_error_index, processbench_metrics, scored_prefix
 from .model import StepRewardModel
 
 
@@ -30,8 +31,6 @@ def best_first_error_threshold(scores: list[list[float]], labels: list[list[Labe
 
     Example: scores [[0.9, 0.4]] (label first error 1) and [[0.45]] (no error): at 0.5 the second is a false alarm
     (F1 0); any t in (0.4, 0.45] gets both right (F1 1); the candidate is the midpoint 0.425."""
-    from .metrics import first_error_from_labels, first_error_index, processbench_metrics
-
     actual = [first_error_from_labels(solution) for solution in labels]
     best = (-math.inf, 0.0, 0.5)
     for threshold in threshold_candidates(scores):
@@ -61,8 +60,6 @@ def fold_threshold(model: StepRewardModel, threshold: float) -> float:
 
 def tune_threshold(model: StepRewardModel, examples: list[StepwiseExample], batch_size: int) -> dict:
     """Pick the first-error-F1-best threshold on ``examples`` and fold it into ``model``'s bias."""
-    from .evaluate import scored_prefix
-
     scores = model.score_steps([e.prompt for e in examples], [e.completions for e in examples], batch_size)
     pairs = [scored_prefix(s, e.labels) for s, e in zip(scores, examples)]
     pairs = [(s, lab) for s, lab in pairs if s]

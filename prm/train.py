@@ -1,9 +1,9 @@
 """Train a StepRewardModel on step labels: BCE at each step's separator, with replay, through accelerate.
 
 Recipe (``train_prm``): validate examples -> hold out a validation part -> mix in replay -> encode (the same
-``prm.model.encode_solution`` that scoring uses) -> per batch: one backbone pass -> step logits at the separators
+``prm.encoding.encode_solution`` that scoring uses) -> per batch: one backbone pass -> step logits at the separators
 (-> optional LM loss on the solution tokens) -> AdamW -> log loss; after each epoch: validation step accuracy / F1
-(``prm.evaluate.evaluate_steps``).
+(``prm.scoring_eval.evaluate_steps``).
 
 What trains: the backbone at ``prm.lr`` (full fine-tuning, or only LoRA adapters with ``prm.lora_r > 0``; 0 freezes
 it), the head and the log-prob feature weights at ``prm.head_lr``. The schedule is sized to the data: linear warm-up
@@ -38,8 +38,11 @@ from tqdm.auto import tqdm
 from ..data.schema import Label, StepwiseExample
 from ..utils.distributed import check_engine, configure_deepspeed, make_accelerator
 from ..utils.errors import UserError
+from ..utils.lora import add_lora
 from .config import PRMConfig
-from .model import StepRewardModel, encode_solution, get_step_selection, pad_right, pad_token_id
+from .encoding import encode_solution, pad_right, pad_token_id
+from .model import StepRewardModel, get_step_selection
+from .scoring_eval import evaluate_steps
 from .threshold import tune_threshold
 
 
@@ -202,15 +205,6 @@ def parameter_groups(model: StepRewardModel, lm_lr: float, head_lr: float) -> li
     return [group for group in ({"params": backbone, "lr": lm_lr}, {"params": head, "lr": head_lr}) if group["params"]]
 
 
-def add_lora(model: StepRewardModel, rank: int, alpha: int) -> None:
-    """Wrap the backbone in LoRA adapters on every linear layer (PEFT); only the adapters then train in it."""
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise UserError("prm.lora_r: LoRA needs the 'peft' package (pip install peft)") from None
-    model.backbone = get_peft_model(model.backbone, LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear"))
-
-
 def check_config(cfg: PRMConfig) -> None:
     """UserError naming the key for values training cannot use."""
     get_step_selection(cfg.mode)
@@ -292,8 +286,6 @@ def train_prm(
 
 def _validate(model: StepRewardModel, examples: list[StepwiseExample], cfg: PRMConfig, log) -> dict:
     """Validation metrics (prefixed ``val_``) of the unwrapped model; logged as one line."""
-    from .evaluate import evaluate_steps
-
     metrics = evaluate_steps(model, examples, cfg.threshold, cfg.eval_batch_size)
     log(f"prm validation: step acc {metrics['step_acc']:.3f}, step F1 (error) {metrics['step_f1_error']:.3f}, "
         f"first-error F1 {metrics.get('first_error_f1', math.nan):.3f}")
@@ -309,8 +301,8 @@ def _fit(
         items, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed),
         collate_fn=partial(collate_items, pad_id=pad_token_id(model.tokenizer)),
     )
-    if cfg.lora_r and cfg.lr:
-        add_lora(model, cfg.lora_r, cfg.lora_alpha)
+    if cfg.lora_r and cfg.lr:  # adapters on every linear layer of the backbone; only they train in it
+        model.backbone = add_lora(model.backbone, cfg.lora_r, cfg.lora_alpha, key="prm.lora_r")
     groups = parameter_groups(model, cfg.lr, cfg.head_lr)
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     # Counted on the whole dataset: accelerate steps a prepared scheduler once per process per optimizer step.

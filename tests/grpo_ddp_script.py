@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.data.tasks import get_task
-from prmloop.data.vocab import build_task_tokenizer
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer
 from prmloop.policy.tiny import tiny_random_model

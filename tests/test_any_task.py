@@ -158,10 +158,10 @@ def test_llama_prompts_carry_one_bos_and_sample_without_a_pad_token(tmp_path):
     from prmloop.data.prompts import Prompter
     from prmloop.data.schema import Problem
     from prmloop.data.tasks import get_task
-    from prmloop.policy.evaluate import complete_problems
+    from prmloop.policy.accuracy import complete_problems
     from prmloop.policy.load import load_policy
     from prmloop.policy.sft import encode_sft_examples
-    from prmloop.prm.model import encode_solution
+    from prmloop.prm.encoding import encode_solution
 
     model, tokenizer = load_policy(str(build_hub_model("llama", tmp_path / "llama")), "float32")
     bos = tokenizer.bos_token_id

@@ -3,7 +3,7 @@
 import pytest
 
 from prmloop.loop.arms import Arm, arm_config, parse_arm
-from prmloop.loop.config import ExperimentConfig
+from prmloop.loop.config import ExperimentConfig, load_config
 from prmloop.utils.errors import UserError
 
 
@@ -54,8 +54,6 @@ def test_mix_arms_carry_the_outcome_mix_and_others_run_without_it():
 
 
 def test_a_mix_arm_without_a_weight_is_refused_up_front():
-    from prmloop.loop.config import load_config
-
     with pytest.raises(UserError, match=r"compare.arms: 'process-prm-iterative-mix' mixes in .* grpo.outcome_mix, "
                                         r"which is 0; set it"):
         load_config(None, ["compare.arms=[process-prm-iterative-mix]"])

@@ -66,10 +66,11 @@ def test_shipped_configs_load(path):
     load_config(str(path))
 
 
-def test_demo_config_equals_the_demo_preset():
-    from prmloop.loop.cli import DEMO_OVERRIDES
+def test_demo_reads_the_shipped_demo_yaml():
+    from prmloop.loop.cli import DEMO_CONFIG
 
-    demo, preset = load_config("configs/demo.yaml"), load_config(None, preset=DEMO_OVERRIDES)
+    demo, preset = load_config("configs/demo.yaml"), load_config(None, preset=DEMO_CONFIG)
+    assert DEMO_CONFIG.resolve() == Path("configs/demo.yaml").resolve()
     for section in ("data", "policy", "sft", "prm", "grpo", "loop", "tracking", "compare"):
         assert getattr(demo, section) == getattr(preset, section), section
     # the file spells out the built-in values it keeps, so it stays true to the defaults too
@@ -84,11 +85,13 @@ def test_demo_config_equals_the_demo_preset():
     assert [getattr(demo.grpo, k) for k in keys] == [getattr(study.grpo, k) for k in keys]
 
 
-def test_demo_quick_overrides_equal_quick_yaml():
-    from prmloop.loop.cli import QUICK_OVERRIDES
+def test_demo_quick_preset_is_quick_yaml_without_its_name():
+    from prmloop.loop.cli import QUICK_CONFIG
 
-    quick, overridden = load_config("configs/quick.yaml"), load_config(None, QUICK_OVERRIDES)
-    assert (quick.data, quick.policy, quick.sft) == (overridden.data, overridden.policy, overridden.sft)
+    quick, preset = load_config("configs/quick.yaml"), load_config(None, preset=QUICK_CONFIG)
+    assert preset.name == ExperimentConfig().name  # the run's name is not the preset's
+    preset.name = quick.name
+    assert preset == quick
 
 
 def test_set_keeps_text_values_as_typed():
@@ -99,14 +102,15 @@ def test_set_keeps_text_values_as_typed():
 
 
 def test_a_preset_lies_under_the_file_and_the_set_overrides(tmp_path):
-    from prmloop.loop.cli import QUICK_OVERRIDES
+    from prmloop.loop.cli import QUICK_CONFIG
 
     path = tmp_path / "mine.yaml"
-    path.write_text("loop:\n  rounds: 5\n")
-    cfg = load_config(path, ["grpo.group_size=3"], preset=QUICK_OVERRIDES)
+    path.write_text("loop:\n  rounds: 5\nsft:\n")
+    cfg = load_config(path, ["grpo.group_size=3"], preset=QUICK_CONFIG)
     assert cfg.loop.rounds == 5  # the file wins over the preset's loop.rounds=2
     assert cfg.grpo.group_size == 3  # --set wins over the preset's grpo.group_size=4
     assert cfg.sft.steps == 30 and cfg.loop.eval_k == 4  # the preset fills what the user did not set
+    assert cfg.loop.rl_steps_per_round == 2  # and the keys of a section the file names but leaves (partly) empty
 
 
 def test_resume_refuses_changed_settings_but_allows_tracking(tmp_path):

@@ -17,8 +17,8 @@ import prmloop.policy.grpo as grpo_module
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
 from prmloop.data.schema import Problem
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.data.tasks import get_task
-from prmloop.data.vocab import build_task_tokenizer
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer, group_std_mean, step_problem_indices, validate_config
 from prmloop.policy.tiny import tiny_random_model

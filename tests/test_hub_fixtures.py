@@ -19,7 +19,7 @@ from hub_fixtures import (
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prmloop.data.loaders import load
-from prmloop.data.vocab import load_tokenizer
+from prmloop.data.task_tokenizer import load_tokenizer
 
 TEXT = (
     "Tom has 5 + 7 = <<5+7=12>>12 apples.\nAfter giving away 3 he has 12 - 3 = <<12-3=9>>9 apples.\n#### 1,045\n\n"

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.cache_utils import DynamicLayer
 
-from prmloop.data.vocab import build_bpe_tokenizer
+from prmloop.data.task_tokenizer import build_bpe_tokenizer
 from prmloop.policy import rollout
 from prmloop.policy.kv_cache import GrowingLayer, grow_in_place
 from prmloop.policy.rollout import HFBackend, encode_prompts, sample_rollout

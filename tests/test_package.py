@@ -72,6 +72,8 @@ def test_wheel_holds_only_the_prmloop_package(tmp_path):
         assert module in names
     assert "prmloop/utils/errors.py" in names
     assert not any(name.startswith(("prmloop/tests/", "prmloop/bench/", "prmloop/docs/", "prmloop/.ci/")) for name in names)
+    configs = {name for name in names if name.startswith("prmloop/configs/")}  # demo and demo --quick read them
+    assert configs == {f"prmloop/{path.relative_to(ROOT).as_posix()}" for path in ROOT.glob("configs/**/*.yaml")}
     shipped = [name for name in names if name.startswith("prmloop/loop/warm_starts/")]  # the study's warm start
     assert "prmloop/loop/warm_starts/README.md" in shipped
     assert {name.rsplit("/", 1)[1] for name in shipped} >= {"model.safetensors", "tokenizer.json", "sft_metrics.json"}
@@ -84,6 +86,10 @@ def test_wheel_holds_only_the_prmloop_package(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import prmloop.loop.config_docs as m; print(m.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr[-2000:]
+    script = ("from prmloop.loop.cli import QUICK_CONFIG as q; from prmloop.loop.config import load_config; "
+              "print(q.parent.parent.name, load_config(None, preset=q).sft.steps)")
+    quick = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert quick.stdout.split() == ["prmloop", "30"], quick.stdout + quick.stderr[-2000:]  # demo --quick's, installed
     shown = subprocess.run([sys.executable, "-m", "prmloop", "grpo", "--help"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, check=False)
     assert shown.returncode == 0, shown.stderr[-2000:]

@@ -7,13 +7,13 @@ import pytest
 import torch
 from test_grpo import ARITH, PROBLEMS, DigitScorer, one_thread  # noqa: F401 - one_thread is an autouse fixture
 
-from prmloop.data.vocab import build_task_tokenizer
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.loop.config import load_config
-from prmloop.policy import lora
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer
 from prmloop.policy.precision import low_precision_warning
 from prmloop.policy.tiny import tiny_random_model
+from prmloop.utils.lora import add_lora
 
 WARNING = ("policy.dtype: training bfloat16 weights directly: AdamW loses updates smaller than the weights' rounding "
            "step (most of them at lr 1e-6); for fp32 master weights with bf16 compute set policy.dtype=float32 and "
@@ -35,7 +35,7 @@ def test_warning_names_the_dtype_and_the_alternative():
     assert low_precision_warning(tiny_random_model("llama", tokenizer, seed=0)) is None
     assert low_precision_warning(tiny_random_model("llama", tokenizer, seed=0).to(torch.bfloat16)) == WARNING
     # LoRA on a bf16 base: PEFT keeps the adapters (the only trainable weights) in fp32, so there is nothing to warn of
-    peft = lora.add_lora(tiny_random_model("llama", tokenizer, seed=0).to(torch.bfloat16), PolicyConfig(lora_r=4))
+    peft = add_lora(tiny_random_model("llama", tokenizer, seed=0).to(torch.bfloat16), 4, 32, task_type="CAUSAL_LM")
     assert low_precision_warning(peft) is None
 
 

@@ -10,13 +10,13 @@ from transformers import AutoModelForTokenClassification, Qwen2Config
 
 from prmloop.data.config import DataConfig
 from prmloop.data.schema import Problem
+from prmloop.data.task_tokenizer import build_bpe_tokenizer
 from prmloop.data.tasks import get_task
-from prmloop.data.vocab import build_bpe_tokenizer
 from prmloop.policy.rewards import compute_rewards
 from prmloop.policy.tiny import tiny_random_model
 from prmloop.prm.config import PRMConfig
-from prmloop.prm.evaluate import evaluate_file
 from prmloop.prm.formats import detect_format, init_reward_model, load_reward_model
+from prmloop.prm.scoring_eval import evaluate_file
 from prmloop.utils.errors import UserError
 
 PROMPT = "Q: 2 + 3 * 4?\n"

@@ -12,11 +12,12 @@ import torch
 from transformers import AutoModelForTokenClassification, LlamaConfig
 
 from prmloop.data.schema import StepwiseExample
-from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from prmloop.data.task_tokenizer import build_bpe_tokenizer, build_task_tokenizer
 from prmloop.policy.tiny import tiny_random_model
+from prmloop.prm.encoding import encode_solution, step_tensors
 from prmloop.prm.features import span_logp_features, token_logp_and_margin
 from prmloop.prm.metrics import first_error_index
-from prmloop.prm.model import StepRewardModel, encode_solution, step_tensors
+from prmloop.prm.model import StepRewardModel
 from prmloop.prm.train import build_items, collate_items
 from prmloop.utils.errors import UserError
 

@@ -9,7 +9,7 @@ import torch
 
 import prmloop.prm.train
 from prmloop.data.schema import StepwiseExample
-from prmloop.data.vocab import build_task_tokenizer
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.loop.config import ExperimentConfig
 from prmloop.loop.jobs_prm import train_prm_job
 from prmloop.policy.tiny import tiny_random_model
@@ -286,7 +286,7 @@ def _shifted_examples(n: int, seed: int, good: str, bad: str) -> list[StepwiseEx
 def test_retraining_on_a_shifted_policys_samples_scores_them_better():
     """Iterative retraining must move the model: a PRM trained on one distribution ("ok"/"no" steps), retrained with
     the default schedule on samples of a shifted one ("yes"/"bad"), judges the shifted samples far better."""
-    from prmloop.prm.evaluate import evaluate_steps
+    from prmloop.prm.scoring_eval import evaluate_steps
 
     torch.manual_seed(0)
     model = toy_model()

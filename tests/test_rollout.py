@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prmloop.data.steps import closing_char_ends, split_steps
-from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from prmloop.data.task_tokenizer import build_bpe_tokenizer, build_task_tokenizer
 from prmloop.policy.logps import forward_logps
 from prmloop.policy.rollout import (
     HFBackend,

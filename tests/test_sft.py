@@ -9,10 +9,10 @@ from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
 from prmloop.data.prompts import Prompter
 from prmloop.data.schema import Problem
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.data.tasks import get_task
-from prmloop.data.vocab import build_task_tokenizer
+from prmloop.policy.accuracy import complete_problems
 from prmloop.policy.config import PolicyConfig, SFTConfig
-from prmloop.policy.evaluate import complete_problems
 from prmloop.policy.sft import collate, encode_sft_examples, evaluate_greedy, lr_at, train_sft
 from prmloop.policy.tiny import build_tiny_llama
 from prmloop.utils.errors import UserError

@@ -10,7 +10,7 @@ from prmloop.data.steps import (
     token_char_ends_from_ids,
     token_char_ends_from_offsets,
 )
-from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from prmloop.data.task_tokenizer import build_bpe_tokenizer, build_task_tokenizer
 
 SOLUTION = "7 + 5 = 12\n12 * 3 = 36\nAnswer: 36"
 # "7 + 5 = 12" is chars 0..10, "\n" at 10, "12 * 3 = 36" 11..22, "\n" at 22, "Answer: 36" 23..33.

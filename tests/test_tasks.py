@@ -10,7 +10,7 @@ from prmloop.data.config import DataConfig
 from prmloop.data.schema import Problem
 from prmloop.data.tasks import get_task
 from prmloop.loop.stages import format_prefix_for, label_rows, outcome_examples
-from prmloop.policy.evaluate import correctness
+from prmloop.policy.accuracy import correctness
 from prmloop.policy.rewards import compute_rewards
 from prmloop.prm.label import label_exhaustive
 from prmloop.utils.errors import UserError

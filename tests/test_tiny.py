@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from prmloop.data.vocab import build_task_tokenizer
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.policy.config import PolicyConfig
 from prmloop.policy.tiny import build_tiny_llama, init_policy, tiny_random_model
 

@@ -16,13 +16,12 @@ import torch
 from test_grpo import PROBLEMS, make_trainer, one_thread  # noqa: F401 - one_thread is an autouse fixture
 
 import prmloop.policy.grpo as grpo_module
-from prmloop.data.vocab import build_task_tokenizer
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.loop.config import load_config
 from prmloop.policy import lora, rollout, vllm_backend
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import validate_config
 from prmloop.policy.logps import forward_logps
-from prmloop.policy.lora import merged_weights
 from prmloop.policy.rollout import encode_prompts, row_seed
 from prmloop.policy.tiny import tiny_random_model
 from prmloop.policy.vllm_backend import (
@@ -34,6 +33,7 @@ from prmloop.policy.vllm_backend import (
 )
 from prmloop.policy.vllm_settings import engine_max_num_seqs, parse_engine_args
 from prmloop.utils.errors import UserError
+from prmloop.utils.lora import add_lora, is_lora, merged_weights
 
 # ---------------------------------------------------------------- errors and config (CPU)
 
@@ -165,7 +165,7 @@ def test_merged_weights_of_a_plain_model_are_its_state_dict():
 
 def test_merged_weights_of_a_lora_model_load_into_the_plain_base_and_match_it(tmp_path):
     tokenizer = build_task_tokenizer()
-    peft = lora.add_lora(tiny_random_model("llama", tokenizer, seed=0), PolicyConfig(lora_r=4, lora_alpha=8))
+    peft = add_lora(tiny_random_model("llama", tokenizer, seed=0), 4, 8, task_type="CAUSAL_LM")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # lora_B starts at zero (no delta): give every adapter a real one
         for name, param in peft.named_parameters():
@@ -174,7 +174,7 @@ def test_merged_weights_of_a_lora_model_load_into_the_plain_base_and_match_it(tm
     before = {name: p.detach().clone() for name, p in peft.named_parameters()}
     merged = dict(merged_weights(peft))
     assert all(torch.equal(before[name], p) for name, p in peft.named_parameters())  # the PEFT model is unchanged
-    assert lora.is_lora(peft) and not any("lora" in name or "base_layer" in name for name in merged)
+    assert is_lora(peft) and not any("lora" in name or "base_layer" in name for name in merged)
     plain = tiny_random_model("llama", tokenizer, seed=1)
     plain.load_state_dict(merged, strict=True)  # every name is one the base model expects, and none is missing
     ids = torch.tensor([encode_prompts(tokenizer, ["12+30=\n"])[0]])
@@ -351,7 +351,7 @@ def test_pushes_without_sleep(fake_vllm):
 
 
 def test_a_lora_policy_gives_its_base_architecture_and_merged_weights(fake_vllm):
-    peft = lora.add_lora(tiny_random_model("llama", build_task_tokenizer(), seed=0), PolicyConfig(lora_r=4))
+    peft = add_lora(tiny_random_model("llama", build_task_tokenizer(), seed=0), 4, 32, task_type="CAUSAL_LM")
     backend, _ = fake_backend(sleep=False, model=peft)
     backend.generate([[4]], [0])
     assert backend.llm.config["architectures"] == ["LlamaForCausalLM"]

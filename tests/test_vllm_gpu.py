@@ -14,14 +14,14 @@ from test_grpo import ARITH, PROBLEMS
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 import prmloop.policy.grpo as grpo_module
-from prmloop.data.vocab import build_task_tokenizer
-from prmloop.policy import lora
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer
 from prmloop.policy.logps import forward_logps
 from prmloop.policy.rollout import HFBackend, encode_prompts, left_pad, row_seed
 from prmloop.policy.tiny import build_tiny_llama
 from prmloop.policy.vllm_backend import VLLMBackend
+from prmloop.utils.lora import add_lora, is_lora
 
 gpu = pytest.mark.skipif(not (torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None),
                          reason="needs a CUDA GPU and the vllm extra")
@@ -161,7 +161,7 @@ def test_sync_weights_moves_the_engine_to_the_changed_model(engine):
 @gpu
 def test_lora_policy_is_merged_into_the_engine_and_left_unchanged(engine):
     model, tokenizer = gpu_policy()
-    peft = lora.add_lora(model, PolicyConfig(lora_r=4, lora_alpha=8))
+    peft = add_lora(model, 4, 8, task_type="CAUSAL_LM")
     generator = torch.Generator(device="cuda").manual_seed(2)
     with torch.no_grad():
         for name, param in peft.named_parameters():
@@ -173,7 +173,7 @@ def test_lora_policy_is_merged_into_the_engine_and_left_unchanged(engine):
     assert torch.equal(ours.completion_ids, greedy_hf(peft, tokenizer, rows).completion_ids)
     with peft.disable_adapter():
         assert not torch.equal(ours.completion_ids, greedy_hf(peft, tokenizer, rows).completion_ids)
-    assert lora.is_lora(peft) and all(torch.equal(before[n], p) for n, p in peft.named_parameters())
+    assert is_lora(peft) and all(torch.equal(before[n], p) for n, p in peft.named_parameters())
 
 
 @pytest.mark.gpu

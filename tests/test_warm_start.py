@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.data.tasks import get_task
-from prmloop.data.vocab import build_task_tokenizer
 from prmloop.loop import stages
-from prmloop.loop.cli import DEMO_OVERRIDES
+from prmloop.loop.cli import DEMO_CONFIG
 from prmloop.loop.config import load_config
 from prmloop.loop.stages import SHIPPED_WARM_STARTS, shipped_warm_start, warm_start, warm_start_path
 
@@ -21,7 +21,7 @@ REGENERATE = "regenerate it (loop/warm_starts/README.md) or the configs moved aw
 
 def test_the_shipped_warm_start_is_the_study_and_demo_one():
     shipped = sorted(path.name for path in SHIPPED_WARM_STARTS.iterdir() if path.is_dir())
-    study, demo = load_config(ROOT / "configs/compare.yaml"), load_config(None, preset=DEMO_OVERRIDES)
+    study, demo = load_config(ROOT / "configs/compare.yaml"), load_config(None, preset=DEMO_CONFIG)
     assert shipped == [warm_start_path(study).name] == [warm_start_path(demo).name], REGENERATE
     assert shipped_warm_start(study) == shipped_warm_start(demo) == SHIPPED_WARM_STARTS / shipped[0]
     saved = yaml.safe_load((SHIPPED_WARM_STARTS / shipped[0] / "config.yaml").read_text())

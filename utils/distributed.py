@@ -52,7 +52,7 @@ def make_accelerator(command: str, **kwargs: Any) -> Accelerator:
         kwargs["mixed_precision"] = None  # accelerate reads ACCELERATE_MIXED_PRECISION, set by accelerate launch
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         try:
-            import deepspeed  # noqa: F401
+            import deepspeed  # noqa: F401  # optional: the 'deepspeed' extra, checked only when asked for
         except ImportError:
             raise UserError(f"{command}: accelerate launch asks for DeepSpeed, which is not installed; install the "
                             "extra: pip install 'prmloop[deepspeed]'") from None

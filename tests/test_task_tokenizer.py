@@ -1,8 +1,8 @@
-"""Tests for data/vocab.py: char and BPE tokenizer round trips, special ids, save/load keeping left padding."""
+"""Tests for data/task_tokenizer.py: char and BPE tokenizer round trips, special ids, save/load keeping left padding."""
 
 from transformers import AutoTokenizer
 
-from prmloop.data.vocab import build_bpe_tokenizer, build_task_tokenizer
+from prmloop.data.task_tokenizer import build_bpe_tokenizer, build_task_tokenizer
 
 TEXTS = ["7 + 5 * 3 - 4 = ? (left to right)\n", "7 + 5 = 12\n12 * 3 = 36\n36 - 4 = 32\nAnswer: 32", "  a  b\n\n"]
 

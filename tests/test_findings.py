@@ -1,4 +1,4 @@
-"""Tests for loop/questions.py: the S1/S2/S4 verdicts, with hand-computed numbers."""
+"""Tests for loop/findings.py: the S1/S2/S4 verdicts, with hand-computed numbers."""
 
 import math
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from test_report import OUTCOME, PROCESS, fake_run
 
-from prmloop.loop.questions import difference_ci, gap_growth, questions_section, step_ratio
-from prmloop.loop.report import RunInfo, group_arms
+from prmloop.loop.findings import difference_ci, findings_section, gap_growth, step_ratio
+from prmloop.loop.report_stats import RunInfo, group_arms
 
 
 def test_difference_ci_hand_values():
@@ -50,7 +50,7 @@ def runs_for(tmp_path: Path) -> list[RunInfo]:
 
 
 def test_questions_met(tmp_path: Path):
-    text = "\n".join(questions_section(group_arms(runs_for(tmp_path))))
+    text = "\n".join(findings_section(group_arms(runs_for(tmp_path))))
     assert "S1 (process vs outcome): **met**" in text
     assert "`process-prm-iterative`: reaches it at 0.50x the steps" in text
     assert "`process-prm-fixed`: never reaches it" in text
@@ -67,7 +67,7 @@ def test_questions_not_met_and_not_measured(tmp_path: Path):
     runs = runs_for(tmp_path)
     # the process arm alone, with an outcome arm it never catches: S1 not met; S2, S4 lack their arms
     only = [r for r in runs if r.arm in ("outcome", "process-prm-fixed")]
-    text = "\n".join(questions_section(group_arms(only)))
+    text = "\n".join(findings_section(group_arms(only)))
     assert "S1 (process vs outcome): **not met**" in text
     assert "S2 (iterative vs fixed PRM): **not measured**" in text
     assert "S4 (reward hacking): **not measured**" in text
@@ -76,7 +76,7 @@ def test_questions_not_met_and_not_measured(tmp_path: Path):
 def test_s1_is_not_measured_when_the_outcome_arm_never_improves(tmp_path: Path):
     runs = [RunInfo("outcome", 0, run_dir=fake_run(tmp_path / "o", [0.3, 0.25, 0.2], None, None), **OUTCOME),
             RunInfo("process", 0, run_dir=fake_run(tmp_path / "p", [0.3, 0.4, 0.35], None, None), **PROCESS)]
-    text = "\n".join(questions_section(group_arms(runs)))
+    text = "\n".join(findings_section(group_arms(runs)))
     # target 0.2 is reached by every arm at step 0: no steps to compare, the final accuracies still shown
     assert "S1 (process vs outcome): **not measured**" in text and "ended no better than its start" in text
     assert "`process`: no steps to compare; final accuracy 0.350 vs 0.200, difference +0.150" in text
@@ -87,7 +87,7 @@ def test_s1_by_trace_accuracy_appears_where_trace_accuracy_was_logged(tmp_path: 
 
     runs = [RunInfo("outcome", 0, run_dir=fake_run(tmp_path / "o", [0.3, 0.4, 0.5], None, None), **OUTCOME),
             RunInfo("process", 0, run_dir=fake_run(tmp_path / "p", [0.3, 0.3, 0.4], None, None), **PROCESS)]
-    text = "\n".join(questions_section(group_arms(runs)))
+    text = "\n".join(findings_section(group_arms(runs)))
     assert "S1 (process vs outcome): **not met**" in text and "trace accuracy" not in text
     # trace accuracy at steps 0, 10, 20: outcome 0.2, 0.2, 0.3 (its final 0.3 reached at step 20); process 0.2, 0.3,
     # 0.4 reaches 0.3 at step 10 -> 0.5x the steps: met by its steps, while by the answer it is not met
@@ -96,7 +96,7 @@ def test_s1_by_trace_accuracy_appears_where_trace_accuracy_was_logged(tmp_path: 
         rows = [{"kind": "eval", "round": r, "rl_step": 10 * r, "accuracy": accuracy[r], "trace_accuracy": trace[r]}
                 for r in range(3)]
         append_jsonl(run.run_dir / "metrics.jsonl", rows)
-    text = "\n".join(questions_section(group_arms(runs)))
+    text = "\n".join(findings_section(group_arms(runs)))
     assert "S1 (process vs outcome): **not met**" in text
     assert ("S1 by trace accuracy (every step right): **met**. Goal: a process arm reaches `outcome`'s final "
             "seed-mean trace accuracy 0.300 in <= 0.7x its RL steps (it reached it at RL step 20).") in text
@@ -110,6 +110,6 @@ def test_s2_a_fixed_f1_within_noise_does_not_decay(tmp_path: Path):
             # fixed F1 0.95 -> 0.945: a drop of 0.005, below S2_DECAY
             RunInfo("process-prm-fixed", 0, run_dir=fake_run(tmp_path / "f", [0.2, 0.5, 0.5], [0.9, 0.95, 0.945],
                                                              None), **fixed)]
-    text = "\n".join(questions_section(group_arms(runs)))
+    text = "\n".join(findings_section(group_arms(runs)))
     assert "S2 (iterative vs fixed PRM): **not met**" in text
     assert "(fixed r1 -> r2: -0.005, decays by >= 0.01: no; iterative >= 0.8 throughout: yes)" in text

@@ -1,8 +1,8 @@
-"""Tests for loop/evaluation.py's pure part: PRM metrics on labelled samples, worked out by hand."""
+"""Tests for loop/round_eval.py's pure part: PRM metrics on labelled samples, worked out by hand."""
 
 import math
 
-from prmloop.loop.evaluation import prm_sample_metrics
+from prmloop.loop.round_eval import prm_sample_metrics
 
 
 def test_prm_sample_metrics_hand_computed():
@@ -39,7 +39,7 @@ def test_trace_accuracy_does_not_count_right_answers_reached_through_wrong_steps
     from prmloop.data.config import DataConfig
     from prmloop.data.schema import Problem
     from prmloop.data.tasks import get_task
-    from prmloop.policy.evaluate import greedy_scores, trace_correctness
+    from prmloop.policy.accuracy import greedy_scores, trace_correctness
 
     task = get_task(DataConfig())
     # 47 + 8 - 8 = 47: the true chain is 55, 47

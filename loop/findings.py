@@ -1,23 +1,24 @@
-"""The study's three questions answered from the arms' logged evaluations: S1 (process vs outcome supervision), S2
-(iterative vs fixed reward model) and S4 (reward hacking, sum vs min credit), each as met / not met against its goal.
+"""Findings on the study's research questions, read from the arms' logged evaluations, each met / not met.
+
+S1: process vs outcome supervision; S2: iterative vs fixed reward model; S4: reward hacking, sum vs min credit.
 
 Goals (issue 13): S1 - process supervision reaches the outcome arm's final accuracy in <= 0.7x the outcome arm's RL
 steps; S2 - the fixed PRM's first-error F1 on the current policy's samples falls from round 1 to the last round while
 the iterative PRM's stays >= 0.8, and iterative final accuracy >= fixed; S4 - the sum-credit arm's reward-hacking gap
 grows over rounds and the min-credit (or outcome-mix) arm's growth is at most half of it. Every verdict line carries
-the numbers it was decided on, so "not met" can be read against the logs. Statistics: loop/report.py.
+the numbers it was decided on, so "not met" can be read against the logs. Statistics: loop/report_stats.py.
 """
 
 from __future__ import annotations
 
 import math
 
-from .report import (
-    Arm,
-    _num,
+from .report_stats import (
+    ArmRuns,
     hacking_curves,
     mean_ci,
     mixed,
+    number_text,
     reach_step,
     sample_variance,
     seed_curve,
@@ -66,7 +67,7 @@ def _verdict(met: bool | None) -> str:
     return "**not measured**" if met is None else ("**met**" if met else "**not met**")
 
 
-def s1_lines(arms: list[Arm], key: str = "accuracy") -> list[str]:
+def s1_lines(arms: list[ArmRuns], key: str = "accuracy") -> list[str]:
     """S1 on held-out ``key``: ``accuracy`` (the answer is right) or ``trace_accuracy`` (every step right too)."""
     title = "S1 (process vs outcome)" if key == "accuracy" else "S1 by trace accuracy (every step right)"
     noun = key.replace("_", " ")
@@ -85,7 +86,7 @@ def s1_lines(arms: list[Arm], key: str = "accuracy") -> list[str]:
         if not outcome_steps:
             reach = "no steps to compare"
         lines.append(f"  - `{arm.info.arm}`: {reach}; final {noun} {mean_ci(arm.finals(key))[0]:.3f} vs "
-                     f"{target:.3f}, difference {diff:+.3f} ± {_num(half)} (95% CI, n = {len(arm.finals(key))} vs "
+                     f"{target:.3f}, difference {diff:+.3f} ± {number_text(half)} (95% CI, n = {len(arm.finals(key))} vs "
                      f"{len(outcome.finals(key))} seeds)")
     goal = (f"Goal: a process arm reaches `{outcome.info.arm}`'s final seed-mean {noun} {target:.3f} in <= "
             f"{S1_STEP_RATIO}x its RL steps")
@@ -96,8 +97,8 @@ def s1_lines(arms: list[Arm], key: str = "accuracy") -> list[str]:
     return [f"- {title}: {_verdict(met)}. {goal} (it reached it at RL step {outcome_steps}).", *lines]
 
 
-def s2_lines(arms: list[Arm]) -> list[str]:
-    def pick(update: str) -> Arm | None:
+def s2_lines(arms: list[ArmRuns]) -> list[str]:
+    def pick(update: str) -> ArmRuns | None:
         return next((a for a in arms if a.info.supervision == "process" and a.info.rm_update == update
                      and a.info.credit == "sum" and not mixed(a)), None)
 
@@ -114,18 +115,18 @@ def s2_lines(arms: list[Arm]) -> list[str]:
     holds = min(f1["iterative"].values()) >= S2_ITERATIVE_F1
     diff, half = difference_ci(iterative.finals(), fixed.finals())
     met = decays and holds and diff >= 0
-    per_round = ", ".join(f"r{r} {_num(f1['iterative'].get(r))} vs {_num(f1['fixed'].get(r))}" for r in rounds)
+    per_round = ", ".join(f"r{r} {number_text(f1['iterative'].get(r))} vs {number_text(f1['fixed'].get(r))}" for r in rounds)
     return [(f"- S2 (iterative vs fixed PRM): {_verdict(met)}. Goal: the fixed PRM's first-error F1 on the current "
             f"policy's samples decays while the iterative one stays >= {S2_ITERATIVE_F1}, and iterative final "
             f"accuracy >= fixed."),
             (f"  - F1 iterative vs fixed by round: {per_round} (fixed r{rounds[0]} -> r{rounds[-1]}: {change:+.3f}, "
             f"decays by >= {S2_DECAY}: {'yes' if decays else 'no'}; "
             f"iterative >= {S2_ITERATIVE_F1} throughout: {'yes' if holds else 'no'})"),
-            f"  - final accuracy iterative - fixed: {diff:+.3f} ± {_num(half)} (95% CI)"]
+            f"  - final accuracy iterative - fixed: {diff:+.3f} ± {number_text(half)} (95% CI)"]
 
 
-def s4_lines(arms: list[Arm]) -> list[str]:
-    def gaps(arm: Arm) -> dict[int, float]:
+def s4_lines(arms: list[ArmRuns]) -> list[str]:
+    def gaps(arm: ArmRuns) -> dict[int, float]:
         scores, accuracy, _key = hacking_curves(arm)
         return {r: scores[r] - accuracy[r] for r in set(scores) & set(accuracy)}
 
@@ -141,7 +142,7 @@ def s4_lines(arms: list[Arm]) -> list[str]:
         other = gap_growth(gaps(arm))
         closes = other is not None and growth > 0 and other <= (1 - S4_CLOSED_FRACTION) * growth
         closed.append(closes)
-        lines.append(f"  - `{arm.info.arm}`: gap growth {_num(other)} vs `{sum_arm.info.arm}` {growth:+.3f}")
+        lines.append(f"  - `{arm.info.arm}`: gap growth {number_text(other)} vs `{sum_arm.info.arm}` {growth:+.3f}")
     met = growth > 0 and any(closed)
     key = hacking_curves(sum_arm)[2]
     return [(f"- S4 (reward hacking): {_verdict(met)}. Goal: the sum arm's gap (PRM score - true accuracy of the same "
@@ -149,7 +150,7 @@ def s4_lines(arms: list[Arm]) -> list[str]:
             "that growth."), *lines]
 
 
-def questions_section(arms: list[Arm]) -> list[str]:
+def findings_section(arms: list[ArmRuns]) -> list[str]:
     """The S1/S2/S4 verdicts, for the top of report.md."""
     traced = s1_lines(arms, "trace_accuracy") if any(arm.finals("trace_accuracy") for arm in arms) else []
     return ["## The questions", "", *s1_lines(arms), *traced, *s2_lines(arms), *s4_lines(arms), ""]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..data.loaders import load
-from ..data.schema import Label, StepwiseExample
+from ..data.schema import StepwiseExample
 from ..utils.errors import UserError
 from .metrics import (
     AGGREGATIONS,
@@ -27,15 +27,10 @@ from .metrics import (
     majority_vote_accuracy,
     pass_at_n,
     processbench_metrics,
+    scored_prefix,
     step_metrics,
 )
 from .model import StepRewardModel
-
-
-def scored_prefix(scores: list[float], labels: list[Label]) -> tuple[list[float], list[Label]]:
-    """The leading steps that have a (non-NaN) score, with their labels."""
-    kept = next((index for index, score in enumerate(scores) if math.isnan(score)), len(scores))
-    return scores[:kept], labels[:kept]
 
 
 def evaluate_steps(

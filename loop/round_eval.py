@@ -23,7 +23,7 @@ from ..data.answers import normalize_answer
 from ..data.prompts import Prompter
 from ..data.schema import Problem
 from ..data.tasks import Task
-from ..policy.evaluate import complete_problems, correctness, greedy_scores
+from ..policy.accuracy import complete_problems, correctness, greedy_scores
 from ..policy.rollout import PolicySampler
 from ..prm.label import label_exhaustive
 from ..prm.metrics import (

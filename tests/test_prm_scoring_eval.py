@@ -1,4 +1,4 @@
-"""Tests for prm/evaluate.py (hand-computed metrics through a fake scorer) and loop/jobs_prm's label and eval jobs."""
+"""Tests for prm/scoring_eval.py (hand-computed metrics through a fake scorer) and loop/jobs_prm's label and eval jobs."""
 
 import math
 
@@ -8,14 +8,14 @@ import torch
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
 from prmloop.data.schema import StepwiseExample
-from prmloop.data.vocab import build_task_tokenizer
+from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.loop.config import ExperimentConfig
 from prmloop.loop.jobs_prm import eval_prm_job, label_job, load_stepwise
 from prmloop.policy.config import PolicyConfig
 from prmloop.policy.tiny import init_policy, tiny_random_model
 from prmloop.prm.config import PRMConfig
-from prmloop.prm.evaluate import best_of_n, evaluate_file, evaluate_steps
 from prmloop.prm.model import StepRewardModel
+from prmloop.prm.scoring_eval import best_of_n, evaluate_file, evaluate_steps
 from prmloop.utils.errors import UserError
 from prmloop.utils.jsonl import write_jsonl
 from tests.fixtures_formats import PROCESSBENCH_ROWS

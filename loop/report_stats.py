@@ -1,0 +1,200 @@
+"""The compare report's numbers: runs read from metrics.jsonl, grouped into arms, and the statistics over seeds.
+
+What it reads: the ``kind == "eval"`` rows of ``run_dir/metrics.jsonl`` (see loop/tracking.py), keys ``accuracy``,
+``prm_first_error_f1``, ``prm_score_mean`` and ``sample_accuracy``; a null or missing value is "not measured". Eval rows
+with the same (round, rl_step) are merged, later values winning (a resumed run may log a row twice, and an evaluation
+may be split over calls). A round's value is the last measurement in that round.
+Statistics: over seeds, mean ± 95% CI half width = t_{0.975, n-1} · s / sqrt(n) with the sample std s (ddof 1); one
+seed has no CI. Curves over seeds use only the points (rl_step or round) that every seed of the arm logged.
+loop/report.py (markdown), loop/plots.py (PNGs) and loop/findings.py (the S1/S2/S4 verdicts) read these.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..utils.errors import UserError
+from ..utils.jsonl import read_jsonl_tolerant
+
+T_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
+         2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
+         2.0518, 2.0484, 2.0452, 2.0423)
+"""t_{0.975, df} for df = 1..30 (two-sided 95%); 1.96 beyond, used when scipy is not installed."""
+
+REACH_TOLERANCE = 1e-9
+"""A seed-mean accuracy within this of the target counts as reaching it (float noise in means)."""
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One arm-and-seed run to compare."""
+
+    arm: str
+    """ArmRuns name, e.g. "process-prm-iterative-sum"; runs with equal names are seeds of one arm."""
+    seed: int
+    """The run's seed."""
+    supervision: str
+    """"process" or "outcome"; the first "outcome" arm is the reference for steps-to-reach."""
+    reward_source: str
+    """Where rewards come from, e.g. "prm", "answer", "orm"."""
+    rm_update: str
+    """"fixed" or "iterative" reward model."""
+    credit: str
+    """Credit assignment, e.g. "sum" or "min"."""
+    run_dir: Path
+    """Directory holding the run's metrics.jsonl."""
+
+
+# ---- pure statistics -------------------------------------------------------------------------------------------
+
+
+def t_quantile_975(df: int) -> float:
+    """t_{0.975, df}: scipy's value when scipy is installed, else the table T_975 (1.96 for df > 30)."""
+    if df < 1:
+        raise ValueError(f"df must be >= 1, got {df}")
+    try:
+        from scipy.stats import t as student_t  # lazy: optional dependency (the table T_975 without it)
+    except ImportError:
+        return T_975[df - 1] if df <= len(T_975) else 1.96
+    return float(student_t.ppf(0.975, df))
+
+
+def sample_variance(values: list[float]) -> float:
+    """Sample variance (ddof 1) of two or more values."""
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """(mean, 95% CI half width) over ``values`` with the t-distribution; half width is nan for fewer than 2 values."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan
+    return mean, t_quantile_975(n - 1) * math.sqrt(sample_variance(values)) / math.sqrt(n)
+
+
+def steps_to_reach(steps: list[int], values: list[float], target: float) -> int | None:
+    """The first step (in the given order) whose value is >= ``target`` (within REACH_TOLERANCE), else None."""
+    for step, value in zip(steps, values):
+        if value >= target - REACH_TOLERANCE:
+            return step
+    return None
+
+
+def seed_curve(per_seed: list[dict[int, float]]) -> list[tuple[int, float, float, float]]:
+    """(x, mean, min, max) over seeds at each x that every seed has, sorted by x."""
+    if not per_seed:
+        return []
+    common = set.intersection(*(set(curve) for curve in per_seed))
+    points = []
+    for x in sorted(common):
+        values = [curve[x] for curve in per_seed]
+        points.append((x, sum(values) / len(values), min(values), max(values)))
+    return points
+
+
+# ---- reading runs ----------------------------------------------------------------------------------------------
+
+
+def load_eval_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The eval rows of ``run_dir/metrics.jsonl`` merged per (round, rl_step) (later values win), sorted by that key."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (is {run_dir} a finished run directory?)")
+    latest: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in read_jsonl_tolerant(path):
+        if row.get("kind") == "eval":
+            latest.setdefault((int(row["round"]), int(row["rl_step"])), {}).update(row)
+    return [latest[key] for key in sorted(latest)]
+
+
+def _measured(row: dict[str, Any], key: str) -> float | None:
+    value = row.get(key)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def by_step(rows: list[dict[str, Any]], key: str) -> dict[int, float]:
+    """rl_step -> value of ``key`` (rows already sorted; later rows win)."""
+    return {int(r["rl_step"]): v for r in rows if (v := _measured(r, key)) is not None}
+
+
+def by_round(rows: list[dict[str, Any]], key: str) -> dict[int, float]:
+    """round -> value of ``key`` in the round's last eval row that measured it."""
+    return {int(r["round"]): v for r in rows if (v := _measured(r, key)) is not None}
+
+
+@dataclass
+class ArmRuns:
+    """All seeds of one arm and their eval rows."""
+
+    info: RunInfo
+    """The arm's first run (settings are equal across its seeds)."""
+    seeds: list[int]
+    """Seeds in the order given."""
+    evals: list[list[dict[str, Any]]]
+    """Per seed, the eval rows from load_eval_rows."""
+
+    def per_seed(self, key: str, x: str = "round") -> list[dict[int, float]]:
+        """Per seed, x (``"round"`` or ``"rl_step"``) -> value of ``key``."""
+        pick = by_round if x == "round" else by_step
+        return [pick(rows, key) for rows in self.evals]
+
+    def finals(self, key: str = "accuracy") -> list[float]:
+        """Per seed, the last measured value of ``key`` (seeds that never measured it are left out)."""
+        return [list(curve.values())[-1] for curve in self.per_seed(key, "rl_step") if curve]
+
+
+def group_arms(runs: list[RunInfo]) -> list[ArmRuns]:
+    """Runs grouped into arms in order of first appearance; seeds of one arm must share its settings."""
+    arms: dict[str, ArmRuns] = {}
+    for run in runs:
+        arm = arms.setdefault(run.arm, ArmRuns(info=run, seeds=[], evals=[]))
+        settings = ("supervision", "reward_source", "rm_update", "credit")
+        if any(getattr(run, name) != getattr(arm.info, name) for name in settings):
+            raise UserError(f"arm {run.arm!r}: seed {run.seed} has settings that differ from seed {arm.info.seed}")
+        arm.seeds.append(run.seed)
+        arm.evals.append(load_eval_rows(run.run_dir))
+    return list(arms.values())
+
+
+
+# ---- arms ------------------------------------------------------------------------------------------------------
+
+
+def reference_arm(arms: list[ArmRuns]) -> ArmRuns | None:
+    """The first arm with outcome supervision, or None."""
+    return next((arm for arm in arms if arm.info.supervision == "outcome"), None)
+
+
+def reach_step(arm: ArmRuns, target: float, key: str = "accuracy") -> int | None:
+    """The first rl_step at which ``arm``'s seed-mean held-out ``key`` reaches ``target``, or None."""
+    curve = seed_curve(arm.per_seed(key, "rl_step"))
+    return steps_to_reach([p[0] for p in curve], [p[1] for p in curve], target)
+
+
+def mixed(arm: ArmRuns) -> bool:
+    """Whether the arm adds the outcome advantage ('-mix'; RunInfo knows it only by the arm's name)."""
+    return arm.info.arm.endswith("-mix")
+
+
+def hacking_curves(arm: ArmRuns) -> tuple[dict[int, float], dict[int, float], str]:
+    """Per round seed means of the PRM mean solution score and of the accuracy it should track, and that key.
+
+    The accuracy is, of the keys the arm logged, the first of: ``sample_trace_accuracy`` (the sampled solutions the PRM
+    scored, right in answer and every step; tasks with a step verifier), ``sample_accuracy`` (the same solutions, by
+    the answer alone) and the greedy held-out ``accuracy``.
+    """
+    scores = {p[0]: p[1] for p in seed_curve(arm.per_seed("prm_score_mean"))}
+    logged = [k for k in ("sample_trace_accuracy", "sample_accuracy") if seed_curve(arm.per_seed(k))]
+    key = logged[0] if logged else "accuracy"
+    return scores, {p[0]: p[1] for p in seed_curve(arm.per_seed(key))}, key
+
+
+def number_text(value: float | None) -> str:
+    """A value as report text: 3 decimals, or '–' when not measured."""
+    return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
