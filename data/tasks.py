@@ -121,7 +121,7 @@ class Task:
         """Exact first-error labels of ``steps``; UserError on a task without a verifier."""
         if self.verifier is None:
             raise UserError(f"data.task: '{self.name}' has no exact step verifier; label with Monte Carlo rollouts "
-                            "(prm label --method exhaustive|binary, loop.labeller: mc|mc_binary)")
+                            "(prm label --method mc|mc_binary, loop.labeller: mc|mc_binary)")
         return self.verifier(problem, steps)
 
 

@@ -36,6 +36,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 
 from ..data.schema import Label, StepwiseExample
+from ..utils.checks import check_fields
 from ..utils.distributed import check_engine, configure_deepspeed, make_accelerator
 from ..utils.errors import UserError
 from ..utils.lora import add_lora
@@ -206,22 +207,8 @@ def parameter_groups(model: StepRewardModel, lm_lr: float, head_lr: float) -> li
 
 
 def check_config(cfg: PRMConfig) -> None:
-    """UserError naming the key for values training cannot use."""
-    get_step_selection(cfg.mode)
-    get_label_type(cfg.label_type)
-    get_supervised_steps(cfg.supervise)
-    for key in ("replay_fraction", "val_fraction"):
-        if not 0.0 <= getattr(cfg, key) <= 1.0:
-            raise UserError(f"prm.{key}: must be in [0, 1], got {getattr(cfg, key)}")
-    for key in ("epochs", "batch_size", "max_length"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"prm.{key}: must be >= 1, got {getattr(cfg, key)}")
-    for key in ("lr", "head_lr", "weight_decay", "lm_loss_weight", "lora_r"):
-        value = getattr(cfg, key)
-        if not math.isfinite(value) or value < 0:
-            raise UserError(f"prm.{key}: must be a finite number >= 0, got {value}")
-    if not 0.0 <= cfg.warmup_ratio <= 1.0:
-        raise UserError(f"prm.warmup_ratio: must be in [0, 1], got {cfg.warmup_ratio}")
+    """UserError naming the key for values training cannot use: each field's own check (prm/config.py)."""
+    check_fields(cfg, "prm.")
 
 
 def train_prm(

@@ -158,7 +158,7 @@ def test_bad_training_data_is_one_clear_error():
         train_prm(model, [StepwiseExample(PROMPT, ["1 ok"], [1.5])], cfg)
     with pytest.raises(UserError, match=r"^training example 0: 'completions' must be a non-empty list"):
         train_prm(model, [StepwiseExample(PROMPT, [], [])], cfg)
-    with pytest.raises(UserError, match=r"prm.label_type: unknown label type 'fuzzy'"):
+    with pytest.raises(UserError, match=r"^prm.label_type = 'fuzzy': must be one of soft, hard$"):
         train_prm(model, toy_examples(2, 0), PRMConfig(label_type="fuzzy"))
     with pytest.raises(UserError, match=r"prm.mode: training in 'outcome' mode, but the model was built for 'process'"):
         train_prm(model, toy_examples(2, 0), PRMConfig(mode="outcome"))

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import UserError, shown
+
 METADATA_KEY = "check"
 """The key of a field's metadata that holds its Check."""
 
@@ -49,6 +51,15 @@ def one_of(*choices: Any) -> Check:
 def checked(default: Any, check: Check) -> Any:
     """A dataclass field with ``default`` whose values must pass ``check``."""
     return dataclasses.field(default=default, metadata={METADATA_KEY: check})
+
+
+def check_fields(config: Any, prefix: str) -> None:
+    """UserError (``prefix + key = value: must be ...``) for the first field of ``config`` its check refuses: the same
+    rule a loaded config passed, for code handed a config object directly (``prm.train``, ``GRPOTrainer``)."""
+    failed = failed_check(config, prefix)
+    if failed:
+        key, value, check = failed
+        raise UserError(f"{key} = {shown(value)}: must be {check.allowed}")
 
 
 def failed_check(config: Any, prefix: str = "") -> tuple[str, Any, Check] | None:
