@@ -2,7 +2,7 @@
 
 S1: process vs outcome supervision; S2: iterative vs fixed reward model; S4: reward hacking, sum vs min credit.
 
-Goals (issue 13): S1 - process supervision reaches the outcome arm's final accuracy in <= 0.7x the outcome arm's RL
+Goals the study set itself: S1 - process supervision reaches the outcome arm's final accuracy in <= 0.7x the outcome arm's RL
 steps; S2 - the fixed PRM's first-error F1 on the current policy's samples falls from round 1 to the last round while
 the iterative PRM's stays >= 0.8, and iterative final accuracy >= fixed; S4 - the sum-credit arm's reward-hacking gap
 grows over rounds and the min-credit (or outcome-mix) arm's growth is at most half of it. Every verdict line carries
