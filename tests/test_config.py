@@ -76,7 +76,10 @@ def test_demo_reads_the_shipped_demo_yaml():
     # the file spells out the built-in values it keeps, so it stays true to the defaults too
     defaults = ExperimentConfig()
     assert demo.prm == defaults.prm and demo.policy.hidden_size == defaults.policy.hidden_size
-    # the demo is the full study's regime and warm start, cut to two rounds, two arms and two seeds
+    # the demo is the full study's regime and warm start, cut to two rounds, three arms and two seeds: outcome,
+    # process with a fixed PRM and process with the iteratively retrained one, so both comparisons show
+    assert demo.compare.arms == ["outcome-rule-fixed", "process-prm-fixed", "process-prm-iterative"]
+    assert demo.compare.seeds == 2 and demo.loop.rounds == 2
     study = load_config("configs/compare.yaml")
     assert (demo.data.min_steps, demo.data.max_steps, demo.data.slip_rate, demo.data.slip_borrow) == (
         study.data.min_steps, study.data.max_steps, study.data.slip_rate, study.data.slip_borrow)
