@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..policy.prompt_filter import check_long_prompts
 from ..policy.vllm_settings import check_vllm_settings
 from ..utils.checks import failed_check
 from ..utils.errors import UserError, shown
@@ -34,8 +33,7 @@ def validate(cfg: Any, where: str = "config") -> None:
         # PRM training and GRPO share it, and a second one is a ValueError deep inside accelerate
         raise UserError(f"{where}: prm.mixed_precision = {cfg.prm.mixed_precision} and grpo.mixed_precision = "
                         f"{cfg.grpo.mixed_precision}: must agree (accelerate keeps one precision per process)")
-    check_long_prompts(cfg.grpo.long_prompts)  # the policy package's own checks, at load, for every command
-    check_vllm_settings(cfg.grpo)
+    check_vllm_settings(cfg.grpo)  # the vLLM settings no single field can check, at load, for every command
     arm_from_config(cfg)
     for spec in cfg.compare.arms:
         if parse_arm(spec).mix and not cfg.grpo.outcome_mix:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..utils.checks import above, at_least, between, checked, one_of
+from ..utils.checks import above, at_least, between, checked, off_or_at_least, one_of
+from .prompt_filter import LONG_PROMPTS
+from .vllm_settings import ENGINE_DTYPES, OLD_LOGPS
 
 
 @dataclass
@@ -115,7 +117,7 @@ class GRPOConfig:
     """accelerate's mixed precision: 'no', 'fp16' or 'bf16'. 'no' defers to ``accelerate launch``: its config file's
     mixed_precision applies (configs/accelerate/ddp.yaml: bf16). 'bf16' with ``policy.dtype: float32`` is the
     right setting for real models: forwards run in bf16 (autocast), AdamW updates fp32 weights."""
-    long_prompts: str = "drop"
+    long_prompts: str = checked("drop", one_of(*LONG_PROMPTS))
     """Training questions whose prompt is longer than policy.max_length - policy.max_new_tokens tokens: 'drop' them
     (once, when ``train`` starts; one line counts them), 'truncate' them from the left (the start of the prompt is
     lost: with a chat template, the system turn first), or 'error' (stop at the step that draws one)."""
@@ -129,19 +131,19 @@ class GRPOConfig:
     Evaluation and Monte Carlo labelling then sample with the same engine."""
     vllm_gpu_memory_utilization: float = checked(0.3, between(0, 1, open_low=True))
     """With use_vllm: fraction of the GPU's memory the engine may take for its weights, activations and KV cache."""
-    vllm_dtype: str = "bfloat16"
+    vllm_dtype: str = checked("bfloat16", one_of(*ENGINE_DTYPES))
     """With use_vllm: the engine's weights and compute dtype ('bfloat16', 'float16', 'float32', or 'auto' = the
     policy's own weights' dtype); independent of the trainer's (fp32) weights, which are cast as they are pushed."""
-    vllm_max_num_seqs: int = 0
+    vllm_max_num_seqs: int = checked(0, at_least(0))
     """With use_vllm: most sequences the engine runs at once (vLLM's max_num_seqs); 0 = grpo.generation_batch_size."""
     vllm_engine_args: str = ""
     """With use_vllm: any other ``vllm.LLM`` arguments, as a JSON object, e.g. '{"enforce_eager": true}' ('' = none);
     the arguments prmloop sets itself (model, dtype, seed, ...) are refused: use their own keys."""
-    vllm_old_logps: str = "recompute"
+    vllm_old_logps: str = checked("recompute", one_of(*OLD_LOGPS))
     """With use_vllm: where π_old comes from. 'recompute' (TRL's way): the training model recomputes the sampled
     tokens' log-probs before the update, so ρ = 1 at the first inner update; 'engine': vLLM's sampling log-probs
     (no extra forward, but bf16 engine kernels differ from the trainer's, so ρ starts off 1 and clipping is skewed)."""
-    vllm_is_cap: float = 0.0
+    vllm_is_cap: float = checked(0.0, off_or_at_least(1))
     """With use_vllm and vllm_old_logps 'recompute': truncated importance sampling (TRL's token_truncate) for the
     engine/trainer mismatch: each token's surrogate loss is weighted by min(π_old/π_engine, cap). 0 = off, else >= 1;
     TRL's default cap is 2.0 (``policy.importance``)."""

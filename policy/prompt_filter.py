@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ..utils.errors import UserError, shown
+from ..utils.errors import UserError
 
 T = TypeVar("T")
 LONG_PROMPTS = ("drop", "truncate", "error")
@@ -24,12 +24,6 @@ def too_long(lengths: list[int], budget: int) -> list[int]:
 def left_truncate(ids: list[int], budget: int) -> list[int]:
     """The last ``budget`` tokens of ``ids`` (a prompt's end, next to the completion, matters most)."""
     return ids[len(ids) - budget:] if len(ids) > budget else ids
-
-
-def check_long_prompts(setting: str) -> None:
-    """UserError for an unknown ``grpo.long_prompts``."""
-    if setting not in LONG_PROMPTS:
-        raise UserError(f"grpo.long_prompts: unknown {shown(setting)}; valid: {', '.join(LONG_PROMPTS)}")
 
 
 def keep_fitting(items: list[T], lengths: list[int], policy_cfg: Any) -> tuple[list[T], str | None]:

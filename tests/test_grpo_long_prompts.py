@@ -34,7 +34,7 @@ def test_pure_pieces_literal():
 def test_config_key_loads_and_is_checked():
     assert load_config(None, []).grpo.long_prompts == "drop"
     assert load_config(None, ["grpo.long_prompts=truncate"]).grpo.long_prompts == "truncate"
-    with pytest.raises(UserError, match=r"^grpo\.long_prompts: unknown 'cut'; valid: drop, truncate, error$"):
+    with pytest.raises(UserError, match=r"^grpo\.long_prompts = 'cut': must be one of drop, truncate, error$"):
         validate_config(GRPOConfig(long_prompts="cut"))
 
 

@@ -99,10 +99,10 @@ def test_engine_settings_load_and_are_checked():
                                               r"grpo\.vllm_dtype instead\)$",
         'vllm_engine_args={"logprobs_mode": "processed_logprobs"}': r"'logprobs_mode' cannot be given here \(prmloop "
                                                                     r"sets it itself\)$",
-        "vllm_dtype=fp8": r"^grpo\.vllm_dtype: unknown 'fp8'; valid: auto, bfloat16, float16, float32$",
-        "vllm_old_logps=trainer": r"^grpo\.vllm_old_logps: unknown 'trainer'; valid: recompute, engine$",
-        "vllm_is_cap=0.5": r"^grpo\.vllm_is_cap: 0\.5 must be 0 \(off\) or a finite number >= 1$",
-        "vllm_max_num_seqs=-1": r"^grpo\.vllm_max_num_seqs: must be >= 0",
+        "vllm_dtype=fp8": r"grpo\.vllm_dtype = 'fp8': must be one of auto, bfloat16, float16, float32$",
+        "vllm_old_logps=trainer": r"grpo\.vllm_old_logps = 'trainer': must be one of recompute, engine$",
+        "vllm_is_cap=0.5": r"grpo\.vllm_is_cap = 0\.5: must be 0 \(off\) or a finite number >= 1$",
+        "vllm_max_num_seqs=-1": r"grpo\.vllm_max_num_seqs = -1: must be a finite number >= 0$",
     }
     for assignment, message in bad.items():
         with pytest.raises(UserError, match=message):

@@ -44,6 +44,11 @@ def between(low: float, high: float, open_low: bool = False) -> Check:
     return Check(ok, f"a number in {'(' if open_low else '['}{low:g}, {high:g}]")
 
 
+def off_or_at_least(low: float) -> Check:
+    """0 (the feature is off) or a finite number >= ``low``."""
+    return Check(lambda v: math.isfinite(v) and (v == 0 or v >= low), f"0 (off) or a finite number >= {low:g}")
+
+
 def one_of(*choices: Any) -> Check:
     return Check(lambda v: v in choices, "one of " + ", ".join(repr(c) if c == "" else str(c) for c in choices))
 
