@@ -255,8 +255,8 @@ SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 """configs/ of the installed package (package data): the one source of the demo's settings."""
 DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
 """`prmloop demo` without --config: the full study's regime and warm start (configs/compare.yaml; its SFT policy ships
-in loop/warm_starts) with its first two rounds, two arms and two seeds: about 8 minutes on 2 cores (16 with
-loop.shipped_warm_start=false, which trains the warm start)."""
+in loop/warm_starts) with its first two rounds, three arms (outcome, fixed PRM, iterative PRM) and two seeds: 521 s on
+2 cores (8 minutes more with loop.shipped_warm_start=false, which trains the warm start)."""
 QUICK_CONFIG = SHIPPED_CONFIGS / "quick.yaml"
 """`demo --quick`: seconds-long settings, laid under the user's --config and --set."""
 
