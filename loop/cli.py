@@ -105,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     grpo.add_argument("--out", required=True)
     grpo.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     _common(grpo)
+    search = commands.add_parser("search", help="test-time search with a PRM: best-of-n, weighted best-of-n, maj@n "
+                                 "and pass@n vs n on held-out problems, from one set of N samples per problem")
+    search.add_argument("--policy", required=True, help="policy directory (save_pretrained) or hub name")
+    search.add_argument("--prm", required=True, help="reward model directory or hub name (any format prm.format reads)")
+    search.add_argument("--n", type=int, default=16, help="samples per problem (N); the table has a row "
+                        "for each n in 1, 2, 4, ..., N")
+    search.add_argument("--problems", type=int, default=None, help="the first K held-out problems (default: all, "
+                        "at most data.n_eval)")
+    search.add_argument("--subsets", type=int, default=8, help="random subsets of n samples per problem averaged at "
+                        "each n < N")
+    search.add_argument("--aggregation", default="min", help="step scores -> one solution score: min, product, last "
+                        "or mean")
+    search.add_argument("--out", required=True)
+    _common(search)
     loop = commands.add_parser("loop", help="iterative rounds for one arm (see the loop and grpo config sections)")
     compare = commands.add_parser("compare", help="run every arm x seed of compare.* and write report.md + PNGs")
     demo = commands.add_parser("demo", help="the headline comparison on the embedded task, about 8 min on 2 cores "
@@ -147,6 +161,7 @@ CONFIG_KEYS_READ: dict[str, tuple[str, ...]] = {
     "prm label": ("seed", "data.*", "policy.*", "prm.label_type", *_VLLM),
     "prm eval": (*_PROMPT, "prm.*"),
     "grpo": ("name", "data.*", "policy.*", "prm.*", "grpo.*", "tracking.*"),
+    "search": ("name", "seed", "data.*", "policy.*", "prm.*", "grpo.temperature", "grpo.top_p", *_VLLM, "tracking.*"),
     "loop": ("name", "seed", "data.*", "policy.*", "sft.*", "prm.*", "grpo.*", "loop.*", "tracking.*"),
     "compare": ("*",),
     "demo": ("*",),
@@ -219,6 +234,13 @@ def dispatch(args: argparse.Namespace) -> None:
 
         summary = grpo_job(cfg, args.policy, args.prm, args.out, args.resume)
         print(f"GRPO done: {summary}; saved to {args.out}")
+        _print_wandb_hint(args.out)
+    elif args.command == "search":
+        from .search import search_job  # lazy: torch/transformers-heavy
+
+        print(search_job(cfg, args.policy, args.prm, args.out, args.n, args.problems, args.subsets, args.aggregation),
+              end="")
+        print(f"search done; outputs in {args.out}")
         _print_wandb_hint(args.out)
     elif args.command == "loop":
         print(f"loop done; outputs in {jobs.loop_job(cfg, args.out, args.resume)}")

@@ -7,7 +7,7 @@ Completion samples go to ``completions_round{r}.jsonl`` beside it, never into me
 
 W&B keys and their x axes (``AXES``): RL steps ``train/<name>`` against ``rl_step``, evaluations ``eval/<name>`` against
 ``round``, completion tables ``samples/completions`` against ``round``, reward-model epochs ``prm/<name>`` against
-``epoch``. W&B files go under ``out_dir/wandb``. ``tracking.mode`` is ``offline`` by default (no network; upload later
+``epoch``, test-time search ``search/<strategy>`` against ``n`` (samples per problem). W&B files go under ``out_dir/wandb``. ``tracking.mode`` is ``offline`` by default (no network; upload later
 with ``wandb_sync_hint``); a WANDB_MODE (or WANDB_DISABLED=true) set by the user in the environment wins over it. An
 unknown mode, or ``online`` without W&B credentials, is a UserError naming ``tracking.mode``. If wandb cannot be
 imported or started, or a log call fails, one warning is logged and the run goes on without W&B.
@@ -51,7 +51,7 @@ COMPLETION_COLUMNS = ("prompt", "completion", "reward", "correct")
 PREFIXES = {"rl": "train", "eval": "eval"}
 """W&B key prefix of each metrics.jsonl row kind."""
 
-AXES = {"train/*": "rl_step", "eval/*": "round", "samples/*": "round", "prm/*": "epoch"}
+AXES = {"train/*": "rl_step", "eval/*": "round", "samples/*": "round", "prm/*": "epoch", "search/*": "n"}
 """W&B key pattern -> the logged column it is plotted against."""
 
 TABLE_KEY = "samples/completions"

@@ -348,12 +348,18 @@ class PolicySampler:
         self.tokenizer, self.seed, self.calls = tokenizer, seed, 0
 
     def complete(self, prompts: list[str], n: int) -> list[list[str]]:
+        return self.complete_counted(prompts, n)[0]
+
+    def complete_counted(self, prompts: list[str], n: int) -> tuple[list[list[str]], list[list[int]]]:
+        """``complete``, plus each completion's generated-token count (its final EOS included), grouped alike."""
         if not prompts:
-            return []
+            return [], []
         rows = [ids for ids in encode_prompts(self.tokenizer, prompts) for _ in range(n)]
         seeds = [row_seed(self.seed, self.calls, i, g) for i in range(len(prompts)) for g in range(n)]
         self.calls += 1
         generation = self.backend.generate(rows, seeds)
         eos_ids = eos_token_ids(self.backend.model, self.tokenizer)
         texts = [decode(self.tokenizer, ids) for ids in completion_token_lists(generation, self.tokenizer, eos_ids)]
-        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+        counts = generation.completion_mask.sum(1).tolist()  # (B,) generated tokens per row
+        return ([texts[i * n : (i + 1) * n] for i in range(len(prompts))],
+                [counts[i * n : (i + 1) * n] for i in range(len(prompts))])

@@ -214,3 +214,38 @@ def pass_at_n(correct_per_problem: list[list[bool]]) -> float:
     if not correct_per_problem:
         raise ValueError("no problems to evaluate")
     return sum(any(correct) for correct in correct_per_problem) / len(correct_per_problem)
+
+
+def weighted_vote(answers: Sequence[str | None], values: Sequence[float]) -> str | None:
+    """Weighted Best-of-N's pick (search-and-learn, after Li et al. 2023): the answer whose samples' scores sum
+    highest. None (no answer extracted) never wins; ties go to the answer that appears first; None if no answer."""
+    if len(answers) != len(values):
+        raise ValueError(f"{len(answers)} answers for {len(values)} scores")
+    totals: dict[str, float] = {}
+    for answer, value in zip(answers, values):
+        if answer is not None:
+            totals[answer] = totals.get(answer, 0.0) + value
+    # A dict iterates in first-appearance order and max() keeps the first maximum: ties go to the earliest answer.
+    return max(totals, key=totals.__getitem__) if totals else None
+
+
+def weighted_best_of_n_accuracy(
+    step_scores_per_problem: list[list[list[float]]],
+    answers_per_problem: list[list[str | None]],
+    correct_per_problem: list[list[bool]],
+    aggregation: str,
+) -> float:
+    """Fraction of problems whose ``weighted_vote`` answer (each sample weighted by its aggregated PRM score) is a
+    correct one: right if any sample carrying the winning answer is marked correct, as in majority voting."""
+    aggregate = get_aggregation(aggregation)
+    _check_problem_lengths("step-score lists", step_scores_per_problem, correct_per_problem)
+    _check_problem_lengths("answer lists", answers_per_problem, correct_per_problem)
+    hits = 0
+    for index, (samples, answers, correct) in enumerate(
+            zip(step_scores_per_problem, answers_per_problem, correct_per_problem)):
+        empty = next((k for k, steps in enumerate(samples) if not steps), None)
+        if empty is not None:
+            raise ValueError(f"problem {index}: sample {empty} has no step scores")
+        winner = weighted_vote(answers, [aggregate(steps) for steps in samples])
+        hits += winner is not None and any(ok for answer, ok in zip(answers, correct) if answer == winner)
+    return hits / len(step_scores_per_problem)

@@ -1,0 +1,119 @@
+"""Tests for loop/search.py and its selection math in prm/metrics.py: hand-computed picks, the subset averaging on a toy
+table, user errors, and one end-to-end `prmloop search` on a tiny random policy and PRM."""
+
+import json
+import random
+
+import pytest
+
+from prmloop.loop.cli import QUICK_CONFIG, main
+from prmloop.loop.search import Samples, accuracy_vs_n, draw_subsets, markdown_table, sample_sizes
+from prmloop.prm.metrics import best_of_n_accuracy, majority_vote_accuracy, weighted_best_of_n_accuracy, weighted_vote
+
+# Three samples of one problem; "4" is right. Min over steps: 0.4, 0.5, 0.8; product: 0.36, 0.30, 0.64.
+STEPS = [[[0.9, 0.4], [0.5, 0.6], [0.8, 0.8]]]
+ANSWERS = [["4", "4", "5"]]
+CORRECT = [[True, True, False]]
+
+
+def test_best_of_n_and_weighted_best_of_n_pick_different_answers():
+    # best_of_n: the highest single score is sample 2 (min 0.8; product 0.64) -> "5", wrong.
+    assert best_of_n_accuracy(STEPS, CORRECT, "min") == 0.0
+    assert best_of_n_accuracy(STEPS, CORRECT, "product") == 0.0
+    # weighted: "4" sums 0.4 + 0.5 = 0.9 > "5" 0.8 (min); 0.36 + 0.30 = 0.66 > 0.64 (product) -> "4", right.
+    assert weighted_best_of_n_accuracy(STEPS, ANSWERS, CORRECT, "min") == 1.0
+    assert weighted_best_of_n_accuracy(STEPS, ANSWERS, CORRECT, "product") == 1.0
+    assert majority_vote_accuracy(ANSWERS, CORRECT) == 1.0  # "4" has 2 of 3 votes
+
+
+def test_weighted_vote_ties_none_and_errors():
+    assert weighted_vote(["4", "4", "5"], [0.4, 0.5, 0.8]) == "4"  # 0.9 vs 0.8
+    assert weighted_vote(["4", "4", "5"], [0.4, 0.3, 0.8]) == "5"  # 0.7 vs 0.8
+    assert weighted_vote(["a", "b"], [0.5, 0.5]) == "a"  # a tie goes to the answer seen first
+    assert weighted_vote([None, "3"], [5.0, 0.1]) == "3"  # no answer never wins, however high its score
+    assert weighted_vote([None, None], [1.0, 1.0]) is None
+    assert weighted_best_of_n_accuracy([[[0.9], [0.9]]], [[None, None]], [[False, False]], "min") == 0.0
+    with pytest.raises(ValueError, match="2 answers for 1 scores"):
+        weighted_vote(["a", "b"], [1.0])
+    with pytest.raises(ValueError, match="problem 0: sample 1 has no step scores"):
+        weighted_best_of_n_accuracy([[[0.5], []]], [["a", "b"]], [[True, False]], "min")
+
+
+def test_sample_sizes_and_subsets():
+    assert sample_sizes(1) == [1] and sample_sizes(16) == [1, 2, 4, 8, 16] and sample_sizes(6) == [1, 2, 4, 6]
+    assert draw_subsets(4, 4, 8, random.Random(0)) == [[0, 1, 2, 3]]  # n = N: the one full set
+    drawn = draw_subsets(5, 3, 20, random.Random(0))
+    assert len(drawn) == 20 and all(len(set(s)) == 3 and s == sorted(s) and max(s) < 5 for s in drawn)
+    assert drawn == draw_subsets(5, 3, 20, random.Random(0))  # seeded: reproducible
+
+
+# Toy table, N = 4. Problem 0: min scores 0.4, 0.5, 0.8, 0.1 for answers 4, 4, 5, 6 ("4" right), tokens 10..40.
+# Problem 1: four right samples "7", 10 tokens each.
+TOY = Samples(step_scores=[[[0.4], [0.5], [0.8], [0.1]], [[0.5]] * 4], answers=[["4", "4", "5", "6"], ["7"] * 4],
+              correct=[[True, True, False, False], [True] * 4], tokens=[[10, 20, 30, 40], [10] * 4])
+
+
+def test_subset_averaging_on_a_toy_table():
+    rows = accuracy_vs_n(TOY, subsets=8, seed=0, aggregation="min")
+    assert [row["n"] for row in rows] == [1, 2, 4] and [row["subsets"] for row in rows] == [8, 8, 1]
+    full = rows[-1]
+    # n = 4, problem 0: best picks 0.8 ("5", wrong); weighted "4" = 0.4 + 0.5 = 0.9 > 0.8 (right); maj "4" 2 votes.
+    # Problem 1 is right for every strategy. So best_of_n = (0 + 1) / 2, the others (1 + 1) / 2.
+    assert (full["best_of_n"], full["weighted_best_of_n"], full["maj_at_n"], full["pass_at_n"]) == (0.5, 1.0, 1.0, 1.0)
+    assert full["best_of_n_ci"] == pytest.approx(6.3531)  # t(0.975, 1 dof) 12.7062 * sample std 0.7071 / sqrt(2)
+    assert full["tokens_per_problem"] == 70.0  # (10 + 20 + 30 + 40 + 4 * 10) / 2 problems
+    single = rows[0]  # n = 1: every strategy keeps the one sample, so all four agree
+    assert len({single[name] for name in ("best_of_n", "weighted_best_of_n", "maj_at_n", "pass_at_n")}) == 1
+    assert 10 < single["tokens_per_problem"] < 25  # problem 1: 10; problem 0: a mean of draws from 10..40
+    assert rows == accuracy_vs_n(TOY, subsets=8, seed=0, aggregation="min")  # seeded: the table is reproducible
+    table = markdown_table(rows, 2, "min")
+    assert "| 4 | 70.0 | 0.500 ± 6.353 | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 |" in table
+    assert "95% CI over problems" in table
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A tiny random policy (`prmloop policy init`, quick sizes) and a PRM built on it with a fresh head."""
+    from prmloop.prm.model import StepRewardModel
+
+    root = tmp_path_factory.mktemp("search")
+    assert main(["policy", "init", "--out", str(root / "policy"), "--config", str(QUICK_CONFIG)]) == 0
+    StepRewardModel.from_policy(str(root / "policy")).save_pretrained(root / "prm")
+    return root
+
+
+def test_search_cli_end_to_end(tiny_models, tmp_path, capsys):
+    out = tmp_path / "search"
+    code = main(["search", "--policy", str(tiny_models / "policy"), "--prm", str(tiny_models / "prm"), "--n", "4",
+                 "--problems", "4", "--out", str(out), "--config", str(QUICK_CONFIG), "--set", "tracking.mode=disabled"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in ("search.md", "search.jsonl", "accuracy_vs_n.png", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert (out / "search.md").read_text() in printed
+    rows = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
+    assert [row["n"] for row in rows] == [1, 2, 4]
+    passes = [row["pass_at_n"] for row in rows]
+    assert passes == sorted(passes), passes  # pass@n never falls as n grows
+    assert all(0.0 <= row[name] <= 1.0 for row in rows for name in ("best_of_n", "weighted_best_of_n", "maj_at_n"))
+    tokens = [row["tokens_per_problem"] for row in rows]
+    assert tokens[0] > 0 and tokens[-1] <= 4 * 48 + 4  # at most max_new_tokens (48) per sample, EOS included
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--n", "0"], "search --n: must be >= 1, got 0"),
+    (["--problems", "0"], "search --problems: must be >= 1, got 0"),
+    (["--aggregation", "max"], "search --aggregation: 'max' is not one of min, product, last, mean"),
+])
+def test_bad_search_input_is_one_line_exit_2(extra, message, tmp_path, capsys):
+    code = main(["search", "--policy", "p", "--prm", "r", "--out", str(tmp_path / "o"), *extra])
+    assert code == 2 and capsys.readouterr().err.strip() == f"prmloop: error: {message}"
+
+
+def test_a_prm_that_cannot_be_loaded_is_one_line_exit_2(tiny_models, tmp_path, capsys):
+    for prm in (tmp_path / "missing", tiny_models / "policy"):  # no model at all; a causal LM, not a reward model
+        code = main(["search", "--policy", str(tiny_models / "policy"), "--prm", str(prm), "--out", str(tmp_path / "o"),
+                     "--set", "tracking.mode=disabled"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and str(prm) in err[0], err
+    assert not (tmp_path / "o").exists()  # nothing written
