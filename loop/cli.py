@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "each n < N")
     search.add_argument("--aggregation", default="min", help="step scores -> one solution score: min, product, last "
                         "or mean")
+    search.add_argument("--strategy", default="best_of_n", help="best_of_n: rerank the N samples (four columns); "
+                        "beam: also step-level beam search with the PRM, reported beside the row nearest in tokens")
+    search.add_argument("--beam-width", type=int, default=4, help="beam: prefixes kept per step (W)")
+    search.add_argument("--expansions", type=int, default=4, help="beam: one-step continuations sampled per kept "
+                        "prefix (E; W * E candidates per step)")
+    search.add_argument("--step-tokens", type=int, default=24, help="beam: new-token budget of one step's generation, "
+                        "cut at its first step end (all generated tokens count)")
     search.add_argument("--out", required=True)
     _common(search)
     loop = commands.add_parser("loop", help="iterative rounds for one arm (see the loop and grpo config sections)")
@@ -236,10 +243,11 @@ def dispatch(args: argparse.Namespace) -> None:
         print(f"GRPO done: {summary}; saved to {args.out}")
         _print_wandb_hint(args.out)
     elif args.command == "search":
-        from .search import search_job  # lazy: torch/transformers-heavy
+        from .search import BeamOptions, search_job  # lazy: torch/transformers-heavy
 
-        print(search_job(cfg, args.policy, args.prm, args.out, args.n, args.problems, args.subsets, args.aggregation),
-              end="")
+        beam = BeamOptions(args.beam_width, args.expansions, args.step_tokens)
+        print(search_job(cfg, args.policy, args.prm, args.out, args.n, args.problems, args.subsets, args.aggregation,
+                         args.strategy, beam), end="")
         print(f"search done; outputs in {args.out}")
         _print_wandb_hint(args.out)
     elif args.command == "loop":

@@ -10,6 +10,10 @@ n of a problem's N samples (``subsets`` draws without replacement per problem, s
 - ``maj_at_n``: the most common answer (self-consistency);
 - ``pass_at_n``: any sample right (the ceiling of every reranker over these samples).
 All four read the same samples, so at each n they cost the same generated tokens (PRM scoring not counted).
+``--strategy beam`` also runs step-level beam search (``loop.beam_search``, W = ``--beam-width`` prefixes, E =
+``--expansions`` one-step continuations each) and reports it beside the row above whose tokens per problem are
+closest to beam's (a ``strategy: beam`` row in ``search.jsonl``, a second table in ``search.md``, one marker on
+the plot).
 
 Outputs in ``out``: ``search.md`` (the table, also printed), ``search.jsonl`` (one row per n), ``accuracy_vs_n.png``,
 ``config.yaml``, and the W&B run ``search-<name>`` (tracking.mode as grpo): ``search/<strategy>`` against ``n``.
@@ -21,11 +25,14 @@ import dataclasses
 import math
 import os
 import random
+import time
 from pathlib import Path
+from typing import Any
 
 from ..data.answers import normalize_answer
 from ..data.prompts import Prompter
-from ..data.tasks import get_task
+from ..data.schema import Problem
+from ..data.tasks import Task, get_task
 from ..policy.load import load_policy
 from ..policy.rollout import PolicySampler
 from ..prm.metrics import (
@@ -37,12 +44,28 @@ from ..prm.metrics import (
 )
 from ..utils.errors import UserError
 from ..utils.jsonl import atomic_write_text, write_jsonl
+from .beam_search import beam_search
 from .config import ExperimentConfig, save_config
 from .report_stats import mean_ci
+from .stages import format_prefix_for
 from .tracking import check_online_login, job_run, json_safe, resolve_mode
 
 STRATEGIES = ("best_of_n", "weighted_best_of_n", "maj_at_n", "pass_at_n")
 """Columns of the table, in order."""
+SEARCH_STRATEGIES = ("best_of_n", "beam")
+"""``search --strategy``: 'best_of_n' reranks N samples (the four columns); 'beam' adds step-level beam search."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamOptions:
+    """``search --strategy beam`` (``loop.beam_search``)."""
+
+    width: int = 4
+    """W: prefixes kept per step."""
+    expansions: int = 4
+    """E: sampled one-step continuations per kept prefix (W * E candidates per step)."""
+    step_tokens: int = 24
+    """New-token budget of one step's generation, cut at its first step end (every token counts)."""
 
 
 @dataclasses.dataclass
@@ -116,8 +139,9 @@ def markdown_table(rows: list[dict[str, float]], num_problems: int, aggregation:
     return "\n".join(lines) + "\n"
 
 
-def plot_accuracy_vs_n(rows: list[dict[str, float]], path: Path) -> None:
-    """Accuracy vs n on a log2 axis, one line per strategy (band: the 95% CI over problems)."""
+def plot_accuracy_vs_n(rows: list[dict[str, float]], path: Path, beam: dict[str, Any] | None = None) -> None:
+    """Accuracy vs n on a log2 axis, one line per strategy (band: the 95% CI over problems); beam search, if run, as
+    one marker at the n of the row nearest it in tokens (error bar: its 95% CI)."""
     from matplotlib.figure import Figure  # lazy: matplotlib loads only when the job draws
 
     fig = Figure(figsize=(7, 4.5))
@@ -129,6 +153,11 @@ def plot_accuracy_vs_n(rows: list[dict[str, float]], path: Path) -> None:
         ax.plot(ns, means, marker="o", color=f"C{index}", label=name)
         ax.fill_between(ns, [m - h for m, h in zip(means, half)], [m + h for m, h in zip(means, half)],
                         color=f"C{index}", alpha=0.15, linewidth=0)
+    if beam is not None:
+        half = 0.0 if math.isnan(beam["beam_ci"]) else beam["beam_ci"]
+        ax.errorbar([beam["nearest_n"]], [beam["beam"]], yerr=[half], marker="*", markersize=12, color="black",
+                    linestyle="none", label=f"beam W={beam['beam_width']} E={beam['expansions']} "
+                    f"({beam['tokens_per_problem']:.0f} tokens/problem)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set(xlabel="n (samples per problem)", ylabel="held-out accuracy", title="Accuracy vs n (band: 95% CI)")
@@ -138,30 +167,95 @@ def plot_accuracy_vs_n(rows: list[dict[str, float]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def collect_samples(cfg: ExperimentConfig, policy_dir: str, prm_dir: str, n: int, num_problems: int | None) -> Samples:
-    """Sample, split, score and check (see the module docstring)."""
+@dataclasses.dataclass
+class SearchInputs:
+    """What both strategies read: the task, its first K held-out problems, their prompts, the PRM and the policy."""
+
+    task: Task
+    problems: list[Problem]
+    prompter: Prompter
+    prompts: list[str]
+    scorer: Any
+    model: Any
+    tokenizer: Any
+
+
+def load_inputs(cfg: ExperimentConfig, policy_dir: str, prm_dir: str, num_problems: int | None) -> SearchInputs:
+    """Load the task's held-out problems, the reward model and the policy."""
     from ..prm.formats import load_reward_model  # lazy: torch/transformers-heavy
-    from ..prm.scoring_eval import group_scores
 
     task = get_task(cfg.data)
     problems = task.problems()[1][:num_problems]
     scorer = load_reward_model(prm_dir, cfg.prm)
     model, tokenizer = load_policy(policy_dir, cfg.policy.dtype, key="--policy")
     prompter = Prompter.of(cfg.policy, tokenizer)
-    prompts = [prompter(problem.question) for problem in problems]
-    sampler = PolicySampler(model, tokenizer, cfg.policy.max_new_tokens, cfg.grpo.temperature, cfg.grpo.top_p,
-                            seed=cfg.seed)
+    return SearchInputs(task, problems, prompter, [prompter(p.question) for p in problems], scorer, model, tokenizer)
+
+
+def collect_samples(cfg: ExperimentConfig, inputs: SearchInputs, n: int) -> Samples:
+    """Sample, split, score and check (see the module docstring)."""
+    from ..prm.scoring_eval import group_scores  # lazy: torch/transformers-heavy
+
+    task, problems, prompts = inputs.task, inputs.problems, inputs.prompts
+    sampler = PolicySampler(inputs.model, inputs.tokenizer, cfg.policy.max_new_tokens, cfg.grpo.temperature,
+                            cfg.grpo.top_p, seed=cfg.seed)
     texts, tokens = sampler.complete_counted(prompts, n)
-    scores = group_scores(scorer, prompts, [[task.split(text) for text in group] for group in texts],
+    scores = group_scores(inputs.scorer, prompts, [[task.split(text) for text in group] for group in texts],
                           cfg.prm.eval_batch_size)
     answers = [[_vote_key(task.final_answer(text)) for text in group] for group in texts]
     correct = [[task.is_correct(text, p.answer) for text in group] for p, group in zip(problems, texts)]
     return Samples(scores, answers, correct, tokens)
 
 
+def task_max_steps(task: Task) -> int | None:
+    """The most steps a solution has: the embedded task's data.max_steps operations plus its answer line; None
+    elsewhere (policy.max_new_tokens bounds the length)."""
+    return task.cfg.max_steps + 1 if task.name == "arith" else None
+
+
+def run_beam(cfg: ExperimentConfig, inputs: SearchInputs, options: BeamOptions, aggregation: str) -> dict[str, Any]:
+    """Beam search on every problem; the ``beam`` row: accuracy (mean ± 95% CI over problems), tokens per problem."""
+    from ..prm.scoring_eval import group_scores  # lazy: torch/transformers-heavy
+
+    task = inputs.task
+    sampler = PolicySampler(inputs.model, inputs.tokenizer, min(options.step_tokens, cfg.policy.max_new_tokens),
+                            cfg.grpo.temperature, cfg.grpo.top_p, seed=cfg.seed)
+    start = time.perf_counter()
+    results = beam_search(
+        [p.question for p in inputs.problems], format_prefix_for(inputs.prompter, task), sampler.complete_counted,
+        lambda prompts, groups: group_scores(inputs.scorer, prompts, groups, cfg.prm.eval_batch_size),
+        task.separator, sampler.backend.max_new_tokens, options.width, options.expansions, aggregation,
+        lambda step: task.final_answer(step) is not None, task_max_steps(task), cfg.policy.max_new_tokens,
+        lambda steps: len(inputs.tokenizer.encode(task.join(steps) + task.separator, add_special_tokens=False)))
+    hits = [float(task.is_correct(task.join(r.best.steps), p.answer)) for r, p in zip(results, inputs.problems)]
+    accuracy, ci = mean_ci(hits)
+    return {"strategy": "beam", "n": options.width * options.expansions, "beam_width": options.width,
+            "expansions": options.expansions, "step_tokens": options.step_tokens,
+            "tokens_per_problem": sum(r.tokens for r in results) / len(results), "beam": accuracy, "beam_ci": ci,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def nearest_row(rows: list[dict[str, float]], tokens: float) -> dict[str, float]:
+    """The Best-of-N row whose tokens per problem are closest to ``tokens`` (ties: the smaller n)."""
+    return min(rows, key=lambda row: abs(row["tokens_per_problem"] - tokens))
+
+
+def beam_table(beam: dict[str, Any], nearest: dict[str, float]) -> str:
+    """Beam's row of ``search.md`` beside the four rerankers at the Best-of-N row nearest in tokens."""
+    caption = (f"Step-level beam search (W = {beam['beam_width']}, E = {beam['expansions']}, at most "
+               f"{beam['step_tokens']} tokens per step, every generated token counted) beside the rerankers at the "
+               f"row of the table above whose tokens/problem is closest to beam's (n = {nearest['n']}).")
+    lines = [caption, "", "| strategy | n | tokens/problem | accuracy |", "|---|---|---|---|",
+             f"| beam | {beam['n']} | {beam['tokens_per_problem']:.1f} | {beam['beam']:.3f} ± {beam['beam_ci']:.3f} |"]
+    lines += [f"| {name} | {nearest['n']} | {nearest['tokens_per_problem']:.1f} | "
+              f"{nearest[name]:.3f} ± {nearest[f'{name}_ci']:.3f} |" for name in STRATEGIES]
+    return "\n".join(lines) + "\n"
+
+
 def search_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str, out: str, n: int, num_problems: int | None,
-               subsets: int, aggregation: str) -> str:
+               subsets: int, aggregation: str, strategy: str = "best_of_n", beam: BeamOptions | None = None) -> str:
     """Run the search evaluation and write its outputs to ``out``; returns the markdown table."""
+    beam = beam or BeamOptions()
     if n < 1:
         raise UserError(f"search --n: must be >= 1, got {n}")
     if num_problems is not None and num_problems < 1:
@@ -170,24 +264,42 @@ def search_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str, out: str, n
         raise UserError(f"search --subsets: must be >= 1, got {subsets}")
     if aggregation not in AGGREGATIONS:
         raise UserError(f"search --aggregation: {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+    if strategy not in SEARCH_STRATEGIES:
+        raise UserError(f"search --strategy: {strategy!r} is not one of {', '.join(SEARCH_STRATEGIES)}")
+    for key, value in (("beam-width", beam.width), ("expansions", beam.expansions), ("step-tokens", beam.step_tokens)):
+        if value < 1:
+            raise UserError(f"search --{key}: must be >= 1, got {value}")
     check_online_login(resolve_mode(cfg.tracking.mode, os.environ))  # before any work: one line naming the key
-    samples = collect_samples(cfg, policy_dir, prm_dir, n, num_problems)
-    rows = accuracy_vs_n(samples, subsets, cfg.seed, aggregation)
+    inputs = load_inputs(cfg, policy_dir, prm_dir, num_problems)
+    samples = collect_samples(cfg, inputs, n)
+    rows: list[dict[str, Any]] = [{"strategy": "best_of_n", **row}
+                                  for row in accuracy_vs_n(samples, subsets, cfg.seed, aggregation)]
     table = markdown_table(rows, len(samples.correct), aggregation)
+    beam_row = None
+    if strategy == "beam":
+        beam_row = run_beam(cfg, inputs, beam, aggregation)
+        nearest = nearest_row(rows, beam_row["tokens_per_problem"])
+        beam_row["nearest_n"] = nearest["n"]
+        table += "\n" + beam_table(beam_row, nearest)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir)
     atomic_write_text(out_dir / "search.md", table)
-    write_jsonl(out_dir / "search.jsonl", ({key: json_safe(value) for key, value in row.items()} for row in rows))  # a nan CI (one problem) -> null
-    plot_accuracy_vs_n(rows, out_dir / "accuracy_vs_n.png")
+    all_rows = rows + ([beam_row] if beam_row else [])
+    write_jsonl(out_dir / "search.jsonl", ({key: json_safe(value) for key, value in row.items()} for row in all_rows))  # a nan CI (one problem) -> null
+    plot_accuracy_vs_n(rows, out_dir / "accuracy_vs_n.png", beam_row)
     config = {"experiment": cfg.name, "policy_dir": policy_dir, "prm_dir": prm_dir, "n": n,
               "problems": len(samples.correct), "subsets": subsets, "aggregation": aggregation, "seed": cfg.seed,
+              "strategy": strategy, "beam": dataclasses.asdict(beam) if beam_row else None,
               "sections": dataclasses.asdict(cfg)}
     with job_run(out_dir, "search", cfg.name, cfg.tracking, config, tags=["search", aggregation], is_main=True,
                  resume=False) as run:
         for row in rows:
             run.log({f"search/{name}": row[name] for name in (*STRATEGIES, "tokens_per_problem")}, {"n": row["n"]})
-        run.set_summary({name: rows[-1][name] for name in STRATEGIES})
+        summary = {name: rows[-1][name] for name in STRATEGIES}
+        if beam_row:
+            summary.update(beam=beam_row["beam"], beam_tokens_per_problem=beam_row["tokens_per_problem"])
+        run.set_summary(summary)
     return table
 
 

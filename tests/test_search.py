@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from prmloop.loop.beam_search import Beam, beam_search, cut_at_step_end, extend, keep_best
 from prmloop.loop.cli import QUICK_CONFIG, main
 from prmloop.loop.search import Samples, accuracy_vs_n, draw_subsets, markdown_table, sample_sizes
 from prmloop.prm.metrics import best_of_n_accuracy, majority_vote_accuracy, weighted_best_of_n_accuracy, weighted_vote
@@ -71,6 +72,46 @@ def test_subset_averaging_on_a_toy_table():
     assert "95% CI over problems" in table
 
 
+def test_keep_best_picks_the_w_highest_best_first_ties_to_the_earlier():
+    # Scores 0.2, 0.9, 0.5, 0.9, 0.1: the two 0.9s (index 1 before 3, a tie), then 0.5 (index 2).
+    assert keep_best([0.2, 0.9, 0.5, 0.9, 0.1], 3) == [1, 3, 2]
+    assert keep_best([0.2, 0.9], 5) == [1, 0]  # fewer candidates than W: all of them, best first
+    assert keep_best([0.3], 0) == []
+
+
+def test_cutting_at_the_first_step_end_keeps_the_whole_generation_token_count():
+    # 20 tokens generated (of a 24-token budget, so EOS came), two steps: the step kept is the first, tokens stay 20.
+    cut = cut_at_step_end("\n2 * 5 = 10\n10 + 14 = 24", "\n", tokens=20, budget=24)
+    assert (cut.step, cut.tokens, cut.ended) == ("2 * 5 = 10", 20, False)  # more followed the step: not ended
+    cut = cut_at_step_end("Answer: 40\n", "\n", tokens=6, budget=24)  # EOS after the step: the solution ended
+    assert (cut.step, cut.tokens, cut.ended) == ("Answer: 40", 6, True)
+    cut = cut_at_step_end("24 + 16 = 4", "\n", tokens=24, budget=24)  # cut off at the budget: no EOS
+    assert (cut.step, cut.tokens, cut.ended) == ("24 + 16 = 4", 24, False)
+    chars = lambda steps: sum(len(step) + 1 for step in steps)  # a prefix's length: one token a char
+    beam = extend(Beam(["2 * 5 = 10"], length=11), cut, lambda step: step.startswith("Answer"), 4, 100, chars)
+    assert beam.steps == ["2 * 5 = 10", "24 + 16 = 4"] and beam.length == 23 and not beam.complete  # 11 + 12
+    assert extend(beam, cut, lambda step: False, 3, 100, chars).complete  # the third step reaches max_steps 3
+    assert extend(beam, cut, lambda step: False, None, 35, chars).complete  # 23 + 12 >= 35 tokens
+
+
+def test_beam_search_on_a_scripted_sampler_and_scorer():
+    # One problem, W = 2, E = 2. Step 1 expansions of the prompt: "a" (score 0.9), "b" (0.1), neither ended (more text
+    # followed) -> both kept.
+    # Step 2: each prefix gets "Answer: 1" + EOS (6 tokens < budget 8); the scorer gives a prefix's score by its
+    # first step, so both kept are "a ..." and "a" wins. Tokens: step 1 2 * 5, step 2 4 * 6 -> 34.
+    def sample(prompts, n):
+        first = all(p.endswith("Q") for p in prompts)
+        texts = [["a\nmore", "b\nc"] if first else ["Answer: 1"] * n for _ in prompts]
+        return texts, [[5] * n if first else [6] * n for _ in prompts]
+
+    def score(prompts, groups):
+        return [[[{"a": 0.9, "b": 0.1}[steps[0]]] * len(steps) for steps in group] for group in groups]
+
+    results = beam_search(["Q"], lambda q, steps: q + "".join(s + "\n" for s in steps), sample, score, "\n", 8, 2, 2,
+                          "min", lambda step: step.startswith("Answer"), None, 100, lambda steps: len(steps))
+    assert results[0].best.steps == ["a", "Answer: 1"] and results[0].best.complete and results[0].tokens == 34
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """A tiny random policy (`prmloop policy init`, quick sizes) and a PRM built on it with a fresh head."""
@@ -100,10 +141,30 @@ def test_search_cli_end_to_end(tiny_models, tmp_path, capsys):
     assert tokens[0] > 0 and tokens[-1] <= 4 * 48 + 4  # at most max_new_tokens (48) per sample, EOS included
 
 
+def test_search_cli_beam_end_to_end(tiny_models, tmp_path, capsys):
+    out = tmp_path / "beam"
+    args = ["search", "--policy", str(tiny_models / "policy"), "--prm", str(tiny_models / "prm"), "--n", "4",
+            "--problems", "2", "--strategy", "beam", "--beam-width", "2", "--expansions", "2", "--step-tokens", "8",
+            "--out", str(out), "--config", str(QUICK_CONFIG), "--set", "tracking.mode=disabled"]
+    assert main(args) == 0
+    for name in ("search.md", "search.jsonl", "accuracy_vs_n.png", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert "| beam | 4 |" in (out / "search.md").read_text() and "| beam |" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
+    assert [row["strategy"] for row in rows] == ["best_of_n"] * 3 + ["beam"]
+    beam = rows[-1]
+    assert beam["tokens_per_problem"] > 0 and 0.0 <= beam["beam"] <= 1.0 and beam["nearest_n"] in (1, 2, 4)
+    assert main([*args[:-6], "--out", str(tmp_path / "again"), *args[-4:]]) == 0  # same seed: the same beam row
+    again = [json.loads(line) for line in (tmp_path / "again" / "search.jsonl").read_text().splitlines()][-1]
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in beam.items() if k != "seconds"}
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--n", "0"], "search --n: must be >= 1, got 0"),
     (["--problems", "0"], "search --problems: must be >= 1, got 0"),
     (["--aggregation", "max"], "search --aggregation: 'max' is not one of min, product, last, mean"),
+    (["--strategy", "mcts"], "search --strategy: 'mcts' is not one of best_of_n, beam"),
+    (["--beam-width", "0"], "search --beam-width: must be >= 1, got 0"),
 ])
 def test_bad_search_input_is_one_line_exit_2(extra, message, tmp_path, capsys):
     code = main(["search", "--policy", "p", "--prm", "r", "--out", str(tmp_path / "o"), *extra])
