@@ -15,6 +15,10 @@ solution with the highest score. Departures from the paper:
 - a prefix is complete once its own tokens (its steps and separators, re-encoded) reach policy.max_new_tokens.
 Every expansion call of the sampler is seeded (``policy.rollout.PolicySampler``: call k, prompt i, sample g), so a
 run is reproducible.
+
+``dvts`` (`prmloop search --strategy dvts`, diverse verifier tree search as in search-and-learn) splits the same W * E
+budget into W independent subtrees: each is this beam search with width 1 and E expansions, run from its own seeds,
+and the answer is the best complete solution over the W subtrees (they never compete, so the finals stay diverse).
 """
 
 from __future__ import annotations
@@ -136,4 +140,26 @@ def beam_search(questions: list[str], prompt_of: Callable[[str, list[str]], str]
     for p in range(len(questions)):
         pool = complete[p] or active[p] or [Beam([])]
         results.append(BeamResult(pool[keep_best([beam.score for beam in pool], 1)[0]], tokens[p]))
+    return results
+
+
+def dvts(questions: list[str], prompt_of: Callable[[str, list[str]], str], sample, score: Scorer, separator: str,
+         step_budget: int, subtrees: int, expansions: int, aggregation: str, is_final: Callable[[str], bool],
+         max_steps: int | None, max_length: int, length_of: Callable[[list[str]], int]) -> list[BeamResult]:
+    """Diverse verifier tree search (search-and-learn's DVTS): per problem, ``subtrees`` (W) independent beam searches
+    of width 1, each sampling ``expansions`` (E) one-step continuations of its single prefix per step and keeping the
+    PRM-best; the subtrees never compete, and the answer is the best-scored complete solution over them.
+
+    It is ``beam_search`` with width 1 on every problem repeated W times (one batch: subtree w of problem p is row
+    p * W + w, so with a seeded sampler each subtree draws from its own seeds), then the best of each problem's W
+    results; its tokens are the W subtrees' tokens summed. Arguments as ``beam_search``.
+    """
+    runs = beam_search([question for question in questions for _ in range(subtrees)], prompt_of, sample, score,
+                       separator, step_budget, 1, expansions, aggregation, is_final, max_steps, max_length, length_of)
+    results = []
+    for p in range(len(questions)):
+        trees = runs[p * subtrees:(p + 1) * subtrees]
+        pool = [tree.best for tree in trees if tree.best.complete] or [tree.best for tree in trees]
+        results.append(BeamResult(pool[keep_best([beam.score for beam in pool], 1)[0]],
+                                  sum(tree.tokens for tree in trees)))
     return results

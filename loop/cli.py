@@ -118,12 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--aggregation", default="min", help="step scores -> one solution score: min, product, last "
                         "or mean")
     search.add_argument("--strategy", default="best_of_n", help="best_of_n: rerank the N samples (four columns); "
-                        "beam: also step-level beam search with the PRM, reported beside the row nearest in tokens")
-    search.add_argument("--beam-width", type=int, default=4, help="beam: prefixes kept per step (W)")
-    search.add_argument("--expansions", type=int, default=4, help="beam: one-step continuations sampled per kept "
+                        "beam: also step-level beam search with the PRM, reported beside the row nearest in tokens; "
+                        "dvts: also diverse verifier tree search (W independent width-1 beam searches of E "
+                        "expansions each, the best final over them), reported the same way")
+    search.add_argument("--beam-width", type=int, default=4, help="beam: prefixes kept per step (W); dvts: "
+                        "independent subtrees (W)")
+    search.add_argument("--expansions", type=int, default=4, help="beam/dvts: one-step continuations sampled per kept "
                         "prefix (E; W * E candidates per step)")
-    search.add_argument("--step-tokens", type=int, default=24, help="beam: new-token budget of one step's generation, "
-                        "cut at its first step end (all generated tokens count)")
+    search.add_argument("--step-tokens", type=int, default=24, help="beam/dvts: new-token budget of one step's "
+                        "generation, cut at its first step end (all generated tokens count)")
     search.add_argument("--out", required=True)
     _common(search)
     loop = commands.add_parser("loop", help="iterative rounds for one arm (see the loop and grpo config sections)")

@@ -13,7 +13,9 @@ All four read the same samples, so at each n they cost the same generated tokens
 ``--strategy beam`` also runs step-level beam search (``loop.beam_search``, W = ``--beam-width`` prefixes, E =
 ``--expansions`` one-step continuations each) and reports it beside the row above whose tokens per problem are
 closest to beam's (a ``strategy: beam`` row in ``search.jsonl``, a second table in ``search.md``, one marker on
-the plot).
+the plot). ``--strategy dvts`` runs diverse verifier tree search instead (``loop.beam_search.dvts``: the same W * E
+budget as W independent width-1 beam searches of E expansions each, the best final over them) and reports it the
+same way (a ``strategy: dvts`` row, its own table, its own marker).
 
 Outputs in ``out``: ``search.md`` (the table, also printed), ``search.jsonl`` (one row per n), ``accuracy_vs_n.png``,
 ``config.yaml``, and the W&B run ``search-<name>`` (tracking.mode as grpo): ``search/<strategy>`` against ``n``.
@@ -44,7 +46,7 @@ from ..prm.metrics import (
 )
 from ..utils.errors import UserError
 from ..utils.jsonl import atomic_write_text, write_jsonl
-from .beam_search import beam_search
+from .beam_search import beam_search, dvts
 from .config import ExperimentConfig, save_config
 from .report_stats import mean_ci
 from .stages import format_prefix_for
@@ -52,18 +54,22 @@ from .tracking import check_online_login, job_run, json_safe, resolve_mode
 
 STRATEGIES = ("best_of_n", "weighted_best_of_n", "maj_at_n", "pass_at_n")
 """Columns of the table, in order."""
-SEARCH_STRATEGIES = ("best_of_n", "beam")
-"""``search --strategy``: 'best_of_n' reranks N samples (the four columns); 'beam' adds step-level beam search."""
+SEARCH_STRATEGIES = ("best_of_n", "beam", "dvts")
+"""``search --strategy``: 'best_of_n' reranks N samples (the four columns); 'beam' adds step-level beam search;
+'dvts' adds diverse verifier tree search (W independent width-1 beam searches)."""
+TREE_SEARCHES = {"beam": "Step-level beam search", "dvts": "Diverse verifier tree search (W independent subtrees of "
+                 "width 1)"}
+"""The strategies run on top of the N samples, and the caption of their table."""
 
 
 @dataclasses.dataclass(frozen=True)
 class BeamOptions:
-    """``search --strategy beam`` (``loop.beam_search``)."""
+    """``search --strategy beam`` and ``dvts`` (``loop.beam_search``)."""
 
     width: int = 4
-    """W: prefixes kept per step."""
+    """W: prefixes kept per step (dvts: independent subtrees, one prefix each)."""
     expansions: int = 4
-    """E: sampled one-step continuations per kept prefix (W * E candidates per step)."""
+    """E: sampled one-step continuations per kept prefix (W * E candidates per step, both strategies)."""
     step_tokens: int = 24
     """New-token budget of one step's generation, cut at its first step end (every token counts)."""
 
@@ -141,7 +147,7 @@ def markdown_table(rows: list[dict[str, float]], num_problems: int, aggregation:
 
 def plot_accuracy_vs_n(rows: list[dict[str, float]], path: Path, beam: dict[str, Any] | None = None) -> None:
     """Accuracy vs n on a log2 axis, one line per strategy (band: the 95% CI over problems); beam search, if run, as
-    one marker at the n of the row nearest it in tokens (error bar: its 95% CI)."""
+    one marker at the n of the row nearest it in tokens (error bar: its 95% CI); ``beam`` is beam's or dvts's row."""
     from matplotlib.figure import Figure  # lazy: matplotlib loads only when the job draws
 
     fig = Figure(figsize=(7, 4.5))
@@ -154,9 +160,11 @@ def plot_accuracy_vs_n(rows: list[dict[str, float]], path: Path, beam: dict[str,
         ax.fill_between(ns, [m - h for m, h in zip(means, half)], [m + h for m, h in zip(means, half)],
                         color=f"C{index}", alpha=0.15, linewidth=0)
     if beam is not None:
-        half = 0.0 if math.isnan(beam["beam_ci"]) else beam["beam_ci"]
-        ax.errorbar([beam["nearest_n"]], [beam["beam"]], yerr=[half], marker="*", markersize=12, color="black",
-                    linestyle="none", label=f"beam W={beam['beam_width']} E={beam['expansions']} "
+        name = beam["strategy"]
+        half = 0.0 if math.isnan(beam[f"{name}_ci"]) else beam[f"{name}_ci"]
+        ax.errorbar([beam["nearest_n"]], [beam[name]], yerr=[half], marker="*" if name == "beam" else "D",
+                    markersize=12 if name == "beam" else 8, color="black",
+                    linestyle="none", label=f"{name} W={beam['beam_width']} E={beam['expansions']} "
                     f"({beam['tokens_per_problem']:.0f} tokens/problem)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(n) for n in ns])
@@ -213,15 +221,18 @@ def task_max_steps(task: Task) -> int | None:
     return task.cfg.max_steps + 1 if task.name == "arith" else None
 
 
-def run_beam(cfg: ExperimentConfig, inputs: SearchInputs, options: BeamOptions, aggregation: str) -> dict[str, Any]:
-    """Beam search on every problem; the ``beam`` row: accuracy (mean ± 95% CI over problems), tokens per problem."""
+def run_beam(cfg: ExperimentConfig, inputs: SearchInputs, options: BeamOptions, aggregation: str,
+             strategy: str = "beam") -> dict[str, Any]:
+    """Beam search (``strategy`` 'beam') or DVTS ('dvts') on every problem; its row: accuracy (mean ± 95% CI over
+    problems, under the key ``strategy``), tokens per problem."""
     from ..prm.scoring_eval import group_scores  # lazy: torch/transformers-heavy
 
     task = inputs.task
     sampler = PolicySampler(inputs.model, inputs.tokenizer, min(options.step_tokens, cfg.policy.max_new_tokens),
                             cfg.grpo.temperature, cfg.grpo.top_p, seed=cfg.seed)
     start = time.perf_counter()
-    results = beam_search(
+    search = {"beam": beam_search, "dvts": dvts}[strategy]
+    results = search(
         [p.question for p in inputs.problems], format_prefix_for(inputs.prompter, task), sampler.complete_counted,
         lambda prompts, groups: group_scores(inputs.scorer, prompts, groups, cfg.prm.eval_batch_size),
         task.separator, sampler.backend.max_new_tokens, options.width, options.expansions, aggregation,
@@ -229,9 +240,10 @@ def run_beam(cfg: ExperimentConfig, inputs: SearchInputs, options: BeamOptions, 
         lambda steps: len(inputs.tokenizer.encode(task.join(steps) + task.separator, add_special_tokens=False)))
     hits = [float(task.is_correct(task.join(r.best.steps), p.answer)) for r, p in zip(results, inputs.problems)]
     accuracy, ci = mean_ci(hits)
-    return {"strategy": "beam", "n": options.width * options.expansions, "beam_width": options.width,
+    return {"strategy": strategy, "n": options.width * options.expansions, "beam_width": options.width,
             "expansions": options.expansions, "step_tokens": options.step_tokens,
-            "tokens_per_problem": sum(r.tokens for r in results) / len(results), "beam": accuracy, "beam_ci": ci,
+            "tokens_per_problem": sum(r.tokens for r in results) / len(results), strategy: accuracy,
+            f"{strategy}_ci": ci,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -241,14 +253,16 @@ def nearest_row(rows: list[dict[str, float]], tokens: float) -> dict[str, float]
 
 
 def beam_table(beam: dict[str, Any], nearest: dict[str, float]) -> str:
-    """Beam's row of ``search.md`` beside the four rerankers at the Best-of-N row nearest in tokens."""
-    caption = (f"Step-level beam search (W = {beam['beam_width']}, E = {beam['expansions']}, at most "
+    """Beam's (or dvts's) row of ``search.md`` beside the four rerankers at the Best-of-N row nearest in tokens."""
+    name = beam["strategy"]
+    caption = (f"{TREE_SEARCHES[name]} (W = {beam['beam_width']}, E = {beam['expansions']}, at most "
                f"{beam['step_tokens']} tokens per step, every generated token counted) beside the rerankers at the "
-               f"row of the table above whose tokens/problem is closest to beam's (n = {nearest['n']}).")
+               f"row of the table above whose tokens/problem is closest to {name}'s (n = {nearest['n']}).")
     lines = [caption, "", "| strategy | n | tokens/problem | accuracy |", "|---|---|---|---|",
-             f"| beam | {beam['n']} | {beam['tokens_per_problem']:.1f} | {beam['beam']:.3f} ± {beam['beam_ci']:.3f} |"]
-    lines += [f"| {name} | {nearest['n']} | {nearest['tokens_per_problem']:.1f} | "
-              f"{nearest[name]:.3f} ± {nearest[f'{name}_ci']:.3f} |" for name in STRATEGIES]
+             (f"| {name} | {beam['n']} | {beam['tokens_per_problem']:.1f} | {beam[name]:.3f} ± "
+              f"{beam[f'{name}_ci']:.3f} |")]
+    lines += [f"| {other} | {nearest['n']} | {nearest['tokens_per_problem']:.1f} | "
+              f"{nearest[other]:.3f} ± {nearest[f'{other}_ci']:.3f} |" for other in STRATEGIES]
     return "\n".join(lines) + "\n"
 
 
@@ -276,8 +290,8 @@ def search_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str, out: str, n
                                   for row in accuracy_vs_n(samples, subsets, cfg.seed, aggregation)]
     table = markdown_table(rows, len(samples.correct), aggregation)
     beam_row = None
-    if strategy == "beam":
-        beam_row = run_beam(cfg, inputs, beam, aggregation)
+    if strategy in TREE_SEARCHES:
+        beam_row = run_beam(cfg, inputs, beam, aggregation, strategy)
         nearest = nearest_row(rows, beam_row["tokens_per_problem"])
         beam_row["nearest_n"] = nearest["n"]
         table += "\n" + beam_table(beam_row, nearest)
@@ -298,7 +312,8 @@ def search_job(cfg: ExperimentConfig, policy_dir: str, prm_dir: str, out: str, n
             run.log({f"search/{name}": row[name] for name in (*STRATEGIES, "tokens_per_problem")}, {"n": row["n"]})
         summary = {name: rows[-1][name] for name in STRATEGIES}
         if beam_row:
-            summary.update(beam=beam_row["beam"], beam_tokens_per_problem=beam_row["tokens_per_problem"])
+            summary.update({strategy: beam_row[strategy],
+                            f"{strategy}_tokens_per_problem": beam_row["tokens_per_problem"]})
         run.set_summary(summary)
     return table
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from prmloop.loop.beam_search import Beam, beam_search, cut_at_step_end, extend, keep_best
+from prmloop.loop.beam_search import Beam, beam_search, cut_at_step_end, dvts, extend, keep_best
 from prmloop.loop.cli import QUICK_CONFIG, main
 from prmloop.loop.search import Samples, accuracy_vs_n, draw_subsets, markdown_table, sample_sizes
 from prmloop.prm.metrics import best_of_n_accuracy, majority_vote_accuracy, weighted_best_of_n_accuracy, weighted_vote
@@ -112,6 +112,47 @@ def test_beam_search_on_a_scripted_sampler_and_scorer():
     assert results[0].best.steps == ["a", "Answer: 1"] and results[0].best.complete and results[0].tokens == 34
 
 
+# DVTS vs beam, one problem, W = 2, E = 2, min aggregation; a step's score is fixed by its text (SCORES).
+# The scripted sampler mimics a seeded one: at step 1 the prompt "Q" in row i of a call gives row i's samples (row 0:
+# "a", "b"; row 1: "b", "c"); later its output follows the prefix: after "a" -> "a1", "a2"; after "b" -> "b1", "b2";
+# after a second step the answer ("Answer: 1" after a*, "Answer: 2" after b*) and EOS. 5 tokens a step, 6 an answer.
+SCORES = {"a": 0.9, "b": 0.7, "c": 0.1, "a1": 0.9, "a2": 0.9, "b1": 0.7, "b2": 0.7, "Answer: 1": 0.2, "Answer: 2": 0.6}
+
+
+def scripted_sample(prompts, n):
+    texts = []
+    for row, prompt in enumerate(prompts):
+        last = prompt.split("|")[-1]
+        if last == "Q":
+            texts.append(["a\nmore", "b\nmore"] if row % 2 == 0 else ["b\nmore", "c\nmore"])
+        elif last in ("a", "b"):
+            texts.append([f"{last}1\nmore", f"{last}2\nmore"])
+        else:
+            texts.append([f"Answer: {1 if last.startswith('a') else 2}"] * n)
+    return texts, [[6 if text[0][0] == "A" else 5] * n for text in texts]
+
+
+def scripted_score(prompts, groups):
+    return [[[SCORES[step] for step in steps] for steps in group] for group in groups]
+
+
+def test_dvts_keeps_one_prefix_per_subtree_and_finds_what_beam_pruned():
+    args = (lambda q, steps: "|".join([q, *steps]), scripted_sample, scripted_score, "\n", 8, 2, 2, "min",
+            lambda step: step.startswith("Answer"), None, 100, lambda steps: len(steps))
+    # Beam (W = 2): step 1 from "Q" (row 0): a 0.9, b 0.7, both kept. Step 2: a-a1, a-a2 (min 0.9) beat b-b1, b-b2
+    # (0.7): "b" is pruned. Step 3: both end in "Answer: 1", min 0.2. Tokens: 2 * 5 + 4 * 5 + 4 * 6 = 54.
+    beam = beam_search(["Q"], *args)[0]
+    assert beam.best.steps == ["a", "a1", "Answer: 1"] and beam.best.score == 0.2 and beam.tokens == 54
+    # DVTS (2 subtrees of width 1): subtree 0 (row 0) keeps a over b, then a1 (tie with a2: the earlier), then
+    # "Answer: 1" (0.2). Subtree 1 (row 1) keeps b over c, then b1, then "Answer: 2" (min 0.7, 0.7, 0.6 = 0.6): never
+    # competing with subtree 0, its "b" line survives. Best final: 0.6 > 0.2. Tokens: 2 subtrees * (5+5 + 5+5 + 6+6).
+    tree = dvts(["Q"], *args)[0]
+    assert tree.best.steps == ["b", "b1", "Answer: 2"] and tree.best.score == 0.6 and tree.best.complete
+    assert tree.tokens == 64
+    # Two problems in one batch: rows p * W + w, so each problem's subtrees see the same rows as above.
+    assert [r.best.steps for r in dvts(["Q", "Q"], *args)] == [["b", "b1", "Answer: 2"]] * 2
+
+
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """A tiny random policy (`prmloop policy init`, quick sizes) and a PRM built on it with a fresh head."""
@@ -159,11 +200,24 @@ def test_search_cli_beam_end_to_end(tiny_models, tmp_path, capsys):
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in beam.items() if k != "seconds"}
 
 
+def test_search_cli_dvts_end_to_end(tiny_models, tmp_path, capsys):
+    out = tmp_path / "dvts"
+    assert main(["search", "--policy", str(tiny_models / "policy"), "--prm", str(tiny_models / "prm"), "--n", "2",
+                 "--problems", "2", "--strategy", "dvts", "--beam-width", "2", "--expansions", "2", "--step-tokens",
+                 "8", "--out", str(out), "--config", str(QUICK_CONFIG), "--set", "tracking.mode=disabled"]) == 0
+    assert "| dvts | 4 |" in (out / "search.md").read_text() and "| dvts |" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
+    assert [row["strategy"] for row in rows] == ["best_of_n"] * 2 + ["dvts"]
+    row = rows[-1]
+    assert row["tokens_per_problem"] > 0 and 0.0 <= row["dvts"] <= 1.0 and row["nearest_n"] in (1, 2)
+    assert (out / "accuracy_vs_n.png").is_file()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--n", "0"], "search --n: must be >= 1, got 0"),
     (["--problems", "0"], "search --problems: must be >= 1, got 0"),
     (["--aggregation", "max"], "search --aggregation: 'max' is not one of min, product, last, mean"),
-    (["--strategy", "mcts"], "search --strategy: 'mcts' is not one of best_of_n, beam"),
+    (["--strategy", "mcts"], "search --strategy: 'mcts' is not one of best_of_n, beam, dvts"),
     (["--beam-width", "0"], "search --beam-width: must be >= 1, got 0"),
 ])
 def test_bad_search_input_is_one_line_exit_2(extra, message, tmp_path, capsys):
