@@ -7,6 +7,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 
+from prmloop.data.task_tokenizer import build_task_tokenizer
+from prmloop.policy import lora
+from prmloop.policy.rollout import encode_prompts
+from prmloop.policy.tiny import tiny_random_model
 from prmloop.utils.errors import UserError
 from prmloop.utils.lora import add_lora, is_lora, merge_lora, merged_weights
 
@@ -65,3 +69,33 @@ def test_a_plain_model_merges_to_itself():
     model = LlamaModel(CONFIG)
     assert merge_lora(model) is model
     assert dict(merged_weights(model)).keys() == model.state_dict().keys()
+
+
+def test_merged_weights_of_a_plain_model_are_its_state_dict():
+    model = tiny_random_model("llama", build_task_tokenizer(), seed=0)
+    pushed = dict(merged_weights(model))
+    assert list(pushed) == list(model.state_dict()) and all(torch.equal(pushed[k], v) for k, v in model.state_dict().items())
+
+
+def test_merged_weights_of_a_lora_model_load_into_the_plain_base_and_match_it(tmp_path):
+    tokenizer = build_task_tokenizer()
+    peft = add_lora(tiny_random_model("llama", tokenizer, seed=0), 4, 8, task_type="CAUSAL_LM")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # lora_B starts at zero (no delta): give every adapter a real one
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    before = {name: p.detach().clone() for name, p in peft.named_parameters()}
+    merged = dict(merged_weights(peft))
+    assert all(torch.equal(before[name], p) for name, p in peft.named_parameters())  # the PEFT model is unchanged
+    assert is_lora(peft) and not any("lora" in name or "base_layer" in name for name in merged)
+    plain = tiny_random_model("llama", tokenizer, seed=1)
+    plain.load_state_dict(merged, strict=True)  # every name is one the base model expects, and none is missing
+    ids = torch.tensor([encode_prompts(tokenizer, ["12+30=\n"])[0]])
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids).logits, peft(input_ids=ids).logits, atol=1e-5)
+    lora.save_merged(peft, tokenizer, tmp_path / "merged")  # the same merge as the export
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "merged" / "model.safetensors")
+    assert all(torch.allclose(merged[name], value, atol=1e-6) for name, value in saved.items())
