@@ -41,6 +41,10 @@ class LoopConfig:
     eval_mc_solutions: int = checked(32, at_least(0))
     """Tasks without a step verifier: held-out samples given Monte Carlo labels each round for the PRM's
     first-error F1 (loop.mc_rollouts completions per step prefix; 0 = skip)."""
+    curriculum: str = checked("none", one_of("none", "steps"))
+    """'none': every round draws RL and labelling problems from the whole training set. 'steps': round r draws them
+    from the r-th band of reference-solution lengths, easiest first (loop/curriculum.py): the regime in which a fixed
+    reward model can go stale (configs/stale.yaml). The first reward model learns from round 1's band."""
     eval_every: int = checked(0, at_least(0))
     """Also measure held-out greedy accuracy (on the same loop.eval_problems) every this many RL steps inside a round,
     for accuracy-vs-step curves; 0 = only the full evaluation at each round's end."""

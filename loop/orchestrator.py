@@ -10,12 +10,20 @@ Layout of ``--out DIR`` (every write atomic; ``--resume`` continues from the las
     DIR/shared/samples.jsonl, labels.jsonl  warm-start policy samples and their step labels (append-only)
     DIR/shared/prm0/ (and orm0/)            the first reward model(s), shared by every arm
     DIR/arms/<arm>/seed<k>/                 one run: state.json, samples.jsonl, labels.jsonl, metrics.jsonl,
-                                            rm/round<r>/, policy/round<r>/ (latest committed GRPO checkpoint), wandb/
+                                            costs.jsonl, rm/round<r>/, policy/round<r>/ (latest committed GRPO
+                                            checkpoint), wandb/
     DIR/report.md, DIR/*.png                the comparison report (compare and demo)
 
 A stage is: do the work, write its outputs (append-only rows or a directory renamed into place), then commit it in
 state.json. A kill between the work and the commit means the stage runs again on resume, and the ledger first cuts
 the append-only files back to their committed length, so rows are never duplicated.
+
+Compute spent on the reward model is counted in tokens (prompt + generated or trained-on), so arms can be compared
+at equal compute: labelling samples (``tokens`` of samples.jsonl), Monte Carlo rollouts and reward-model training
+(costs.jsonl). Every eval row logs ``tokens_rl`` (GRPO's prompt + completion tokens so far), ``tokens_reward_model``
+(so far, the shared first reward model included for arms that use it) and their sum ``tokens_total``.
+With ``loop.curriculum: steps`` each round draws its RL batches and labels from its own band of problems
+(loop/curriculum.py) and the shared first reward model learns from round 1's band.
 """
 
 from __future__ import annotations
@@ -39,12 +47,13 @@ from ..utils.errors import UserError
 from ..utils.jsonl import append_jsonl, read_jsonl_tolerant
 from .arms import Arm, arm_config
 from .config import ExperimentConfig, check_resume, save_config
+from .curriculum import band_of, round_pools
 from .ledger import Ledger
 from .round_eval import EvalSetup, evaluate_round
 from .stages import label_rows, sample_rows, train_reward_model, warm_start
 from .tracking import Tracker
 
-APPEND_ONLY = ["samples.jsonl", "labels.jsonl", "metrics.jsonl"]
+APPEND_ONLY = ["samples.jsonl", "labels.jsonl", "metrics.jsonl", "costs.jsonl"]
 
 
 @dataclass
@@ -98,9 +107,27 @@ def _collect_labels(ledger: Ledger, stage: str, model, tokenizer, task: Task, pr
         examples, rollouts = label_rows(rows, labeller, sampler, cfg.loop.mc_rollouts, cfg.prm.label_type, task,
                                         prompter, round_index)
         append_jsonl(run_dir / "labels.jsonl", [e.to_row() for e in examples])
+        if sampler is not None:
+            append_jsonl(run_dir / "costs.jsonl", [{"round": round_index, "stage": "label_rollouts",
+                                                    "tokens": sampler.tokens}])
         log(f"{stage}: labelled {len(examples)} solutions ({labeller}, {rollouts} rollouts, "
             f"{time.perf_counter() - started:.1f}s)")
         ledger.commit(f"{stage}/label")
+
+
+def spent_tokens(run_dir: Path, last_round: int, mode: str) -> int:
+    """Tokens a run directory spent on reward-model data and training in rounds 0..``last_round``: its labelling
+    samples (samples.jsonl ``tokens``) and costs.jsonl rows (Monte Carlo rollouts, training of a ``mode`` reward
+    model)."""
+    rows = [row for name in ("samples.jsonl", "costs.jsonl") if (run_dir / name).is_file()
+            for row in read_jsonl_tolerant(run_dir / name)]
+    return sum(int(row.get("tokens", 0)) for row in rows
+               if int(row.get("round", 0)) <= last_round and row.get("mode", mode) == mode)
+
+
+def _record_training(run_dir: Path, round_index: int, mode: str, summary: dict) -> None:
+    append_jsonl(run_dir / "costs.jsonl", [{"round": round_index, "stage": "rm_training", "mode": mode,
+                                            "tokens": int(summary.get("train_tokens", 0))}])
 
 
 def prepare_shared(cfg: ExperimentConfig, out: Path, arms: list[Arm], task: Task, train: list[Problem],
@@ -121,8 +148,9 @@ def prepare_shared(cfg: ExperimentConfig, out: Path, arms: list[Arm], task: Task
         for mode in modes:
             if not ledger.done(f"train_{names[mode]}"):
                 log(f"training the first reward model ({mode}) on {len(labels)} labelled solutions")
-                train_reward_model(cfg.prm.init or policy_dir, mode, labels, [], cfg, run_dir / names[mode], cfg.seed,
-                                   log)
+                summary = train_reward_model(cfg.prm.init or policy_dir, mode, labels, [], cfg, run_dir / names[mode],
+                                             cfg.seed, log)
+                _record_training(run_dir, 0, mode, summary)
                 ledger.commit(f"train_{names[mode]}")
     return Shared(policy_dir, {m: run_dir / names[m] for m in modes}, _examples(run_dir / "labels.jsonl"))
 
@@ -140,9 +168,10 @@ def _tracker(cfg: ExperimentConfig, arm: Arm, seed: int, run_dir: Path, run_id: 
                    config=config, mode=cfg.tracking.mode, run_id=run_id)
 
 
-def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, task: Task, train: list[Problem],
+def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, task: Task, pools: list[list[Problem]],
             held_out: list[Problem], out: Path, log=print) -> Path:
-    """All rounds of one arm and seed (resumable); returns the run directory."""
+    """All rounds of one arm and seed (resumable); returns the run directory. ``pools[r - 1]``: the training problems
+    round r draws from (``loop.curriculum``)."""
     from ..policy.grpo import GRPOTrainer  # lazy: torch/transformers-heavy
     from ..prm.model import StepRewardModel
 
@@ -164,14 +193,22 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
     eval_prm = reward_model if arm.reward_model_mode == "process" else StepRewardModel.from_pretrained(
         shared.reward_models["process"], cfg.prm.max_length)
     trainer = GRPOTrainer(model, tokenizer, cfg.grpo, cfg.policy, task, reward_model if arm.uses_reward_model else None)
-    train = trainer.fitting_problems(train)  # grpo.long_prompts=drop: once, counted in one line, never drawn
+    pools = [trainer.fitting_problems(pool) for pool in pools]  # grpo.long_prompts=drop: once per pool, never drawn
     if ledger.info.get("policy_round"):  # the committed round's checkpoint; a later, uncommitted one is ignored
         trainer.load(run_dir / "policy" / f"round{ledger.info['policy_round']}")
     setup = EvalSetup(task, trainer.prompter, held_out[: cfg.loop.eval_problems], cfg.policy.max_new_tokens,
                       cfg.loop.eval_k, cfg.loop.mc_rollouts, cfg.loop.eval_mc_solutions)
 
+    curriculum = cfg.loop.curriculum != "none"
+    shared_dir = shared.reward_models[arm.reward_model_mode].parent
+
     def evaluate(round_index: int) -> None:
-        metrics, table = evaluate_round(trainer.policy, tokenizer, eval_prm, setup, seed=10_000 + round_index)
+        metrics, table = evaluate_round(trainer.policy, tokenizer, eval_prm, setup, seed=10_000 + round_index,
+                                        band=band_of(pools, round_index) if curriculum else None)
+        rm_tokens = (spent_tokens(shared_dir, 0, arm.reward_model_mode) + spent_tokens(run_dir, round_index,
+                     arm.reward_model_mode)) if arm.uses_reward_model else 0
+        metrics.update(tokens_rl=float(trainer.num_tokens), tokens_reward_model=float(rm_tokens),
+                       tokens_total=float(trainer.num_tokens + rm_tokens))
         if cfg.loop.prm_eval_data:
             metrics.update(_file_metrics(eval_prm, cfg, trainer.prompter))
         tracker.log_eval(metrics, rl_step=round_index * cfg.loop.rl_steps_per_round, round=round_index)
@@ -187,13 +224,14 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
         round_seed = seed * 1_000 + round_index
         retrain = arm.rm_update == "iterative" and arm.uses_reward_model and round_index > 1
         if retrain and not ledger.done(f"{stage}/rm"):
-            _collect_labels(ledger, stage, trainer.policy, tokenizer, task, train, cfg.loop.label_problems, cfg,
-                            round_seed, round_index, log)
+            _collect_labels(ledger, stage, trainer.policy, tokenizer, task, pools[round_index - 1],
+                            cfg.loop.label_problems, cfg, round_seed, round_index, log)
             labelled = _examples(run_dir / "labels.jsonl")
             fresh = [e for e in labelled if e.meta.get("round") == round_index]
             history = shared.labels + [e for e in labelled if e.meta.get("round") != round_index]
             rm_out = run_dir / "rm" / f"round{round_index}"
             summary = train_reward_model(rm_path, arm.reward_model_mode, fresh, history, cfg, rm_out, round_seed, log)
+            _record_training(run_dir, round_index, arm.reward_model_mode, summary)
             tracker.log_eval({f"rm_{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
                              rl_step=(round_index - 1) * cfg.loop.rl_steps_per_round, round=round_index)
             rm_path = rm_out
@@ -208,7 +246,8 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
             steps = tqdm(range(first, first + cfg.loop.rl_steps_per_round), desc=f"{arm.name} s{seed} r{round_index}",
                          unit="step", mininterval=1.0, leave=False)
             for rl_step in steps:
-                batch = random.Random(seed * 1_000_003 + rl_step).sample(train, cfg.grpo.prompts_per_step)
+                batch = random.Random(seed * 1_000_003 + rl_step).sample(pools[round_index - 1],
+                                                                         cfg.grpo.prompts_per_step)
                 metrics = trainer.train_step(batch, rl_step)
                 tracker.log_rl(metrics, rl_step=rl_step + 1, round=round_index)
                 if _curve_point(rl_step + 1, cfg.loop.eval_every, cfg.loop.rl_steps_per_round):
@@ -268,5 +307,10 @@ def run_experiment(cfg: ExperimentConfig, arms: list[Arm], seeds: list[int], out
     check_resume(cfg, out)  # a resumed run keeps the settings it started with
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    shared = prepare_shared(cfg, out, arms, task, train, log)
-    return [run_arm(cfg, arm, seed, shared, task, train, held_out, out, log) for arm in arms for seed in seeds]
+    pools = round_pools(train, cfg.loop.rounds, cfg.loop.curriculum)
+    smallest = min(range(len(pools)), key=lambda r: len(pools[r]))
+    if len(pools[smallest]) < cfg.grpo.prompts_per_step:
+        raise UserError(f"loop.curriculum: round {smallest + 1} draws from {len(pools[smallest])} training problems, "
+                        f"fewer than grpo.prompts_per_step ({cfg.grpo.prompts_per_step}); raise data.n_train")
+    shared = prepare_shared(cfg, out, arms, task, pools[0], log)
+    return [run_arm(cfg, arm, seed, shared, task, pools, held_out, out, log) for arm in arms for seed in seeds]

@@ -5,6 +5,8 @@ task's answer check), and the same samples measure the current PRM on the curren
 - step labels come from the task's exact verifier where it has one (the embedded task), else from Monte Carlo
   rollouts of the current policy (Math-Shepherd hard estimate, the task's answer check) on the first
   ``mc_solutions`` samples; then ProcessBench first-error F1 against those labels;
+- of the labelled samples, the PRM's missed-error rate (a wrong step somewhere, every step scored right: what a
+  policy can exploit) and false-alarm rate (every step right, some step scored wrong);
 - Best-of-k with min aggregation, and the reward-hacking gap = mean PRM solution score (min over steps, PURE's
   aggregation) minus the true accuracy of the same samples, need only the answer check, so they use every sample.
 - Where every scored sample has step labels (a task with an exact verifier), also the trace accuracy of the samples
@@ -35,6 +37,7 @@ from ..prm.metrics import (
     pass_at_n,
     processbench_metrics,
 )
+from .curriculum import difficulty
 from .stages import format_prefix_for
 
 
@@ -66,6 +69,8 @@ def prm_sample_metrics(scores: list[list[float]], labels: list[list[bool] | None
     predicted = [first_error_index(scores[i]) for i in labelled]
     truth = [first_error_from_labels(labels[i]) for i in labelled]
     f1 = processbench_metrics(predicted, truth)["f1"] if labelled else math.nan
+    flawed = [p for p, t in zip(predicted, truth) if t != -1]  # the PRM's predictions on samples with a wrong step
+    sound = [p for p, t in zip(predicted, truth) if t == -1]
     solution_scores = [aggregate_min(scores[i]) for i in scored]
     mean_score = sum(solution_scores) / len(solution_scores) if solution_scores else math.nan
     accuracy = sum(correct[i] for i in scored) / len(scored) if scored else math.nan
@@ -80,6 +85,8 @@ def prm_sample_metrics(scores: list[list[float]], labels: list[list[bool] | None
     metrics = {
         "prm_first_error_f1": f1,
         "prm_labelled_samples": float(len(labelled)),
+        "prm_missed_error_rate": sum(p == -1 for p in flawed) / len(flawed) if flawed else math.nan,
+        "prm_false_alarm_rate": sum(p != -1 for p in sound) / len(sound) if sound else math.nan,
         "prm_bon_min": bon,
         "prm_score_mean": mean_score,
         "sample_accuracy": accuracy,
@@ -111,10 +118,13 @@ def _step_labels(model, tokenizer, setup: EvalSetup, problems: list[Problem], st
     return labels
 
 
-def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int) -> tuple[dict[str, float], list[dict]]:
+def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int,
+                   band: set[int] | None = None) -> tuple[dict[str, float], list[dict]]:
     """All round metrics (see the module docstring) and a few completion rows for the tracker's table.
 
     ``scorer`` is anything with ``score_steps(prompts, solutions)`` (a process-mode PRM) or None to skip PRM metrics.
+    ``band`` (a curriculum round's difficulty levels, loop/curriculum.py): the greedy and PRM metrics are also
+    computed on the held-out problems of that band alone, as ``band_*`` (the PRM on the solutions it judged this round).
     """
     task, problems, k = setup.task, setup.problems, setup.k
     greedy = [texts[0] for texts in complete_problems(model, tokenizer, setup.prompter, problems, setup.max_new_tokens)]
@@ -127,6 +137,11 @@ def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int) -> tup
         f"pass_at_{k}": pass_at_n(correct),
         "num_problems": float(len(problems)),
     }
+    in_band = [i for i, p in enumerate(problems) if band is not None and difficulty(p) in band]
+    if in_band:
+        band_scores = greedy_scores(task, [problems[i] for i in in_band], [greedy[i] for i in in_band])
+        metrics.update({f"band_{key}": value for key, value in band_scores.items()})
+        metrics["band_num_problems"] = float(len(in_band))
     if scorer is not None:
         flat_problems = [p for p in problems for _ in range(k)]
         flat_steps = [task.split(text) for texts in grouped for text in texts]
@@ -137,7 +152,13 @@ def evaluate_round(model, tokenizer, scorer, setup: EvalSetup, seed: int) -> tup
         for i, step_scores in zip(nonempty, scored):
             scores[i] = list(step_scores)
         labels = _step_labels(model, tokenizer, setup, flat_problems, flat_steps, seed + 1)
-        metrics.update(prm_sample_metrics(scores, labels, [ok for row in correct for ok in row], k))
+        flat_correct = [ok for row in correct for ok in row]
+        metrics.update(prm_sample_metrics(scores, labels, flat_correct, k))
+        if in_band:  # every sample of each band problem, so the groups of k stay whole
+            rows = [i * k + j for i in in_band for j in range(k)]
+            band_metrics = prm_sample_metrics([scores[r] for r in rows], [labels[r] for r in rows],
+                                              [flat_correct[r] for r in rows], k)
+            metrics.update({f"band_{key}": value for key, value in band_metrics.items()})
     table = [{"prompt": p.question, "completion": text, "correct": task.is_correct(text, p.answer)}
              for p, text in list(zip(problems, greedy))[:8]]  # greedy_scores judged them all; the table shows 8
     return metrics, table

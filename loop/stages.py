@@ -18,7 +18,7 @@ from ..data.prompts import Prompter
 from ..data.schema import Problem, StepwiseExample
 from ..data.tasks import Task, get_task
 from ..policy.load import load_policy
-from ..policy.rollout import PolicySampler
+from ..policy.rollout import PolicySampler, encode_prompts
 from ..utils.errors import UserError
 from .config import ExperimentConfig, save_config
 from .ledger import save_dir_atomically
@@ -96,14 +96,18 @@ def warm_start(cfg: ExperimentConfig, log=print) -> Path:
 
 def sample_rows(model, tokenizer, prompter: Prompter, problems: Sequence[Problem], max_new_tokens: int,
                 n_problems: int, per_problem: int, seed: int) -> list[dict]:
-    """Policy samples (temperature 1, seeded) on ``n_problems`` problems drawn from ``problems``, as JSON rows."""
+    """Policy samples (temperature 1, seeded) on ``n_problems`` problems drawn from ``problems``, as JSON rows;
+    ``tokens`` is the row's prompt + generated token count (the compute it cost)."""
     chosen = random.Random(seed).sample(list(problems), min(n_problems, len(problems)))
     prompts = [prompter(p.question) for p in chosen]
     sampler = PolicySampler(model, tokenizer, max_new_tokens, temperature=1.0, seed=seed)
-    grouped = sampler.complete(prompts, per_problem)
+    grouped, counts = sampler.complete_counted(prompts, per_problem)
+    prompt_tokens = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
     return [
-        {"problem_id": p.id, "question": p.question, "answer": p.answer, "prompt": prompt, "completion": text}
-        for p, prompt, texts in zip(chosen, prompts, grouped) for text in texts
+        {"problem_id": p.id, "question": p.question, "answer": p.answer, "prompt": prompt, "completion": text,
+         "tokens": length + count}
+        for p, prompt, length, texts, row_counts in zip(chosen, prompts, prompt_tokens, grouped, counts)
+        for text, count in zip(texts, row_counts)
     ]
 
 

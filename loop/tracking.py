@@ -51,7 +51,18 @@ COMPLETION_COLUMNS = ("prompt", "completion", "reward", "correct")
 PREFIXES = {"rl": "train", "eval": "eval"}
 """W&B key prefix of each metrics.jsonl row kind."""
 
-AXES = {"train/*": "rl_step", "eval/*": "round", "samples/*": "round", "prm/*": "epoch", "search/*": "n"}
+QUESTIONS = {
+    "q1_process_vs_outcome": ("accuracy", "trace_accuracy"),
+    "q2_iterative_vs_fixed": ("prm_first_error_f1", "band_prm_first_error_f1"),
+    "q3_reward_hacking": ("prm_score_mean", "sample_trace_accuracy", "reward_hacking_gap_trace"),
+    "q4_compute": ("tokens_total", "tokens_reward_model"),
+}
+"""The study's questions, each a W&B section of its own: an evaluation row's listed metrics are also logged as
+``<question>/<name>`` against ``rl_step``, so a W&B workspace grouped by the experiment shows every arm side by side,
+one panel per metric, one section per question (the same numbers as ``eval/<name>``)."""
+
+AXES = {"train/*": "rl_step", "eval/*": "round", "samples/*": "round", "prm/*": "epoch", "search/*": "n",
+        **{f"{question}/*": "rl_step" for question in QUESTIONS}}
 """W&B key pattern -> the logged column it is plotted against."""
 
 TABLE_KEY = "samples/completions"
@@ -106,6 +117,12 @@ def to_number(key: str, value: Any) -> Any:
 def prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """``{prefix/name: value}`` with values made plain (``to_number``)."""
     return {f"{prefix}/{key}": to_number(key, value) for key, value in metrics.items()}
+
+
+def question_panels(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``QUESTIONS`` copies of an evaluation row's metrics: ``{question/name: value}`` for the names it holds."""
+    return {f"{question}/{key}": to_number(key, metrics[key])
+            for question, keys in QUESTIONS.items() for key in keys if key in metrics}
 
 
 def json_safe(value: Any) -> Any:
@@ -323,7 +340,10 @@ class Tracker:
                                  {"round": int(path.stem.removeprefix("completions_round"))})
 
     def _send(self, kind: str, metrics: Mapping[str, Any], rl_step: int, round: int) -> None:
-        self.wandb.log(prefixed(PREFIXES[kind], metrics), {"round": int(round), "rl_step": int(rl_step)})
+        data = prefixed(PREFIXES[kind], metrics)
+        if kind == "eval":
+            data.update(question_panels(metrics))
+        self.wandb.log(data, {"round": int(round), "rl_step": int(rl_step)})
 
     def _log(self, kind: str, metrics: Mapping[str, Any], rl_step: int, round: int) -> None:
         append_jsonl(self.metrics_path, [metrics_row(kind, metrics, rl_step, round)])

@@ -346,6 +346,8 @@ class PolicySampler:
                         if SAMPLER_BACKEND is None else SAMPLER_BACKEND(model, tokenizer, max_new_tokens, temperature,
                                                                         top_p))
         self.tokenizer, self.seed, self.calls = tokenizer, seed, 0
+        self.tokens = 0
+        """Prompt + generated tokens of every row sampled so far (the compute a caller spent through this sampler)."""
 
     def complete(self, prompts: list[str], n: int) -> list[list[str]]:
         return self.complete_counted(prompts, n)[0]
@@ -361,5 +363,6 @@ class PolicySampler:
         eos_ids = eos_token_ids(self.backend.model, self.tokenizer)
         texts = [decode(self.tokenizer, ids) for ids in completion_token_lists(generation, self.tokenizer, eos_ids)]
         counts = generation.completion_mask.sum(1).tolist()  # (B,) generated tokens per row
+        self.tokens += sum(len(ids) for ids in rows) + sum(counts)
         return ([texts[i * n : (i + 1) * n] for i in range(len(prompts))],
                 [counts[i * n : (i + 1) * n] for i in range(len(prompts))])

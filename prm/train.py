@@ -248,7 +248,7 @@ def train_prm(
     if not items:
         raise UserError(f"prm training: none of {len(examples) + len(replayed)} examples has a step within max_length")
     started = time.perf_counter()
-    validate = partial(_validate, examples=val_examples, cfg=cfg, log=log) if val_examples else None
+    validate = partial(validation_metrics, examples=val_examples, cfg=cfg, log=log) if val_examples else None
     history = _fit(model, items, cfg, accelerator, log, validate)
     if not all(math.isfinite(row["train_loss"]) for row in history) or not all(
             bool(torch.isfinite(p).all()) for p in model.parameters()):
@@ -264,6 +264,7 @@ def train_prm(
         "train_loss": history[-1]["train_loss"], "n_train": len(examples), "n_replay": len(replayed),
         "n_val": len(val_examples), "n_dropped_steps": n_dropped, "n_skipped_examples": n_skipped,
         "seconds": round(time.perf_counter() - started, 1),
+        "train_tokens": cfg.epochs * sum(len(item.input_ids) for item in items),  # forward + backward, all epochs
     }
     summary.update({key: value for key, value in history[-1].items() if key.startswith("val_")})
     summary.update(tuned)
@@ -271,8 +272,9 @@ def train_prm(
     return summary
 
 
-def _validate(model: StepRewardModel, examples: list[StepwiseExample], cfg: PRMConfig, log) -> dict:
-    """Validation metrics (prefixed ``val_``) of the unwrapped model; logged as one line."""
+def validation_metrics(model, examples: list[StepwiseExample], cfg: PRMConfig, log) -> dict:
+    """Validation metrics (prefixed ``val_``) of a PRM (the unwrapped model; any ``score_steps`` scorer with a
+    ``mode``); logged as one line."""
     metrics = evaluate_steps(model, examples, cfg.threshold, cfg.eval_batch_size)
     log(f"prm validation: step acc {metrics['step_acc']:.3f}, step F1 (error) {metrics['step_f1_error']:.3f}, "
         f"first-error F1 {metrics.get('first_error_f1', math.nan):.3f}")

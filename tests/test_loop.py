@@ -175,3 +175,18 @@ def test_eval_every_adds_greedy_accuracy_points_inside_a_round(tmp_path):
     # a curve point is greedy answer and trace accuracy only (the embedded task has a step verifier)
     assert set(evals[1]) == {"kind", "round", "rl_step", "accuracy", "trace_accuracy"} and "pass_at_4" in evals[3]
     assert 0 <= evals[1]["trace_accuracy"] <= evals[1]["accuracy"]
+
+
+def test_spent_tokens_counts_labelling_samples_rollouts_and_training_of_the_mode_asked(tmp_path):
+    from prmloop.loop.orchestrator import spent_tokens
+    from prmloop.utils.jsonl import append_jsonl
+
+    assert spent_tokens(tmp_path, 3, "process") == 0  # nothing spent yet: no files
+    append_jsonl(tmp_path / "samples.jsonl", [{"round": 0, "tokens": 100}, {"round": 2, "tokens": 40}])
+    append_jsonl(tmp_path / "costs.jsonl", [
+        {"round": 0, "stage": "rm_training", "mode": "process", "tokens": 1000},
+        {"round": 0, "stage": "rm_training", "mode": "outcome", "tokens": 900},  # the ORM's: not the PRM arm's cost
+        {"round": 2, "stage": "label_rollouts", "tokens": 7}])
+    assert spent_tokens(tmp_path, 0, "process") == 100 + 1000
+    assert spent_tokens(tmp_path, 1, "outcome") == 100 + 900
+    assert spent_tokens(tmp_path, 2, "process") == 100 + 40 + 1000 + 7

@@ -17,6 +17,8 @@ def test_prm_sample_metrics_hand_computed():
     m = prm_sample_metrics(scores, labels, correct, group_size=2)
     # acc on erroneous 1/2, acc on correct 1/2 -> F1 = 0.5
     assert math.isclose(m["prm_first_error_f1"], 0.5)
+    # erroneous s1 (caught), s3 (missed) -> missed-error rate 1/2; correct s0 (quiet), s2 (alarm) -> false alarms 1/2
+    assert m["prm_missed_error_rate"] == 0.5 and m["prm_false_alarm_rate"] == 0.5
     # min scores 0.8, 0.2, 0.3, 0.6 -> mean 0.475; true accuracy 2/4 -> gap -0.025
     assert math.isclose(m["prm_score_mean"], 0.475)
     assert math.isclose(m["reward_hacking_gap"], -0.025)

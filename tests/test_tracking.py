@@ -15,7 +15,15 @@ import pytest
 import torch
 from wandb_records import history_rows, offline_history
 
-from prmloop.loop.tracking import RECORD_FILE, Tracker, check_online_login, metrics_row, resolve_mode, wandb_sync_hint
+from prmloop.loop.tracking import (
+    RECORD_FILE,
+    Tracker,
+    check_online_login,
+    metrics_row,
+    question_panels,
+    resolve_mode,
+    wandb_sync_hint,
+)
 from prmloop.utils.errors import UserError
 from prmloop.utils.jsonl import read_jsonl_tolerant
 
@@ -171,7 +179,7 @@ def test_offline_file_reads_back_what_was_logged(tmp_path: Path, clean_env):
     _end_process()
     (path,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     rows = [{key: value for key, value in row.items() if not key.startswith("_")} for row in history_rows(path)]
-    assert rows[:2] == [{"round": 1, "rl_step": 0, "eval/accuracy": 0.25},
+    assert rows[:2] == [{"round": 1, "rl_step": 0, "eval/accuracy": 0.25, "q1_process_vs_outcome/accuracy": 0.25},
                         {"round": 1, "rl_step": 1, "train/reward": 0.5, "train/kl": math.inf, "train/n": 3,
                          "train/note": note}]
     table = rows[2].pop("samples/completions")
@@ -207,7 +215,8 @@ def test_resumed_run_sends_wandb_each_metric_once(tmp_path: Path, clean_env):
     assert len(list((tmp_path / "wandb").glob("offline-run-*/run-resume-s0.wandb"))) == 2
     counts = _metric_counts(tmp_path)
     assert counts == {(1, 1, "train/reward"): 1, (1, 2, "train/reward"): 1, (1, 2, "eval/accuracy"): 1,
-                      (1, None, "samples/completions"): 1, (2, 3, "train/reward"): 1, (2, 3, "eval/accuracy"): 1,
+                      (1, 2, "q1_process_vs_outcome/accuracy"): 1, (1, None, "samples/completions"): 1,
+                      (2, 3, "train/reward"): 1, (2, 3, "eval/accuracy"): 1, (2, 3, "q1_process_vs_outcome/accuracy"): 1,
                       (2, None, "samples/completions"): 1}
     assert _steps(tmp_path) == list(range(7))  # explicit steps, continued by the resumed process
     record = _record(tmp_path)  # our own record of what went to W&B: the same 7 calls, one run id
@@ -243,12 +252,14 @@ def test_resume_after_a_kill_logs_nothing_twice_and_continues_the_steps(tmp_path
     _end_process()
     record = _record(tmp_path)
     assert [(line["step"], line["at"], line["keys"]) for line in record] == [
-        (0, {"round": 0, "rl_step": 0}, ["eval/accuracy", "eval/f1"]), (1, {"round": 0}, ["samples/completions"]),
+        (0, {"round": 0, "rl_step": 0}, ["eval/accuracy", "eval/f1", "q1_process_vs_outcome/accuracy"]),
+        (1, {"round": 0}, ["samples/completions"]),
         (2, {"round": 1, "rl_step": 1}, ["train/reward"]), (3, {"round": 1, "rl_step": 2}, ["train/reward"])]
     counts = _metric_counts(tmp_path)
     assert set(counts.values()) == {1} and counts[(1, 2, "train/reward")] == 1  # at most once; the new row once
     # wandb had not written the killed process's rows (it writes 32 KiB blocks): lost to W&B, kept in metrics.jsonl
-    assert set(counts) <= {(0, 0, "eval/accuracy"), (0, 0, "eval/f1"), (0, None, "samples/completions"),
+    assert set(counts) <= {(0, 0, "eval/accuracy"), (0, 0, "eval/f1"), (0, 0, "q1_process_vs_outcome/accuracy"),
+                           (0, None, "samples/completions"),
                            (1, 1, "train/reward"), (1, 2, "train/reward")}
     assert _steps(tmp_path)[-1] == 3  # the resumed process's row sits after every step the killed one used
     rows = read_jsonl_tolerant(tmp_path / "metrics.jsonl")
@@ -276,3 +287,10 @@ def test_rows_logged_while_wandb_was_off_are_sent_once_on_resume(tmp_path: Path,
             tracker.log_rl({"reward": 0.5}, rl_step=1, round=1)
         _end_process()
     assert _metric_counts(tmp_path) == {(1, 1, "train/reward"): 1, (1, None, "samples/completions"): 1}
+
+
+def test_question_panels_copy_each_questions_metrics_into_its_own_section():
+    row = {"accuracy": 0.5, "band_prm_first_error_f1": 0.75, "tokens_total": 1200.0, "maj_at_2": 0.5}
+    assert question_panels(row) == {"q1_process_vs_outcome/accuracy": 0.5,
+                                    "q2_iterative_vs_fixed/band_prm_first_error_f1": 0.75,
+                                    "q4_compute/tokens_total": 1200.0}  # maj@2 answers no question: eval/ only
