@@ -1,39 +1,36 @@
 """Findings on the study's research questions, read from the arms' logged evaluations, each met / not met.
 
-S1: process vs outcome supervision; S2: iterative vs fixed reward model; S4: reward hacking, sum vs min credit.
+S1: process vs outcome supervision; S2: iterative vs fixed reward model; S4: reward hacking, sum vs min credit
+(loop/hacking.py); S3, sample efficiency and compute, is its own report section (loop/efficiency.py).
 
-Goals the study set itself: S1 - process supervision reaches the outcome arm's final accuracy in <= 0.7x the outcome arm's RL
-steps; S2 - the fixed PRM's first-error F1 on the current policy's samples falls from round 1 to the last round while
-the iterative PRM's stays >= 0.8, and iterative final accuracy >= fixed; S4 - the sum-credit arm's reward-hacking gap
-grows over rounds and the min-credit (or outcome-mix) arm's growth is at most half of it. Every verdict line carries
-the numbers it was decided on, so "not met" can be read against the logs. Statistics: loop/report_stats.py.
+Goals: S1 - process supervision reaches the outcome arm's final accuracy in <= 0.7x the outcome arm's RL steps; S2 -
+the iterative arm's final accuracy above the fixed arm's, the 95% CI of the difference above 0, read beside each
+round's PRM F1 on the current policy's samples (on the curriculum band's problems where logged) with its CI, and a
+measured reason when it is not met. A difference whose CI contains 0 is no difference. Every verdict line carries the
+numbers it was decided on. Statistics: loop/report_stats.py.
 """
 
 from __future__ import annotations
 
 import math
 
+from .hacking import hacking_section as hacking_lines
 from .report_stats import (
     ArmRuns,
-    hacking_curves,
+    ci_excludes_zero,
+    ci_text,
+    f1_key,
     mean_ci,
     mixed,
     number_text,
+    paired_change,
     reach_step,
     sample_variance,
-    seed_curve,
     t_quantile_975,
 )
 
 S1_STEP_RATIO = 0.7
 """S1: process supervision should need at most this fraction of the outcome arm's RL steps."""
-S2_ITERATIVE_F1 = 0.8
-"""S2: the iterative PRM's first-error F1 on current samples should stay at least this."""
-S2_DECAY = 0.01
-"""S2: the fixed PRM's F1 "decays" when its last round is at least this much below its first. A smaller change is
-within the sampling noise of an F1 on about a thousand held-out solutions (its standard error is about 0.01)."""
-S4_CLOSED_FRACTION = 0.5
-"""S4: the min/mix arm should close at least this fraction of the sum arm's gap growth."""
 
 
 def difference_ci(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -53,14 +50,6 @@ def step_ratio(process_steps: int | None, outcome_steps: int | None) -> float | 
     if process_steps is None or not outcome_steps:
         return None
     return process_steps / outcome_steps
-
-
-def gap_growth(gaps: dict[int, float]) -> float | None:
-    """Last round's gap minus the first round's (None with fewer than two rounds)."""
-    if len(gaps) < 2:
-        return None
-    rounds = sorted(gaps)
-    return gaps[rounds[-1]] - gaps[rounds[0]]
 
 
 def _verdict(met: bool | None) -> str:
@@ -98,59 +87,57 @@ def s1_lines(arms: list[ArmRuns], key: str = "accuracy") -> list[str]:
 
 
 def s2_lines(arms: list[ArmRuns]) -> list[str]:
-    def pick(update: str) -> ArmRuns | None:
-        return next((a for a in arms if a.info.supervision == "process" and a.info.rm_update == update
-                     and a.info.credit == "sum" and not mixed(a)), None)
+    """S2 for each credit that has both a fixed and an iterative process arm: F1 per round and final accuracy."""
+    key = f1_key(arms)
+    lines = []
+    for credit in ("sum", "min"):
+        pair = {a.info.rm_update: a for a in arms if a.info.supervision == "process" and a.info.reward_source == "prm"
+                and a.info.credit == credit and not mixed(a)}
+        if {"fixed", "iterative"} <= set(pair):
+            lines += _s2_pair(pair["iterative"], pair["fixed"], key)
+    return lines or [f"- S2 (iterative vs fixed PRM): {_verdict(None)}: it needs process-prm-iterative and -fixed arms."]
 
-    iterative, fixed = pick("iterative"), pick("fixed")
-    if iterative is None or fixed is None:
-        return [f"- S2 (iterative vs fixed PRM): {_verdict(None)}: it needs process-prm-iterative and -fixed arms."]
-    f1 = {name: {p[0]: p[1] for p in seed_curve(arm.per_seed("prm_first_error_f1")) if p[0] >= 1}
-          for name, arm in (("iterative", iterative), ("fixed", fixed))}
-    if len(f1["fixed"]) < 2 or not f1["iterative"]:
-        return [f"- S2 (iterative vs fixed PRM): {_verdict(None)}: F1 was logged for fewer than two rounds."]
-    rounds = sorted(f1["fixed"])
-    change = f1["fixed"][rounds[-1]] - f1["fixed"][rounds[0]]
-    decays = change <= -S2_DECAY
-    holds = min(f1["iterative"].values()) >= S2_ITERATIVE_F1
+
+def _s2_pair(iterative: ArmRuns, fixed: ArmRuns, key: str) -> list[str]:
+    where = "the current curriculum band's" if key.startswith("band_") else "the"
+    f1 = {"iterative": iterative.round_values(key), "fixed": fixed.round_values(key)}
+    rounds = sorted((set(f1["iterative"]) & set(f1["fixed"])) - {0})
+    name = f"S2 (iterative vs fixed PRM, {iterative.info.credit} credit)"
+    if not rounds:
+        return [f"- {name}: {_verdict(None)}: F1 was logged for no round after the first reward model."]
     diff, half = difference_ci(iterative.finals(), fixed.finals())
-    met = decays and holds and diff >= 0
-    per_round = ", ".join(f"r{r} {number_text(f1['iterative'].get(r))} vs {number_text(f1['fixed'].get(r))}" for r in rounds)
-    return [(f"- S2 (iterative vs fixed PRM): {_verdict(met)}. Goal: the fixed PRM's first-error F1 on the current "
-            f"policy's samples decays while the iterative one stays >= {S2_ITERATIVE_F1}, and iterative final "
-            f"accuracy >= fixed."),
-            (f"  - F1 iterative vs fixed by round: {per_round} (fixed r{rounds[0]} -> r{rounds[-1]}: {change:+.3f}, "
-            f"decays by >= {S2_DECAY}: {'yes' if decays else 'no'}; "
-            f"iterative >= {S2_ITERATIVE_F1} throughout: {'yes' if holds else 'no'})"),
-            f"  - final accuracy iterative - fixed: {diff:+.3f} ± {number_text(half)} (95% CI)"]
+    met = ci_excludes_zero(diff, half) > 0
+    per_round = "; ".join(f"r{r} {_mean_text(f1['iterative'][r])} vs {_mean_text(f1['fixed'][r])} "
+                          f"(difference {ci_text(*difference_ci(f1['iterative'][r], f1['fixed'][r]))})" for r in rounds)
+    stale = paired_change(f1["fixed"][rounds[0]], f1["fixed"][rounds[-1]])
+    last_gap = difference_ci(f1["iterative"][rounds[-1]], f1["fixed"][rounds[-1]])
+    missed_key = key.replace("first_error_f1", "missed_error_rate")
+    missed = {update: arm.round_values(missed_key).get(rounds[-1], []) for update, arm in
+              (("iterative", iterative), ("fixed", fixed))}
+    if met:
+        why = "Retraining paid off in accuracy."
+    elif ci_excludes_zero(*last_gap) > 0:
+        why = (f"The fixed PRM is measurably staler in the last round (F1 {ci_text(*last_gap)} behind), yet accuracy "
+               f"did not follow: in that round it passed {_mean_text(missed['fixed'])} of the wrong samples as right vs "
+               f"{_mean_text(missed['iterative'])} for the iterative PRM, and the policy's accuracy did not depend on "
+               "that difference measurably over these rounds.")
+    else:
+        why = (f"The fixed PRM did not go measurably staler than the iterative one (last-round F1 difference "
+               f"{ci_text(*last_gap)} contains 0), so retraining had little to fix.")
+    return [(f"- {name}: {_verdict(met)}. Goal: the iterative arm's final accuracy above the fixed arm's (95% CI of "
+             f"the difference above 0). {why}"),
+            (f"  - PRM first-error F1 on {where} held-out samples of the current policy, iterative vs fixed (mean ± "
+             f"95% CI, n = {len(iterative.seeds)} vs {len(fixed.seeds)} seeds): {per_round}"),
+            f"  - fixed PRM's F1 r{rounds[0]} -> r{rounds[-1]}: {ci_text(*stale)} (paired over seeds)",
+            f"  - final accuracy iterative − fixed: {ci_text(diff, half)} (95% CI)"]
 
 
-def s4_lines(arms: list[ArmRuns]) -> list[str]:
-    def gaps(arm: ArmRuns) -> dict[int, float]:
-        scores, accuracy, _key = hacking_curves(arm)
-        return {r: scores[r] - accuracy[r] for r in set(scores) & set(accuracy)}
-
-    sum_arm = next((a for a in arms if a.info.reward_source == "prm" and a.info.credit == "sum"
-                    and a.info.rm_update == "iterative" and not mixed(a)), None)
-    others = [a for a in arms if a.info.reward_source == "prm" and (a.info.credit == "min" or mixed(a))]
-    growth = gap_growth(gaps(sum_arm)) if sum_arm else None
-    if growth is None or not others:
-        return [(f"- S4 (reward hacking): {_verdict(None)}: it needs a process sum arm and a min or mix arm, "
-                "with gaps logged for two or more rounds.")]
-    lines, closed = [], []
-    for arm in others:
-        other = gap_growth(gaps(arm))
-        closes = other is not None and growth > 0 and other <= (1 - S4_CLOSED_FRACTION) * growth
-        closed.append(closes)
-        lines.append(f"  - `{arm.info.arm}`: gap growth {number_text(other)} vs `{sum_arm.info.arm}` {growth:+.3f}")
-    met = growth > 0 and any(closed)
-    key = hacking_curves(sum_arm)[2]
-    return [(f"- S4 (reward hacking): {_verdict(met)}. Goal: the sum arm's gap (PRM score - true accuracy of the same "
-            f"samples, `{key}`) grows over rounds, and a min or mix arm closes at least {S4_CLOSED_FRACTION:.0%} of "
-            "that growth."), *lines]
+def _mean_text(values: list[float]) -> str:
+    mean, half = mean_ci(values)
+    return number_text(mean) if not math.isfinite(half) else f"{mean:.3f} ± {half:.3f}"
 
 
 def findings_section(arms: list[ArmRuns]) -> list[str]:
     """The S1/S2/S4 verdicts, for the top of report.md."""
     traced = s1_lines(arms, "trace_accuracy") if any(arm.finals("trace_accuracy") for arm in arms) else []
-    return ["## The questions", "", *s1_lines(arms), *traced, *s2_lines(arms), *s4_lines(arms), ""]
+    return ["## The questions", "", *s1_lines(arms), *traced, *s2_lines(arms), *hacking_lines(arms), ""]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .report_stats import ArmRuns, hacking_curves, mean_ci, reference_arm, seed_curve
+from .report_stats import ArmRuns, f1_key, hacking_curves, mean_ci, reference_arm, seed_curve, token_totals
 
 LEGEND_OUTSIDE = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
 """Legend to the right of the axes, so many arms never hide the curves."""
@@ -73,9 +73,12 @@ def plot_f1(arms: list[ArmRuns], path: Path) -> bool:
 
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
-    drawn = _draw_curves(ax, arms, lambda arm: arm.per_seed("prm_first_error_f1"), lambda arm: arm.info.arm)
+    key = f1_key(arms)
+    drawn = _draw_curves(ax, arms, lambda arm: arm.per_seed(key), lambda arm: arm.info.arm)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="round", ylabel="first-error F1", title="PRM first-error F1 (line: seed mean, band: min–max)")
+    where = " on the round's curriculum band" if key.startswith("band_") else ""
+    ax.set(xlabel="round", ylabel="first-error F1",
+           title=f"PRM first-error F1{where} (line: seed mean, band: min–max)")
     ax.grid(alpha=0.3)
     if drawn:
         ax.legend(**LEGEND_OUTSIDE)
@@ -107,3 +110,30 @@ def plot_hacking(arms: list[ArmRuns], path: Path) -> bool:
     fig.suptitle("Reward hacking check: PRM score vs true accuracy", fontsize=11)
     _save(fig, path)
     return True
+
+
+def plot_accuracy_vs_tokens(arms: list[ArmRuns], path: Path) -> bool:
+    """Seed-mean held-out accuracy against seed-mean total tokens (GRPO + reward-model data and training) at each
+    evaluation every seed made: the compute-matched view of the accuracy curves."""
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a report draws
+
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    drawn = False
+    for index, arm in enumerate(arms):
+        tokens = [token_totals(evals, rl) for evals, rl in zip(arm.evals, arm.rl)]
+        accuracy = arm.per_seed("accuracy", "rl_step")
+        steps = sorted(set.intersection(*(set(t) & set(a) for t, a in zip(tokens, accuracy)))) if tokens else []
+        if not steps:
+            continue
+        xs = [mean_ci([t[s] for t in tokens])[0] for s in steps]
+        ys = [mean_ci([a[s] for a in accuracy])[0] for s in steps]
+        ax.plot(xs, ys, marker="o", color=f"C{index}", label=arm.info.arm)
+        drawn = True
+    ax.set(xlabel="total tokens (GRPO + reward-model labelling and training)", ylabel="held-out accuracy",
+           title="Accuracy at equal compute (seed means)")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(**LEGEND_OUTSIDE)
+        _save(fig, path)
+    return drawn

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from ..utils.errors import UserError
 from ..utils.jsonl import atomic_write_text
+from .efficiency import efficiency_section
 from .findings import findings_section
-from .plots import plot_accuracy, plot_f1, plot_hacking, plot_trace_accuracy
+from .plots import plot_accuracy, plot_accuracy_vs_tokens, plot_f1, plot_hacking, plot_trace_accuracy
 from .report_stats import (
     ArmRuns,
     RunInfo,
+    f1_key,
     group_arms,
     hacking_curves,
     mean_ci,
@@ -26,7 +28,7 @@ from .report_stats import (
 )
 
 PLOT_FILES = ("accuracy_vs_rl_step.png", "trace_accuracy_vs_rl_step.png", "prm_f1_per_round.png",
-              "prm_score_vs_accuracy.png")
+              "prm_score_vs_accuracy.png", "accuracy_vs_tokens.png")
 """The PNGs write_report may write into out_dir (a plot with no data is left out and said so in report.md)."""
 
 
@@ -95,15 +97,23 @@ def steps_section(arms: list[ArmRuns]) -> list[str]:
 
 
 def f1_section(arms: list[ArmRuns]) -> list[str]:
-    """PRM first-error F1 per round (rows) and arm (columns), seed means."""
-    curves = {arm.info.arm: {p[0]: p[1] for p in seed_curve(arm.per_seed("prm_first_error_f1"))} for arm in arms}
-    rounds = sorted({r for curve in curves.values() for r in curve})
+    """PRM first-error F1 per round (rows) and arm (columns), mean ± 95% CI over seeds; on the round's curriculum
+    band where that was logged, and on all held-out problems."""
     lines = ["## PRM first-error F1 per round", ""]
-    if not rounds:
+    keys = list(dict.fromkeys([f1_key(arms), "prm_first_error_f1"]))
+    for key in keys:
+        values = {arm.info.arm: arm.round_values(key) for arm in arms}
+        rounds = sorted({r for per_round in values.values() for r in per_round})
+        if not rounds:
+            continue
+        where = ("the current round's curriculum band of held-out problems" if key.startswith("band_")
+                 else "all held-out problems")
+        rows = [[str(r), *(_ci_text(values[name].get(r, [])) for name in values)] for r in rounds]
+        lines += [(f"`{key}`: the PRM's first-error F1 on the current policy's samples of {where}, mean ± 95% CI over "
+                  "seeds ('–' = not measured)."), "", *_table(["round", *values], rows)]
+    if len(lines) == 2:
         return [*lines, "No run logged `prm_first_error_f1`.", ""]
-    rows = [[str(r), *(number_text(curves[name].get(r)) for name in curves)] for r in rounds]
-    return [*lines, "Seed mean of the PRM's first-error F1 on held-out policy samples ('–' = not measured).", "",
-            *_table(["round", *curves], rows), "![PRM first-error F1 per round](prm_f1_per_round.png)", ""]
+    return [*lines, "![PRM first-error F1 per round](prm_f1_per_round.png)", ""]
 
 
 def rm_update_section(arms: list[ArmRuns]) -> list[str]:
@@ -163,11 +173,12 @@ def write_report(out_dir: str | Path, runs: list[RunInfo], title: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     arms = group_arms(runs)
     plotted = {name: plot(arms, out_dir / name)
-               for name, plot in zip(PLOT_FILES, (plot_accuracy, plot_trace_accuracy, plot_f1, plot_hacking))}
+               for name, plot in zip(PLOT_FILES, (plot_accuracy, plot_trace_accuracy, plot_f1, plot_hacking,
+                                                  plot_accuracy_vs_tokens))}
     lines = [f"# {title}", "", (f"{len(runs)} runs in {len(arms)} arms; numbers are held-out evaluations "
              "read from each run's metrics.jsonl."), ""]
-    for section in (findings_section, settings_section, accuracy_section, steps_section, f1_section, rm_update_section,
-                    hacking_section):
+    for section in (findings_section, settings_section, accuracy_section, steps_section, efficiency_section,
+                    f1_section, rm_update_section, hacking_section):
         lines += section(arms)
     text = "\n".join(line for line in lines if not _missing_plot(line, plotted))
     path = out_dir / "report.md"

@@ -11,6 +11,7 @@ loop/report.py (markdown), loop/plots.py (PNGs) and loop/findings.py (the S1/S2/
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +102,15 @@ def seed_curve(per_seed: list[dict[int, float]]) -> list[tuple[int, float, float
 # ---- reading runs ----------------------------------------------------------------------------------------------
 
 
-def load_eval_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The eval rows of ``run_dir/metrics.jsonl`` merged per (round, rl_step) (later values win), sorted by that key."""
+def load_eval_rows(run_dir: Path, kind: str = "eval") -> list[dict[str, Any]]:
+    """The ``kind`` rows ("eval" or "rl") of ``run_dir/metrics.jsonl`` merged per (round, rl_step) (later values
+    win), sorted by that key."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{path}: no such file (is {run_dir} a finished run directory?)")
     latest: dict[tuple[int, int], dict[str, Any]] = {}
     for row in read_jsonl_tolerant(path):
-        if row.get("kind") == "eval":
+        if row.get("kind") == kind:
             latest.setdefault((int(row["round"]), int(row["rl_step"])), {}).update(row)
     return [latest[key] for key in sorted(latest)]
 
@@ -138,11 +140,23 @@ class ArmRuns:
     """Seeds in the order given."""
     evals: list[list[dict[str, Any]]]
     """Per seed, the eval rows from load_eval_rows."""
+    rl: list[list[dict[str, Any]]] = dataclasses.field(default_factory=list)
+    """Per seed, the RL-step rows (``load_eval_rows(run_dir, "rl")``): training reward, steps per completion, tokens."""
 
     def per_seed(self, key: str, x: str = "round") -> list[dict[int, float]]:
         """Per seed, x (``"round"`` or ``"rl_step"``) -> value of ``key``."""
         pick = by_round if x == "round" else by_step
         return [pick(rows, key) for rows in self.evals]
+
+    def per_seed_rl(self, key: str) -> list[dict[int, float]]:
+        """Per seed, rl_step -> value of ``key`` in the RL-step rows."""
+        return [by_step(rows, key) for rows in self.rl]
+
+    def round_values(self, key: str) -> dict[int, list[float]]:
+        """round -> the seeds' values of ``key`` (only rounds every seed measured)."""
+        curves = self.per_seed(key)
+        common = set.intersection(*(set(c) for c in curves)) if curves else set()
+        return {r: [c[r] for c in curves] for r in sorted(common)}
 
     def finals(self, key: str = "accuracy") -> list[float]:
         """Per seed, the last measured value of ``key`` (seeds that never measured it are left out)."""
@@ -159,6 +173,7 @@ def group_arms(runs: list[RunInfo]) -> list[ArmRuns]:
             raise UserError(f"arm {run.arm!r}: seed {run.seed} has settings that differ from seed {arm.info.seed}")
         arm.seeds.append(run.seed)
         arm.evals.append(load_eval_rows(run.run_dir))
+        arm.rl.append(load_eval_rows(run.run_dir, "rl"))
     return list(arms.values())
 
 
@@ -198,3 +213,45 @@ def hacking_curves(arm: ArmRuns) -> tuple[dict[int, float], dict[int, float], st
 def number_text(value: float | None) -> str:
     """A value as report text: 3 decimals, or '–' when not measured."""
     return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def paired_change(values_from: list[float], values_to: list[float]) -> tuple[float, float]:
+    """Mean ± 95% CI half width of the per-seed change ``to - from`` (seeds paired in order)."""
+    return mean_ci([b - a for a, b in zip(values_from, values_to)])
+
+
+def ci_excludes_zero(mean: float, half: float) -> int:
+    """+1 when the 95% CI lies above 0, -1 below, 0 when it contains 0 or is not measured."""
+    if not math.isfinite(mean) or not math.isfinite(half):
+        return 0
+    return 1 if mean - half > 0 else (-1 if mean + half < 0 else 0)
+
+
+def ci_text(mean: float, half: float) -> str:
+    """'+0.012 ± 0.034' (a signed mean and its CI half width), '+0.012 (no CI)' with one seed, '–' when unmeasured."""
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:+.3f} ± {half:.3f}" if math.isfinite(half) else f"{mean:+.3f} (no CI)"
+
+
+def token_totals(evals: list[dict[str, Any]], rl: list[dict[str, Any]]) -> dict[int, float]:
+    """One seed's total tokens at each accuracy evaluation: rl_step -> GRPO's prompt + completion tokens so far
+    (``num_tokens`` of the RL row at that step; 0 at step 0) + the reward-model tokens its round had spent
+    (``tokens_reward_model`` of the round's evaluation; a round spends them before its first RL step)."""
+    spent = by_round(evals, "tokens_reward_model")
+    rl_tokens = by_step(rl, "num_tokens")
+    totals = {}
+    for row in evals:
+        step, round_index = int(row["rl_step"]), int(row["round"])
+        if _measured(row, "accuracy") is None or round_index not in spent:
+            continue
+        if step == 0 or step in rl_tokens:
+            totals[step] = rl_tokens.get(step, 0.0) + spent[round_index]
+    return totals
+
+
+def f1_key(arms: list[ArmRuns]) -> str:
+    """The PRM F1 that S2 and the F1 plot read: on the current curriculum band's held-out problems where logged
+    (``loop.curriculum``), else on all of them."""
+    banded = any(curve for arm in arms for curve in arm.per_seed("band_prm_first_error_f1"))
+    return "band_prm_first_error_f1" if banded else "prm_first_error_f1"

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from test_report import OUTCOME, PROCESS, fake_run
 
-from prmloop.loop.findings import difference_ci, findings_section, gap_growth, step_ratio
+from prmloop.loop.findings import difference_ci, findings_section, step_ratio
 from prmloop.loop.report_stats import RunInfo, group_arms
+from prmloop.utils.jsonl import append_jsonl
 
 
 def test_difference_ci_hand_values():
@@ -19,11 +20,9 @@ def test_difference_ci_hand_values():
     assert math.isnan(difference_ci([], [0.1])[0])
 
 
-def test_step_ratio_and_gap_growth():
+def test_step_ratio():
     assert step_ratio(7, 10) == pytest.approx(0.7)
     assert step_ratio(None, 10) is None and step_ratio(5, None) is None
-    assert gap_growth({1: 0.1, 3: 0.25, 2: 0.0}) == pytest.approx(0.15)  # last round 3 minus first round 1
-    assert gap_growth({1: 0.1}) is None
 
 
 def runs_for(tmp_path: Path) -> list[RunInfo]:
@@ -56,11 +55,19 @@ def test_questions_met(tmp_path: Path):
     assert "`process-prm-fixed`: never reaches it" in text
     # finals [0.7, 0.7] vs [0.6, 0.6]: zero spread, so the half width is 0
     assert "difference +0.100 ± 0.000" in text
-    assert "S2 (iterative vs fixed PRM): **met**" in text
-    assert "r1 0.900 vs 0.800, r2 0.850 vs 0.600 (fixed r1 -> r2: -0.200, decays by >= 0.01: yes;" in text
-    assert "final accuracy iterative - fixed: +0.200" in text
-    assert "S4 (reward hacking): **met**" in text
-    assert "`process-prm-iterative-min`: gap growth 0.050 vs `process-prm-iterative` +0.200" in text
+    # S2, sum credit: finals [0.7, 0.7] vs [0.5, 0.5] -> +0.200, zero spread -> ± 0.000, above 0: met
+    assert "S2 (iterative vs fixed PRM, sum credit): **met**" in text
+    assert ("r1 0.900 ± 0.000 vs 0.800 ± 0.000 (difference +0.100 ± 0.000); r2 0.850 ± 0.000 vs 0.600 ± 0.000 "
+            "(difference +0.250 ± 0.000)") in text
+    assert "fixed PRM's F1 r1 -> r2: -0.200 ± 0.000 (paired over seeds)" in text
+    assert "final accuracy iterative − fixed: +0.200 ± 0.000 (95% CI)" in text
+    # S4, iterative sum: score 0.3 -> 1.0 (+0.7), accuracy 0.2 -> 0.7 (+0.5), gap 0.1 -> 0.3 (+0.2): overrated
+    assert ("`process-prm-iterative`: overrated, not hacked: the gap grew, but true accuracy did not fall. Held-out "
+            "PRM score +0.700 ± 0.000, true accuracy +0.500 ± 0.000, gap +0.200 ± 0.000") in text
+    assert "`process-prm-fixed`: not measured" in text  # it logged no PRM score
+    # the min arm (one seed): gap 0.1 -> 0.15 = +0.05, no CI
+    assert "iterative PRM, sum vs min credit: gap change +0.200 ± 0.000 vs +0.050 (no CI)" in text
+    assert "Steps per completion were not logged" in text
 
 
 def test_questions_not_met_and_not_measured(tmp_path: Path):
@@ -70,7 +77,7 @@ def test_questions_not_met_and_not_measured(tmp_path: Path):
     text = "\n".join(findings_section(group_arms(only)))
     assert "S1 (process vs outcome): **not met**" in text
     assert "S2 (iterative vs fixed PRM): **not measured**" in text
-    assert "S4 (reward hacking): **not measured**" in text
+    assert "`process-prm-fixed`: not measured" in text  # S4 for the one process arm: no PRM score logged
 
 
 def test_s1_is_not_measured_when_the_outcome_arm_never_improves(tmp_path: Path):
@@ -103,13 +110,28 @@ def test_s1_by_trace_accuracy_appears_where_trace_accuracy_was_logged(tmp_path: 
     assert "`process`: reaches it at 0.50x the steps; final trace accuracy 0.400 vs 0.300, difference +0.100" in text
 
 
-def test_s2_a_fixed_f1_within_noise_does_not_decay(tmp_path: Path):
+def test_s2_not_met_says_whether_the_fixed_prm_went_stale(tmp_path: Path):
     fixed = {**PROCESS, "rm_update": "fixed"}
-    runs = [RunInfo("process-prm-iterative", 0, run_dir=fake_run(tmp_path / "i", [0.2, 0.5, 0.6], [0.9, 0.95, 0.94],
-                                                                 None), **PROCESS),
-            # fixed F1 0.95 -> 0.945: a drop of 0.005, below S2_DECAY
-            RunInfo("process-prm-fixed", 0, run_dir=fake_run(tmp_path / "f", [0.2, 0.5, 0.5], [0.9, 0.95, 0.945],
-                                                             None), **fixed)]
+    # finals iterative [0.6, 0.5], fixed [0.5, 0.6]: difference 0 -> not met. Last-round F1 iterative [0.94, 0.96]
+    # vs fixed [0.945, 0.935]: difference +0.010, Welch se = sqrt(0.0002/2 + 0.00005/2) = 0.01118, t_1 12.7062 ->
+    # ± 0.142, contains 0: not measurably staler
+    runs = [RunInfo("process-prm-iterative", s, run_dir=fake_run(tmp_path / f"i{s}", [0.2, 0.5, final], [0.9, 0.95, f1],
+                                                                 None), **PROCESS)
+            for s, final, f1 in ((0, 0.6, 0.94), (1, 0.5, 0.96))]
+    runs += [RunInfo("process-prm-fixed", s, run_dir=fake_run(tmp_path / f"f{s}", [0.2, 0.5, final], [0.9, 0.95, f1],
+                                                             None), **fixed)
+             for s, final, f1 in ((0, 0.5, 0.945), (1, 0.6, 0.935))]
     text = "\n".join(findings_section(group_arms(runs)))
-    assert "S2 (iterative vs fixed PRM): **not met**" in text
-    assert "(fixed r1 -> r2: -0.005, decays by >= 0.01: no; iterative >= 0.8 throughout: yes)" in text
+    assert "S2 (iterative vs fixed PRM, sum credit): **not met**" in text
+    assert ("The fixed PRM did not go measurably staler than the iterative one (last-round F1 difference +0.010 ± "
+            "0.142 contains 0)") in text
+    # band F1 logged (a curriculum): S2 reads it instead, and a clear gap there is named as staleness
+    for run, band in zip(runs, ([0.9, 0.9, 0.9], [0.9, 0.9, 0.92], [0.9, 0.7, 0.6], [0.9, 0.7, 0.62])):
+        append_jsonl(run.run_dir / "metrics.jsonl", [
+            {"kind": "eval", "round": r, "rl_step": 10 * r, "band_prm_first_error_f1": band[r],
+             "band_prm_missed_error_rate": 1 - band[r]} for r in range(3)])
+    text = "\n".join(findings_section(group_arms(runs)))
+    # last round: iterative [0.9, 0.92] vs fixed [0.6, 0.62]: +0.300, se = sqrt(0.0002/2 + 0.0002/2) = 0.01414 -> ± 0.180
+    assert "the current curriculum band's held-out samples" in text
+    assert "The fixed PRM is measurably staler in the last round (F1 +0.300 ± 0.180 behind)" in text
+    assert "it passed 0.390 ± 0.127 of the wrong samples as right vs 0.090 ± 0.127" in text

@@ -60,7 +60,8 @@ def test_report_two_arms_two_seeds(tmp_path: Path):
     assert "`outcome`, 0.550" in text
     # F1 per round: process seed mean [(0.4+0.6)/2, (0.5+0.7)/2, (0.6+0.8)/2]; outcome logged none
     assert "| round | outcome | process |" in text
-    assert "| 0 | – | 0.500 |" in text and "| 2 | – | 0.700 |" in text
+    # [0.4, 0.6]: sd 0.1414 / sqrt(2) = 0.1, x t_1 12.7062 -> ± 1.271 (the same spread in round 2)
+    assert "| 0 | – | 0.500 ± 1.271 |" in text and "| 2 | – | 0.700 ± 1.271 |" in text
     assert "No two arms differ only in `rm_update`" in text
     # hacking: score means [0.5, 0.7, 0.9] - accuracy means [0.2, 0.55, 0.7] = +0.300, +0.150, +0.200
     assert "| process | 0 | 0.500 | 0.200 | `accuracy` | +0.300 |" in text
