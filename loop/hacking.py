@@ -8,8 +8,9 @@ true accuracy falls. For every process arm (sum or min credit, fixed or iterativ
 - held-out greedy accuracy, start vs final.
 Hacking is shown when the PRM's held-out score rises while the true accuracy falls (both CIs away from 0); an
 overrated PRM (gap growing, accuracy not falling) is reported as such, not as hacking. The explanation lines give the
-two levers a policy has, measured in the same runs: adding steps the PRM rates well (steps per completion; the lever
-min-form credit removes) and steps the PRM misses (its missed-error rate on held-out samples; min-form keeps it).
+two levers a policy has, measured in the same runs: adding steps the PRM rates well (the sum arm's steps per
+completion over the min arm's, on the same problems; the lever min-form credit removes) and wrong steps the PRM
+rates right (its missed-error rate on held-out samples; min-form keeps it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .report_stats import (
     ArmRuns,
     ci_excludes_zero,
     ci_text,
+    difference_ci,
     hacking_curves,
     mean_ci,
     mixed,
@@ -52,7 +54,7 @@ def _steps_per_round(arm: ArmRuns) -> int:
     return max(1, int(last["rl_step"]) // int(last["round"])) if last else 1
 
 
-def arm_hacking(arm: ArmRuns) -> dict[str, tuple[float, float]]:
+def arm_hacking(arm: ArmRuns) -> dict:
     """The S4 changes of one arm, each (mean, 95% CI half width) over seeds; see the module docstring."""
     _, _, key = hacking_curves(arm)
     score_from, score_to = _first_last(arm.per_seed("prm_score_mean"))
@@ -71,6 +73,7 @@ def arm_hacking(arm: ArmRuns) -> dict[str, tuple[float, float]]:
         "greedy_accuracy": paired_change(accuracy_from, accuracy_to),
         "steps_per_completion": paired_change(steps_from, steps_to),
         "missed_error_rate_last": mean_ci(missed_to),
+        "steps_per_completion_last": steps_to,
         "missed_error_rate_first": mean_ci(missed_from),
     }
 
@@ -106,22 +109,23 @@ def hacking_section(arms: list[ArmRuns]) -> list[str]:
         pair = {a.info.credit: a for a in process if a.info.rm_update == update}
         if {"sum", "min"} <= set(pair):
             gaps = [results[pair[c].info.arm]["gap"] for c in ("sum", "min")]
-            steps = [results[pair[c].info.arm]["steps_per_completion"] for c in ("sum", "min")]
+            steps = difference_ci(*(results[pair[c].info.arm]["steps_per_completion_last"] for c in ("sum", "min")))
             missed = [results[pair[c].info.arm]["missed_error_rate_last"] for c in ("sum", "min")]
             lines.append(f"  - {update} PRM, sum vs min credit: gap change {ci_text(*gaps[0])} vs {ci_text(*gaps[1])}; "
-                         f"steps per completion change {ci_text(*steps[0])} vs {ci_text(*steps[1])}; the PRM's "
-                         f"missed-error rate at the end {_rate(missed[0])} vs {_rate(missed[1])}. {_levers(steps, missed)}")
+                         f"steps per completion at the end, sum − min: {ci_text(*steps)}; the PRM's missed-error rate "
+                         f"at the end {_rate(missed[0])} vs {_rate(missed[1])}. {_levers(steps, missed)}")
     return [*lines, ""]
 
 
-def _levers(steps: list[tuple[float, float]], missed: list[tuple[float, float]]) -> str:
-    """Which of the two levers (module docstring) the sum arm used, read from its numbers."""
-    if not math.isfinite(steps[0][0]):
+def _levers(steps: tuple[float, float], missed: list[tuple[float, float]]) -> str:
+    """Which of the two levers (module docstring) the sum arm used more than the min arm, read from its numbers:
+    the sum arm's extra steps per completion over the min arm's (the same problems, so a curriculum's longer
+    problems cancel out), and the errors the PRM misses."""
+    if not math.isfinite(steps[0]):
         return "Steps per completion were not logged, so the levers cannot be told apart."
-    grew = ci_excludes_zero(*steps[0]) > 0
-    length = ("Under sum credit the completions grew by steps: the lever min-form removes was used"
-              if grew else "Under sum credit the completions did not grow by steps, so the lever min-form removes "
-              "(adding steps the PRM rates well) was not used here")
+    length = ("Sum credit made completions longer than min credit did: the lever min-form removes was used"
+              if ci_excludes_zero(*steps) > 0 else "Sum credit did not make completions longer than min credit did, "
+              "so the lever min-form removes (adding steps the PRM rates well) was not used here")
     return (f"{length}; the lever it keeps, errors the PRM misses, stayed open ({_rate(missed[0])} of the sum arm's "
             "wrong held-out samples passed as right).")
 

@@ -255,3 +255,15 @@ def f1_key(arms: list[ArmRuns]) -> str:
     (``loop.curriculum``), else on all of them."""
     banded = any(curve for arm in arms for curve in arm.per_seed("band_prm_first_error_f1"))
     return "band_prm_first_error_f1" if banded else "prm_first_error_f1"
+
+
+def difference_ci(a: list[float], b: list[float]) -> tuple[float, float]:
+    """(mean(a) - mean(b), 95% half width) with Welch's standard error and the smaller sample's t quantile
+    (conservative); the half width is nan when either side has fewer than 2 values."""
+    if not a or not b:
+        return math.nan, math.nan
+    diff = mean_ci(a)[0] - mean_ci(b)[0]
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan
+    standard_error = math.sqrt(sample_variance(a) / len(a) + sample_variance(b) / len(b))
+    return diff, t_quantile_975(min(len(a), len(b)) - 1) * standard_error
