@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# vLLM rollouts (grpo.use_vllm, policy/vllm_backend.py) on one CUDA GPU: the GPU tests, then a benchmark table.
-# Needs the extras: pip install -e '.[vllm,dev]'. Usage: bash bench/gpu_vllm.sh [--size tiny|0.5b] [--prompts N] ...
+# vLLM rollouts (grpo.use_vllm, policy/vllm_backend.py) on one CUDA GPU: the GPU tests, then benchmark tables.
+# Needs the extras: pip install -e '.[vllm,dev]' (and trl for the TRL row). Usage: bash bench/gpu_vllm.sh
+# [--size tiny|0.5b] [--prompts N] [--group-size G] [--max-new-tokens N] [--rounds R] [--grpo-steps S] ...
 #
 # 1. tests/test_vllm_gpu.py, in two processes (vLLM's sleep-mode allocator serves one engine per process):
 #    raw temperature-1 log-probs equal the policy's forward; vLLM's and HFBackend's sampling statistics agree within
 #    4 standard errors; the same seeds give the same samples; sync_weights moves the engine to a changed model and to a
 #    LoRA policy merged on the fly (greedy outputs identical to HF's); a GRPO run with a sleeping engine frees GPU
 #    memory between steps and samples from the updated policy.
-# 2. A benchmark (the Python below), on a randomly initialised Qwen2 (--size 0.5b: Qwen2.5-0.5B's shape in bf16,
-#    default; tiny: fp32) with the BPE tokenizer of tests/hub_fixtures.py, so nothing is downloaded. Random weights
-#    sample almost uniformly, so nearly every row runs to max_new_tokens and both backends generate the same number
-#    of tokens. It prints two tables:
-#    - rollouts: one batch (prompts x G rows) sampled by HFBackend and by VLLMBackend (no sleep): engine start seconds,
-#      fastest sampling round in seconds, generated tokens/s, mean completion length, mean log-prob per token, the
+# 2. Benchmarks (the Python below, one process per engine), on a randomly initialised Qwen2 (--size 0.5b: Qwen2.5-0.5B's
+#    shape in bf16, default; tiny: fp32) with the BPE tokenizer of tests/hub_fixtures.py, so nothing is downloaded.
+#    Random weights sample almost uniformly, so nearly every row runs to max_new_tokens and every run generates about
+#    the same number of tokens. Timings are medians over --rounds (sampling) or --grpo-steps (GRPO) after a warm-up.
+#    - rollouts (mode prmloop): one batch (prompts x G rows) sampled by HFBackend and by VLLMBackend (no sleep): engine
+#      start seconds, sampling seconds, generated tokens/s, mean completion length, mean log-prob per token, the
 #      largest gap between the returned log-probs and the policy's own forward on the same tokens (pi_old against
 #      pi_theta: about 1e-2 or less in bf16, about 1e-5 in fp32), and the seconds of one full weight push.
-#    - GRPO steps: GRPOTrainer (outcome supervision, rule reward, beta 0) with each backend, vLLM with sleep on: median
-#      step, sample and update seconds after a warm-up step; the engine's wake-up and weight push count as sampling.
+#    - GRPO steps (mode prmloop): GRPOTrainer (outcome supervision, rule reward, beta 0, micro-batches of 16 rows)
+#      with each backend, vLLM with sleep on: step, sample and update seconds; wake-up and weight push count as sampling.
+#    - raw vLLM (mode vllm): vllm.LLM.generate on the same rows from a saved copy of the same weights, unseeded and
+#      without log-probs: the engine's own speed.
+#    - TRL (mode trl): TRL's GRPOTrainer with vLLM colocated (sleep on) on the same questions and settings
+#      (bench/grpo_trl.py times its phases), its default importance-sampling correction recomputing pi_old like prmloop's
+#      default grpo.vllm_old_logps: recompute.
+#    - summary: generated tokens/s and step seconds of all of them side by side. In the GRPO rows sampling includes the
+#      weight push and the recomputed pi_old forward (prmloop's sample phase; TRL's _generate and its no-grad forward).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 WANDB_SILENT=true TQDM_DISABLE=1 VLLM_LOGGING_LEVEL=WARNING
@@ -26,16 +34,23 @@ python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "not tr
 python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "trainer_with_a_sleeping_engine"
 # pi_old: a bf16 engine beside fp32 trainer weights; recomputed pi_old gives rho = 1 at the first inner update
 python -m pytest -q -p no:cacheprovider -m gpu tests/test_vllm_gpu.py -k "recomputes_old_logps"
-python - "$@" <<'EOF'
+RESULTS=$(mktemp)
+trap 'rm -f "$RESULTS"' EXIT
+bench() {
+python - --results "$RESULTS" "$@" <<'EOF'
 import argparse
+import copy
+import json
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, "tests")
+sys.path[:0] = ["tests", "bench"]
 
+from grpo_trl import medians, side_by_side  # noqa: E402
 from hub_fixtures import build_hub_tokenizer  # noqa: E402
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
@@ -70,15 +85,29 @@ def random_policy(size: str):
 
 
 def timed(fn, rounds: int):
-    """The result of the last call and the fastest of ``rounds`` calls (after one warm-up call) in seconds."""
-    result, best = fn(), float("inf")
+    """The result of the last call and the median of ``rounds`` calls (after one warm-up call) in seconds."""
+    result, seconds = fn(), []
     for _ in range(rounds):
         torch.cuda.synchronize()
         started = time.perf_counter()
         result = fn()
         torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - started)
-    return result, best
+        seconds.append(time.perf_counter() - started)
+    return result, statistics.median(seconds)
+
+
+def batch_rows(tokenizer, args) -> tuple[list, list[list[int]], list[int]]:
+    """The benchmark's questions, its rows (each prompt G times) and their seeds."""
+    problems = generate(DataConfig(), args.prompts, "train")
+    prompts = encode_prompts(tokenizer, [p.question + "\n" for p in problems])
+    rows = [ids for ids in prompts for _ in range(args.group_size)]
+    return problems, rows, [row_seed(0, 0, i, g) for i in range(len(prompts)) for g in range(args.group_size)]
+
+
+def record(args, **row) -> None:
+    """One row for the summary table (this script's --results file)."""
+    with open(args.results, "a") as out:
+        out.write(json.dumps(row) + "\n")
 
 
 def max_logp_gap(model, tokenizer, rows, generation, chunk: int = 16) -> float:
@@ -95,10 +124,7 @@ def max_logp_gap(model, tokenizer, rows, generation, chunk: int = 16) -> float:
 
 
 def rollout_rows(model, tokenizer, args) -> list[dict]:
-    problems = generate(DataConfig(), args.prompts, "train")
-    prompts = encode_prompts(tokenizer, [p.question + "\n" for p in problems])
-    rows = [ids for ids in prompts for _ in range(args.group_size)]
-    seeds = [row_seed(0, 0, i, g) for i in range(len(prompts)) for g in range(args.group_size)]
+    _, rows, seeds = batch_rows(tokenizer, args)
     backends = {"HFBackend": lambda: HFBackend(model, tokenizer, args.max_new_tokens),
                 "VLLMBackend": lambda: VLLMBackend(model, tokenizer, args.max_new_tokens, max_model_len=args.max_len,
                                                    gpu_memory_utilization=args.memory, sleep=False)}
@@ -124,8 +150,6 @@ def rollout_rows(model, tokenizer, args) -> list[dict]:
 
 
 def grpo_rows(model, tokenizer, args) -> list[dict]:
-    import copy
-
     task = get_task(DataConfig())
     problems = generate(DataConfig(), 512, "train")
     policy_cfg = PolicyConfig(max_new_tokens=args.max_new_tokens, max_length=args.max_len)
@@ -145,6 +169,7 @@ def grpo_rows(model, tokenizer, args) -> list[dict]:
         table.append({"backend": "VLLMBackend (sleep)" if use_vllm else "HFBackend",
                       **{key: statistics.median(m[f"time/{key}"] for m in runs) for key in ("sample", "update")},
                       "step": statistics.median(m["step_time"] for m in runs),
+                      "tok_per_s": statistics.median(m["tokens_per_second"] for m in runs),
                       "gap": statistics.median(m.get("sampling/sampling_logp_difference/mean", float("nan"))
                                                for m in runs)})
         del trainer
@@ -152,17 +177,74 @@ def grpo_rows(model, tokenizer, args) -> list[dict]:
     return table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="bench/gpu_vllm.sh", description="vLLM rollouts against HFBackend")
-    parser.add_argument("--size", choices=sorted(SIZES), default="0.5b")
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--max-len", type=int, default=512)
-    parser.add_argument("--memory", type=float, default=0.3, help="grpo.vllm_gpu_memory_utilization")
-    parser.add_argument("--rounds", type=int, default=3, help="timed sampling rounds (fastest kept)")
-    parser.add_argument("--grpo-steps", type=int, default=3, help="timed GRPO steps per backend (0 = skip)")
-    args = parser.parse_args()
+def raw_vllm(args) -> None:
+    """vllm.LLM.generate on the benchmark's rows from a saved copy of the policy: unseeded, no log-probs."""
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    model, tokenizer = random_policy(args.size)
+    _, rows, _ = batch_rows(tokenizer, args)
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        del model
+        torch.cuda.empty_cache()
+        started = time.perf_counter()
+        llm = LLM(model=directory, dtype=dtype, max_model_len=args.max_len, gpu_memory_utilization=args.memory, seed=0,
+                  max_num_seqs=len(rows))
+        start_s = time.perf_counter() - started
+        params = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=args.max_new_tokens)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in rows]
+        outputs, sample_s = timed(lambda: llm.generate(prompts, params, use_tqdm=False), args.rounds)
+    tokens = sum(len(output.outputs[0].token_ids) for output in outputs)
+    print(f"raw vLLM: start {start_s:.1f} s, sampling {sample_s:.3f} s, {tokens / sample_s:.0f} generated tok/s")
+    record(args, run="raw vLLM LLM.generate (unseeded, no log-probs)", tok_per_s=tokens / sample_s, sample=sample_s)
+
+
+def trl_vllm(args) -> None:
+    """TRL's GRPOTrainer with a colocated vLLM engine (sleep on), the GRPO rows' settings, its phases timed."""
+    model, tokenizer = random_policy(args.size)
+    problems, _, _ = batch_rows(tokenizer, args)
+    answers = {p.question + "\n": p.answer for p in problems}
+    task = get_task(DataConfig())
+
+    def rule_reward(prompts, completions, **kwargs):
+        return [float(task.is_correct(c, answers[p])) for p, c in zip(prompts, completions)]
+
+    directory = tempfile.mkdtemp(prefix="trl-policy-")  # TRL's engine loads the policy by its name_or_path
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    dtype = next(model.parameters()).dtype
+    del model
+    torch.cuda.empty_cache()
+    settings = {"prompts_per_step": args.prompts, "group_size": args.group_size, "max_new_tokens": args.max_new_tokens,
+                "lr": 1e-6, "beta": 0.0, "temperature": 1.0, "seed": 0, "micro_batch": 16}
+    trl_args = {"use_cpu": False, "use_vllm": True, "vllm_mode": "colocate", "vllm_enable_sleep_mode": True,
+                "vllm_gpu_memory_utilization": args.memory, "vllm_max_model_length": args.max_len,
+                "model_init_kwargs": {"dtype": dtype}}  # bf16 (0.5b) or fp32 weights, no autocast: as prmloop's
+    rows = side_by_side(directory, tokenizer, settings, list(answers), rule_reward, args.grpo_steps, {},
+                        torch.get_num_threads(), trl_args)
+    name, runs = next(iter(rows.items()))
+    result = medians(runs)
+    print(f"{name} with vLLM: " + ", ".join(f"{key} {value:.3f}" for key, value in result.items()))
+    sample = result["sample"] + result["reference"]  # β 0: "reference" is the recomputed π_old, as in prmloop's sample
+    record(args, run=f"{name}, vLLM colocated (sleep)", tok_per_s=result["tokens"] / sample, step=result["step"],
+           sample=sample)
+
+
+def summary(args) -> None:
+    print(f"\ngenerated tokens/s side by side (medians; {args.prompts} prompts x G={args.group_size}, "
+          f"max_new_tokens {args.max_new_tokens}):")
+    print("| run | generated tok/s | sample s | step s |")
+    print("|---|---|---|---|")
+    with open(args.results) as rows:
+        for row in map(json.loads, rows):
+            step = f"{row['step']:.3f}" if "step" in row else "-"
+            print(f"| {row['run']} | {row['tok_per_s']:.0f} | {row['sample']:.3f} | {step} |")
+
+
+def prmloop_tables(args) -> None:
     model, tokenizer = random_policy(args.size)
     print(f"policy: random Qwen2 '{args.size}' ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params, "
           f"{next(model.parameters()).dtype}); batch {args.prompts} prompts x G={args.group_size}, "
@@ -173,14 +255,42 @@ def main() -> None:
         push = f"{r['push_s']:.3f}" if "push_s" in r else "-"
         print(f"| {r['backend']} | {r['start_s']:.1f} | {r['sample_s']:.3f} | {r['tok_per_s']:.0f} | "
               f"{r['mean_length']:.1f} | {r['logp_per_token']:.3f} | {r['max_logp_gap']:.2e} | {push} |")
+        record(args, run=f"prmloop {r['backend']} (seeded, log-probs)", tok_per_s=r["tok_per_s"], sample=r["sample_s"])
     if args.grpo_steps:
         print(f"\nGRPO (outcome, rule reward, beta 0), median of {args.grpo_steps} steps after a warm-up step:")
-        print("| backend | step s | sample s | update s | mean |engine - trainer| logp |")
-        print("|---|---|---|---|---|")
+        print("| backend | step s | sample s | update s | generated tok/s | mean |engine - trainer| logp |")
+        print("|---|---|---|---|---|---|")
         for r in grpo_rows(model, tokenizer, args):
-            print(f"| {r['backend']} | {r['step']:.3f} | {r['sample']:.3f} | {r['update']:.3f} | {r['gap']:.2e} |")
+            print(f"| {r['backend']} | {r['step']:.3f} | {r['sample']:.3f} | {r['update']:.3f} | {r['tok_per_s']:.0f} "
+                  f"| {r['gap']:.2e} |")
+            record(args, run=f"prmloop GRPOTrainer, {r['backend']}", tok_per_s=r["tok_per_s"], step=r["step"],
+                   sample=r["sample"], update=r["update"])
+
+
+MODES = {"prmloop": prmloop_tables, "vllm": raw_vllm, "trl": trl_vllm, "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench/gpu_vllm.sh", description="vLLM rollouts against HFBackend")
+    parser.add_argument("--mode", choices=sorted(MODES), default="prmloop", help="which table (one engine per process)")
+    parser.add_argument("--results", required=True, help="JSON lines the summary table reads")
+    parser.add_argument("--size", choices=sorted(SIZES), default="0.5b")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-len", type=int, default=512)
+    parser.add_argument("--memory", type=float, default=0.3, help="grpo.vllm_gpu_memory_utilization")
+    parser.add_argument("--rounds", type=int, default=3, help="timed sampling rounds (median kept)")
+    parser.add_argument("--grpo-steps", type=int, default=3, help="timed GRPO steps per backend (0 = skip)")
+    args = parser.parse_args()
+    MODES[args.mode](args)
 
 
 if __name__ == "__main__":
     main()
 EOF
+}
+bench --mode prmloop "$@"
+bench --mode vllm "$@"
+if python -c "import trl" 2>/dev/null; then bench --mode trl "$@"; else echo "trl is not installed: no TRL row"; fi
+bench --mode summary "$@"

@@ -1,14 +1,17 @@
-"""Benchmark of one GRPO step on the embedded tiny policy: seconds and generated tokens/s, overhead, TRL for reference.
+"""Benchmark of one GRPO step on the embedded tiny policy: prmloop next to TRL's GRPOTrainer, phase by phase.
 
-Run: ``python bench/grpo.py`` (``--quick`` for fewer steps). ``--reward-run 25`` instead runs 25 GRPO steps with
-the default config and prints held-out accuracy before and after. The timing run prints one table:
-- trainer steps for outcome supervision (rule reward; ORM reward) and process supervision (PRM reward): fastest-round
-  seconds per step and generated tokens/s of the sampling phase; the rule-reward trainer once more with each prompt
-  run once per row in the update ("unshared", the update before prompt sharing);
-- the bare minimum on the same batch: generation (the sampling loop, no decoding or step alignment) + π_ref forward +
-  π_θ forward/backward + optimizer step, and the trainer's overhead ratio (trainer step / bare minimum);
-- HF ``model.generate`` on the same batch (what TRL's GRPOTrainer calls without vLLM) and, when ``import trl`` works,
-  TRL's GRPOTrainer itself (rule reward, same batch, same model): both for reference only, prmloop never needs TRL.
+Run: ``python bench/grpo.py`` (``--quick``: 3 timed steps; ``--parts trl,lengths,table`` picks the tables;
+``--threads`` pins torch's threads, 1 by default). ``--reward-run 25`` instead runs 25 GRPO steps with the default
+config and prints held-out accuracy before and after. Timings are medians over the timed steps, after a warm-up step.
+- trl: TRL's GRPOTrainer and prmloop's trainer (``grpo.padding_free`` off and on) on the same questions with the
+  same settings (rule reward, β 0.04, G, 64 new tokens, float32, no gradient checkpointing, one micro-batch), one
+  step of each in turn (``bench/grpo_trl.py``): step seconds split into sampling, scoring, reference log-probs,
+  update (and TRL's other preparation), generated tokens/s, and the step-time ratio to TRL's.
+- lengths: the update phase alone (π_ref forward, π_θ forward/backward, optimizer step) on a batch whose
+  completions are mostly short (12-28 tokens) with 1, 2, 4 or 8 of each group's G rows 120 tokens long, padded
+  and padding-free, against the real and the padded token counts.
+- table: trainer variants (rule, ORM, PRM rewards; LoRA; prompts unshared; padding-free), the bare minimum (generation
+  + π_ref forward + π_θ forward/backward + optimizer step) and HF ``model.generate`` on the same batch.
 The reward models are ``prm.model.StepRewardModel`` built from the policy (process mode and outcome mode).
 The policy is the SFT checkpoint in ``runs/bench_sft`` when present, else a quick SFT is trained there first.
 """
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import tempfile
+import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +36,10 @@ from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer, step_problem_indices
 from prmloop.policy.logps import forward_logps
 from prmloop.policy.losses import grpo_loss
-from prmloop.policy.rollout import HFBackend, encode_prompts, left_pad, row_seed
+from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, left_pad, row_seed
+
+sys.path.insert(0, str(Path(__file__).parent))
+from grpo_trl import PHASES, medians, prmloop_runner, side_by_side
 
 ARITH = get_task(DataConfig())
 
@@ -55,15 +62,9 @@ def batch_of(problems, cfg: GRPOConfig, step: int):
 
 
 def trainer_runner(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, scorer, problems):
-    """One trainer step per call: step, sample and score seconds, generated tokens/s."""
+    """One trainer step per call (``bench/grpo_trl.py``): step seconds and phases, generated tokens/s."""
     trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg, ARITH, scorer)
-
-    def run(step: int) -> dict:
-        row = trainer.train_step(batch_of(problems, cfg, step), step)
-        return {"step_s": row["step_time"], "sample_s": row["time/sample"], "score_s": row["time/score"],
-                "tokens_per_s": row["tokens_per_second"]}
-
-    return run
+    return prmloop_runner(trainer, lambda step: batch_of(problems, cfg, step))
 
 
 def unshared(runner):
@@ -108,7 +109,8 @@ def bare_runner(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, pro
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return {"step_s": time.perf_counter() - started, "sample_s": generated - started,
+        return {"step": time.perf_counter() - started, "sample": generated - started,
+                "update": time.perf_counter() - generated,
                 "tokens_per_s": generation.completion_mask.sum().item() / (generated - started)}
 
     return run
@@ -130,71 +132,20 @@ def hf_generate_runner(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConf
                                     eos_token_id=tokenizer.eos_token_id)
         elapsed = time.perf_counter() - started
         tokens = (output[:, inputs["input_ids"].shape[1] :] != tokenizer.pad_token_id).sum().item()
-        return {"sample_s": elapsed, "tokens_per_s": tokens / elapsed}
+        return {"sample": elapsed, "tokens_per_s": tokens / elapsed}
 
     return run
 
 
 def interleaved(runners: dict, steps: int) -> dict[str, dict]:
-    """Run every runner once per round (round 0 is a warm-up); per runner and key, the fastest round's value
-    (the least disturbed by other jobs on a shared machine; the highest for rates)."""
+    """Run every runner once per round (round 0 is a warm-up); per runner and key, the median over the timed rounds."""
     rows: dict[str, list[dict]] = {name: [] for name in runners}
     for step in range(steps + 1):
         for name, run in runners.items():
             row = run(step)
             if step:
                 rows[name].append(row)
-    return {name: {key: (max if key == "tokens_per_s" else min)(r[key] for r in runs) for key in runs[0]}
-            for name, runs in rows.items()}
-
-
-def time_trl(model, tokenizer, cfg: GRPOConfig, policy_cfg: PolicyConfig, problems, steps: int) -> dict | None:
-    """TRL's GRPOTrainer (HF generate inside) on the same batch shape and reward; None when TRL is not importable."""
-    try:
-        import trl
-        from datasets import Dataset
-        from transformers import TrainerCallback
-    except ImportError:
-        return None
-    model = copy.deepcopy(model)
-    by_prompt = {policy_cfg.prompt_template.replace("{question}", p.question): p for p in problems}
-    generated = {"seconds": [], "tokens": []}
-    original_generate = model.generate
-
-    def timed_generate(*args, **kwargs):
-        started = time.perf_counter()
-        output = original_generate(*args, **kwargs)
-        generated["seconds"].append(time.perf_counter() - started)
-        new = output[:, kwargs["input_ids"].shape[1] :] if "input_ids" in kwargs else output
-        generated["tokens"].append((new != tokenizer.pad_token_id).sum().item())
-        return output
-
-    model.generate = timed_generate
-    step_seconds: list[float] = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            step_seconds.append(time.perf_counter() - self.started)
-
-    def rule_reward(prompts, completions, **kwargs):
-        return [float(ARITH.is_correct(c, by_prompt[p].answer)) for p, c in zip(prompts, completions)]
-
-    with tempfile.TemporaryDirectory() as out:
-        args = trl.GRPOConfig(output_dir=out, per_device_train_batch_size=cfg.prompts_per_step * cfg.group_size,
-                              num_generations=cfg.group_size, max_completion_length=policy_cfg.max_new_tokens,
-                              max_steps=steps + 1, learning_rate=cfg.lr, beta=cfg.beta, temperature=cfg.temperature,
-                              use_cpu=True, report_to="none", logging_steps=1, save_strategy="no", seed=cfg.seed,
-                              gradient_checkpointing=False, bf16=False)  # float32, no recomputation, as prmloop here
-        trainer = trl.GRPOTrainer(model=model, reward_funcs=rule_reward, args=args, processing_class=tokenizer,
-                                  train_dataset=Dataset.from_dict({"prompt": list(by_prompt)}),
-                                  callbacks=[StepTimer()])
-        trainer.train()
-    rates = [t / s for t, s in zip(generated["tokens"][1:], generated["seconds"][1:])]
-    return {"step_s": min(step_seconds[1:]), "sample_s": min(generated["seconds"][1:]), "tokens_per_s": max(rates),
-            "version": trl.__version__}
+    return {name: medians(runs) for name, runs in rows.items()}
 
 
 def reward_run(model, tokenizer, steps: int) -> None:
@@ -236,67 +187,150 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def print_phases(results: dict[str, dict], baseline: str | None = None) -> None:
+    """One row per run: median step seconds and phases, generated tokens/s, and the speed-up over ``baseline``."""
+    print("| run | step s | sample s | score s | reference s | update s | other s | generated tok/s | vs TRL |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, row in results.items():
+        ratio = results[baseline]["step"] / row["step"] if baseline and "step" in row else None
+        cells = [fmt(row.get(key), ".3f") for key in ("step", *PHASES)]
+        print(f"| {name} | {' | '.join(cells)} | {fmt(row.get('tokens_per_s'), ',.0f')} | "
+              f"{fmt(ratio, '.2f')}{'x' if ratio else ''} |")
+
+
+def trl_table(model, tokenizer, args, policy_cfg: PolicyConfig, problems) -> None:
+    """prmloop (padded, padding-free) and TRL's GRPOTrainer on the same questions, one step of each in turn."""
+    questions = problems[: args.prompts_per_step]  # every step, every runner: these questions
+    prompts = [policy_cfg.prompt_template.replace("{question}", p.question) for p in questions]
+    answers = {prompt: p.answer for prompt, p in zip(prompts, questions)}
+    settings = {"prompts_per_step": args.prompts_per_step, "group_size": args.group_size, "beta": 0.04, "lr": 5e-5,
+                "max_new_tokens": policy_cfg.max_new_tokens, "temperature": 1.0, "seed": 0}
+
+    def rule_reward(prompts, completions, **kwargs):
+        return [float(ARITH.is_correct(c, answers[p])) for p, c in zip(prompts, completions)]
+
+    runners = {}
+    for name, padding_free in (("prmloop", False), ("prmloop, grpo.padding_free", True)):
+        cfg = GRPOConfig(prompts_per_step=args.prompts_per_step, group_size=args.group_size, beta=settings["beta"],
+                         lr=settings["lr"], supervision="outcome", reward_source="rule", padding_free=padding_free)
+        trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg, ARITH)
+        runners[name] = prmloop_runner(trainer, lambda step: questions)
+    rows = side_by_side(model, tokenizer, settings, prompts, rule_reward, args.steps, runners, args.threads)
+    if rows is None:
+        print("TRL is not importable (pip install trl): no side-by-side table")
+        return
+    results = {name: medians(runs) for name, runs in rows.items()}
+    trl_name = next(iter(results))
+    print(f"\nprmloop vs {trl_name}: {args.prompts_per_step} prompts x G={args.group_size}, "
+          f"{policy_cfg.max_new_tokens} new tokens, beta 0.04, float32, medians of {args.steps} interleaved steps")
+    print_phases(results, trl_name)
+
+
+def made_up_rollout(prompt_ids: list[list[int]], group_size: int, lengths: list[int], vocab: int, seed: int) -> Rollout:
+    """A rollout of these prompts (each G times) with random completion tokens of ``lengths`` (one per row)."""
+    generator = torch.Generator().manual_seed(seed)
+    prompt, prompt_mask = left_pad([ids for ids in prompt_ids for _ in range(group_size)], 0, "cpu")
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
+    ids = torch.randint(3, vocab, mask.shape, generator=generator) * mask
+    logp = -torch.rand(mask.shape, generator=generator) * mask
+    return Rollout(prompt, prompt_mask, ids, mask, logp, torch.ones(len(lengths), dtype=torch.bool),
+                   [""] * len(lengths), [[] for _ in lengths], [[] for _ in lengths])
+
+
+def lengths_table(model, tokenizer, args, policy_cfg: PolicyConfig, problems) -> None:
+    """The update phase, padded and padding-free, as more of each group's completions are long."""
+    cfg = GRPOConfig(prompts_per_step=args.prompts_per_step, group_size=args.group_size, lr=1e-6, supervision="outcome",
+                     reward_source="rule")
+    trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg, ARITH)
+    prompt_ids = encode_prompts(tokenizer, [trainer.prompter(p.question) for p in problems[: args.prompts_per_step]])
+    print(f"\nupdate phase (pi_ref forward, pi_theta forward/backward, optimizer step), {args.prompts_per_step} prompts "
+          f"x G={args.group_size}: completions of 12-28 tokens, some 120; medians of {args.steps} interleaved repeats")
+    print("| long rows per group | real tokens | padded tokens | update s padded | update s padding-free | "
+          "padded / padding-free |")
+    print("|---|---|---|---|---|---|")
+    short = torch.Generator().manual_seed(1)
+    for long in (1, 2, 4, 8):
+        lengths = [120 if i % args.group_size < long else int(torch.randint(12, 29, (1,), generator=short))
+                   for i in range(args.prompts_per_step * args.group_size)]
+        rollout = made_up_rollout(prompt_ids, args.group_size, lengths, len(tokenizer), seed=long)
+        advantages = torch.randn(rollout.completion_mask.shape) * rollout.completion_mask  # (B, T)
+        seconds: dict[bool, list[float]] = {False: [], True: []}
+        for repeat in range(args.steps + 1):
+            for padding_free in (False, True):
+                trainer.cfg.padding_free = padding_free
+                started = time.perf_counter()
+                trainer._update(rollout, advantages)
+                if repeat:
+                    seconds[padding_free].append(time.perf_counter() - started)
+        real = int(rollout.prompt_mask.sum() + rollout.completion_mask.sum())
+        padded = rollout.prompt_mask.numel() + rollout.completion_mask.numel()
+        padded_s, free_s = (statistics.median(seconds[key]) for key in (False, True))
+        print(f"| {long} of {args.group_size} | {real:,} | {padded:,} | {padded_s:.3f} | {free_s:.3f} | "
+              f"{padded_s / free_s:.2f}x |")
+
+
+def variants_table(model, tokenizer, args, policy_cfg: PolicyConfig, problems) -> None:
+    """Trainer variants, the bare minimum and HF generate on each step's batch, interleaved."""
+    base = {"prompts_per_step": args.prompts_per_step, "group_size": args.group_size}
+    prm, orm = reward_models(model, tokenizer, policy_cfg.max_length)
+    outcome = {**base, "supervision": "outcome"}
+    rule = GRPOConfig(**outcome, reward_source="rule")
+    runners = {
+        "trainer outcome (rule)": trainer_runner(model, tokenizer, rule, policy_cfg, None, problems),
+        "trainer outcome (rule), padding-free": trainer_runner(
+            model, tokenizer, GRPOConfig(**outcome, reward_source="rule", padding_free=True), policy_cfg, None,
+            problems),
+        "trainer outcome (ORM)": trainer_runner(model, tokenizer, GRPOConfig(**outcome, reward_source="orm"),
+                                                policy_cfg, orm, problems),
+        "trainer process (PRM)": trainer_runner(model, tokenizer, GRPOConfig(**base, supervision="process",
+                                                reward_source="prm"), policy_cfg, prm, problems),
+        "trainer outcome (rule), LoRA 16": trainer_runner(model, tokenizer, rule, PolicyConfig(lora_r=16), None,
+                                                          problems),
+        "trainer outcome (rule), unshared": unshared(trainer_runner(model, tokenizer, rule, policy_cfg, None,
+                                                                    problems)),
+        "bare minimum": bare_runner(model, tokenizer, GRPOConfig(**base), policy_cfg, problems),
+        "HF generate (TRL's sampler)": hf_generate_runner(model, tokenizer, GRPOConfig(**base), policy_cfg, problems),
+    }
+    results = interleaved(runners, args.steps)
+    print(f"\ntrainer variants: each step's batch of {args.prompts_per_step} prompts x G={args.group_size}, medians of "
+          f"{args.steps} interleaved rounds after a warm-up")
+    print_phases(results)
+    rule, orm, process, bare = (results[name] for name in ("trainer outcome (rule)", "trainer outcome (ORM)",
+                                                           "trainer process (PRM)", "bare minimum"))
+    print(f"process / outcome(rule) step time: {process['step'] / rule['step']:.2f}   "
+          f"process / outcome(ORM): {process['step'] / orm['step']:.2f}   (target <= 1.10)")
+    print(f"trainer overhead: outcome(rule) step / bare minimum = {rule['step'] / bare['step']:.2f}x (target <= 1.25x)")
+    hf = results["HF generate (TRL's sampler)"]
+    print(f"generated tok/s vs HF generate: {rule['tokens_per_s'] / hf['tokens_per_s']:.2f}x")
+
+
+PARTS = {"trl": trl_table, "lengths": lengths_table, "table": variants_table}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 timed steps per row instead of 5")
+    parser.add_argument("--quick", action="store_true", help="3 timed steps per row instead of 5")
     parser.add_argument("--policy", default=str(ROOT / "runs" / "bench_sft"), help="SFT policy dir (made if absent)")
     parser.add_argument("--prompts-per-step", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned for every run")
+    parser.add_argument("--parts", default="trl,lengths,table", help=f"comma-separated tables of {sorted(PARTS)}")
     parser.add_argument("--reward-run", type=int, default=0, metavar="STEPS",
                         help="instead of timing: run this many GRPO steps and report held-out accuracy before/after")
     args = parser.parse_args()
-    steps = 2 if args.quick else 5
+    args.steps = 3 if args.quick else 5
+    torch.set_num_threads(args.threads)
     model, tokenizer = sft_policy(Path(args.policy), args.quick)
     if args.reward_run:
         reward_run(model, tokenizer, args.reward_run)
         return
     policy_cfg = PolicyConfig()
     problems = generate(DataConfig(), DataConfig().n_train, "train")
-    base = {"prompts_per_step": args.prompts_per_step, "group_size": args.group_size}
-    prm, orm = reward_models(model, tokenizer, policy_cfg.max_length)
-    print(f"batch: {args.prompts_per_step} prompts x G={args.group_size}, max_new_tokens {policy_cfg.max_new_tokens}, "
-          f"{torch.get_num_threads()} torch threads, fastest of {steps} interleaved rounds after a warm-up")
-    outcome = {**base, "supervision": "outcome"}
-    runners = {
-        "trainer outcome (rule)": trainer_runner(model, tokenizer, GRPOConfig(**outcome, reward_source="rule"),
-                                                 policy_cfg, None, problems),
-        "trainer outcome (ORM)": trainer_runner(model, tokenizer, GRPOConfig(**outcome, reward_source="orm"),
-                                                policy_cfg, orm, problems),
-        "trainer process (PRM)": trainer_runner(model, tokenizer, GRPOConfig(**base, supervision="process",
-                                                reward_source="prm"), policy_cfg, prm, problems),
-        "trainer outcome (rule), LoRA 16": trainer_runner(model, tokenizer, GRPOConfig(**outcome, reward_source="rule"),
-                                                          PolicyConfig(lora_r=16), None, problems),
-        "trainer outcome (rule), unshared": unshared(trainer_runner(
-            model, tokenizer, GRPOConfig(**outcome, reward_source="rule"), policy_cfg, None, problems)),
-        "bare minimum": bare_runner(model, tokenizer, GRPOConfig(**base), policy_cfg, problems),
-        "HF generate (TRL's sampler)": hf_generate_runner(model, tokenizer, GRPOConfig(**base), policy_cfg, problems),
-    }
-    results = interleaved(runners, steps)
-    trl_result = time_trl(model, tokenizer, GRPOConfig(**base, supervision="outcome", reward_source="rule"),
-                          policy_cfg, problems, steps)
-    if trl_result is not None:
-        results[f"TRL {trl_result.pop('version')} GRPOTrainer"] = trl_result
-    print_table(results, trl_result)
-
-
-def print_table(results: dict[str, dict], trl_result: dict | None) -> None:
-    print(f"| {'run':<32} | step s | sample s | score s | update s | generated tok/s |")
-    print(f"|{'-' * 34}|--------|----------|---------|----------|-----------------|")
-    for name, row in results.items():
-        update = row["step_s"] - row["sample_s"] - row.get("score_s", 0.0) if "step_s" in row else None
-        print(f"| {name:<32} | {fmt(row.get('step_s'), '6.3f')} | {fmt(row.get('sample_s'), '8.3f')} | "
-              f"{fmt(row.get('score_s'), '7.3f')} | {fmt(update, '8.3f')} | {fmt(row.get('tokens_per_s'), '15.0f')} |")
-    rule, orm, process = (results[f"trainer {k}"] for k in ("outcome (rule)", "outcome (ORM)", "process (PRM)"))
-    bare, hf = results["bare minimum"], results["HF generate (TRL's sampler)"]
-    print(f"process / outcome(rule) step time: {process['step_s'] / rule['step_s']:.2f}   "
-          f"process / outcome(ORM): {process['step_s'] / orm['step_s']:.2f}   (target <= 1.10)")
-    print(f"trainer overhead: outcome(rule) step / bare minimum = {rule['step_s'] / bare['step_s']:.2f}x (target <= 1.25x)")
-    print(f"generated tok/s vs HF generate: {rule['tokens_per_s'] / hf['tokens_per_s']:.2f}x", end="")
-    if trl_result is not None:
-        print(f"   vs TRL GRPOTrainer: {rule['tokens_per_s'] / trl_result['tokens_per_s']:.2f}x (target >= 2x)")
-        print(f"whole step vs TRL GRPOTrainer: {trl_result['step_s'] / rule['step_s']:.2f}x faster (target >= 1.5x)")
-    else:
-        print("   (TRL not importable: HF generate is the proxy for TRL's sampler; target >= 2x)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; policy {args.policy}")
+    for part in args.parts.split(","):
+        if part not in PARTS:
+            raise SystemExit(f"--parts: unknown table {part!r}; choose from {sorted(PARTS)}")
+        PARTS[part](model, tokenizer, args, policy_cfg, problems)
 
 
 if __name__ == "__main__":

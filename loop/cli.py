@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(sub)
 
     prm = commands.add_parser("prm", help="the step reward model").add_subparsers(dest="action", required=True)
-    prm_train = prm.add_parser("train", help="train a PRM (or ORM with --set prm.mode=outcome) on stepwise JSONL")
+    prm_train = prm.add_parser("train", help="train a PRM (an ORM with --set prm.mode=outcome, an implicit "
+                               "PRM from outcome labels with prm.mode=implicit) on stepwise JSONL")
     prm_train.add_argument("--data", required=True, help="TRL stepwise JSONL (prompt, completions, labels)")
     prm_train.add_argument("--init", required=True, help="a policy/LM directory or hub name, or a PRM dir to continue")
     prm_train.add_argument("--replay", default=None, help="stepwise JSONL of earlier data; prm.replay_fraction is mixed in")
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     grpo = commands.add_parser("grpo", help="GRPO on the policy (outcome or process supervision)")
     grpo.add_argument("--policy", required=True, help="policy directory (e.g. the SFT output) or hub name")
-    grpo.add_argument("--prm", default=None, help="reward model directory (needed unless grpo.reward_source=rule)")
+    grpo.add_argument("--prm", default=None, help="reward model directory (needed unless grpo.reward_source=rule; "
+                      "with 'implicit': an implicit PRM or a causal LM to start φ from, by default the policy)")
     grpo.add_argument("--out", required=True)
     grpo.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     _common(grpo)
@@ -274,7 +276,10 @@ def _dispatch_prm(cfg, args: argparse.Namespace) -> None:
 
     if args.action == "train":
         summary = jobs_prm.train_prm_job(cfg, args.data, args.out, args.init, args.replay)
-        print(f"PRM trained: {summary}; saved to {args.out}")
+        shown = {key: summary[key] for key in ("train_loss", "n_train", "n_val", "val_first_error_f1", "seconds")
+                 if isinstance(summary.get(key), (int, float))}
+        print("PRM trained: " + ", ".join(f"{key} {value:.4g}" for key, value in shown.items())
+              + f"; saved to {args.out} (every number: {args.out}/prm_metrics.json)")
         _print_wandb_hint(args.out)
     elif args.action == "label":
         summary = jobs_prm.label_job(cfg, args.policy, args.problems, args.out, args.n, args.method, args.samples)

@@ -2,8 +2,10 @@
 
 Outputs in ``out``: ``checkpoint/`` (resumable trainer state), ``grpo_metrics.jsonl`` (one row per step, non-finite
 values written as null), ``policy/`` (the final policy, save_pretrained), ``config.yaml`` and ``grpo_summary.json``
-(held-out greedy accuracy before and after, judged by the task's answer check). A run in which every update was
-skipped (non-finite rewards or gradients) ends in a UserError saying why, after its outputs are written.
+(held-out greedy accuracy before and after, judged by the task's answer check); with ``grpo.reward_source: implicit``
+also ``checkpoint/implicit_prm/``, the implicit PRM as updated online (a PRM directory ``prm eval`` and ``search``
+read). A run in which every update was skipped (non-finite rewards or gradients) ends in a UserError saying why,
+after its outputs are written.
 
 W&B (loop.tracking, main process only): run ``grpo-<name>`` in group ``<name>``, with the loop's keys so panels line
 up: each step's metrics as ``train/*`` at rl_step = steps done, round 1; held-out accuracy as ``eval/accuracy`` at
@@ -36,7 +38,11 @@ def _json_safe(metrics: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def _load_scorer(prm_dir: str | None, cfg: ExperimentConfig):
+def _load_scorer(prm_dir: str | None, cfg: ExperimentConfig, policy_dir: str):
+    if cfg.grpo.reward_source == "implicit":  # PRIME: φ and π_ref start from --prm (a causal LM), else the policy
+        from ..prm.formats import online_implicit_model
+
+        return online_implicit_model(prm_dir or policy_dir, cfg.prm, cfg.grpo.implicit_lr, cfg.grpo.implicit_update)
     if prm_dir is None:
         if cfg.grpo.reward_source != "rule":
             raise UserError(f"grpo.reward_source: '{cfg.grpo.reward_source}' needs a reward model directory (--prm)")
@@ -69,7 +75,7 @@ def _grpo(cfg: ExperimentConfig, policy_dir: str, prm_dir: str | None, out: str,
     task = get_task(cfg.data)
     train, held_out = task.problems()
     model, tokenizer = load_policy(policy_dir, cfg.policy.dtype)
-    scorer = _load_scorer(prm_dir, cfg)
+    scorer = _load_scorer(prm_dir, cfg, policy_dir)
     trainer = GRPOTrainer(model, tokenizer, grpo_cfg, cfg.policy, task, scorer)
     if scorer is not None and hasattr(scorer, "to"):
         scorer.to(trainer.accelerator.device)

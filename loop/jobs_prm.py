@@ -47,7 +47,8 @@ def load_stepwise(path: str | Path) -> list[StepwiseExample]:
 
 def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | None, replay_path: str | None) -> dict:
     """Train a reward model on ``data_path`` (+ replay from ``replay_path``) from ``init``; save it with
-    config.yaml and prm_metrics.json in ``out``."""
+    config.yaml and prm_metrics.json in ``out``. ``prm.mode: implicit`` trains an implicit PRM on each row's outcome
+    label only (``prm.implicit_train``; its step labels then only measure it)."""
     from ..prm.train import train_prm  # lazy: torch/transformers-heavy
 
     check_online_login(resolve_mode(cfg.tracking.mode, os.environ))  # before any work: one line naming the key
@@ -57,15 +58,17 @@ def train_prm_job(cfg: ExperimentConfig, data_path: str, out: str, init: str | N
         init = cfg.policy.model
     examples = load_stepwise(data_path)
     replay = load_stepwise(replay_path) if replay_path else None
-    from ..prm.formats import init_reward_model  # lazy: torch/transformers-heavy
+    from ..prm.formats import init_implicit_model, init_reward_model  # lazy: torch/transformers-heavy
+    from ..prm.implicit_train import train_implicit
 
     if cfg.prm.mode == "outcome":
         examples = outcome_examples(examples)
         replay = outcome_examples(replay) if replay else replay
-    model, how = init_reward_model(init, cfg.prm, cfg.prm.mode)
+    implicit = cfg.prm.mode == "implicit"  # trained from each row's outcome label only (prm.implicit_train)
+    model, how = init_implicit_model(init, cfg.prm) if implicit else init_reward_model(init, cfg.prm, cfg.prm.mode)
     torch.manual_seed(cfg.prm.seed)
     with prm_wandb_run(cfg, out, str(init), data_path, is_main_process(os.environ)) as run:
-        summary = train_prm(model, examples, cfg.prm, replay=replay)
+        summary = (train_implicit if implicit else train_prm)(model, examples, cfg.prm, replay=replay)
         summary = {"init": how, "init_from": str(init), **summary}
         log_prm_summary(run, summary)
     state = PartialState()  # under accelerate launch: the main process alone writes the output folder

@@ -11,7 +11,7 @@ Layout of ``--out DIR`` (every write atomic; ``--resume`` continues from the las
     DIR/shared/prm0/ (and orm0/)            the first reward model(s), shared by every arm
     DIR/arms/<arm>/seed<k>/                 one run: state.json, samples.jsonl, labels.jsonl, metrics.jsonl,
                                             costs.jsonl, rm/round<r>/, policy/round<r>/ (latest committed GRPO
-                                            checkpoint), wandb/
+                                            checkpoint; an implicit arm's PRM in its implicit_prm/), wandb/
     DIR/report.md, DIR/*.png                the comparison report (compare and demo)
 
 A stage is: do the work, write its outputs (append-only rows or a directory renamed into place), then commit it in
@@ -192,7 +192,13 @@ def run_arm(base_cfg: ExperimentConfig, arm: Arm, seed: int, shared: Shared, tas
     reward_model = StepRewardModel.from_pretrained(rm_path, cfg.prm.max_length)
     eval_prm = reward_model if arm.reward_model_mode == "process" else StepRewardModel.from_pretrained(
         shared.reward_models["process"], cfg.prm.max_length)
-    trainer = GRPOTrainer(model, tokenizer, cfg.grpo, cfg.policy, task, reward_model if arm.uses_reward_model else None)
+    scorer = reward_model if arm.uses_reward_model else None
+    if arm.reward_source == "implicit":  # PRIME: φ = π_ref = the warm start (or prm.init), learning online; the PRM
+        from ..prm.formats import online_implicit_model  # its rounds evaluate is this one (resumed with the policy)
+
+        scorer = eval_prm = online_implicit_model(cfg.prm.init or shared.policy_dir, cfg.prm, cfg.grpo.implicit_lr,
+                                                  cfg.grpo.implicit_update)
+    trainer = GRPOTrainer(model, tokenizer, cfg.grpo, cfg.policy, task, scorer)
     pools = [trainer.fitting_problems(pool) for pool in pools]  # grpo.long_prompts=drop: once per pool, never drawn
     if ledger.info.get("policy_round"):  # the committed round's checkpoint; a later, uncommitted one is ignored
         trainer.load(run_dir / "policy" / f"round{ledger.info['policy_round']}")

@@ -89,14 +89,27 @@ class GRPOConfig:
     """Nucleus sampling mass of the rollouts (1.0 = full distribution)."""
     supervision: str = checked("process", one_of("process", "outcome"))
     """'process' (one reward per step, DeepSeekMath §4.1.3) or 'outcome' (one reward per completion, §4.1.2)."""
-    reward_source: str = checked("prm", one_of("prm", "orm", "rule"))
-    """'prm' (step reward model), 'orm' (its last-step score) or 'rule' (final answer check); process needs 'prm'."""
+    reward_source: str = checked("prm", one_of("prm", "orm", "rule", "implicit"))
+    """'prm' (step reward model), 'orm' (its last-step score), 'rule' (final answer check) or 'implicit' (PRIME: an
+    implicit PRM's per-step sums of β·log π_φ/π_ref, φ updated online from the answer check); process needs 'prm' or
+    'implicit'."""
+    implicit_lr: float = checked(1e-4, above(0))
+    """reward_source 'implicit': AdamW learning rate of φ's online update, one step per GRPO step on its rollouts'
+    answer-check labels (constant, no weight decay). The tiny default policy: 1e-4 (docs/benchmarks.md); PRIME: 1e-6
+    for 7B."""
+    implicit_update: str = checked("after", one_of("after", "before"))
+    """reward_source 'implicit': 'after' scores a batch with φ, then updates φ on its labels (PRIME's released recipe:
+    one forward serves both); 'before' updates φ first and scores with the updated φ (a second forward)."""
     credit: str = checked("sum", one_of("sum", "min"))
     """Process credit assignment: 'sum' (Σ of later normalised step rewards, §4.1.3) or 'min' (PURE min-form)."""
     outcome_mix: float = checked(0.0, at_least(0))
     """Weight of the rule (answer-check) outcome advantage added to every completion token; 0 = off."""
     grad_accum: int = checked(1, at_least(1))
     """Micro-batches per optimizer step on each process (memory knob; the update is the same for any value)."""
+    padding_free: bool = False
+    """The update's forwards (π_θ, π_ref, recomputed π_old) run on packed rows without padding: positions restart per
+    sequence and attention stays within each, so their cost follows the real tokens; log-probs, loss and gradients
+    are the padded forward's (``policy.packing``). Needs sdpa, eager or flash attention; checked once at start."""
     generation_batch_size: int = checked(256, at_least(1))
     """Most completions sampled together in one batched generation call."""
     max_grad_norm: float = checked(1.0, above(0))

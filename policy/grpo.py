@@ -27,6 +27,8 @@ Choices and departures, stated once:
   (``policy.distributed``) the engine reduces the gradients, clips and steps; the result is the same.
 - ``grad_accum`` splits each process's rows into that many micro-batches, each loss weighted by its share of rows,
   so the gradient does not depend on it.
+- ``padding_free`` (TRL pads to the batch's longest): the update's forwards run on packed rows (``policy.packing``),
+  same numbers at the cost of the real tokens; a model whose packed rows would mix sequences is refused at start.
 - Bad input does not stop the run at once: non-finite rewards on any process skip the whole update; a non-finite
   gradient norm (NaN/inf loss) skips the optimizer step; a step that diverged (NaN/inf weights, or weights moved by
   more than ``max_weight_change`` of their norm) is rolled back from a CPU copy (``policy.divergence``). All are
@@ -67,11 +69,11 @@ from .config import GRPOConfig, PolicyConfig
 from .grpo_logps import micro_batches, recomputed_old_logps, reference_logps
 from .grpo_metrics import group_std_mean, step_metrics  # noqa: F401 - group_std_mean: public here too
 from .grpo_validate import validate_config
-from .logps import forward_logps
+from .logps import check_padding_free, forward_logps
 from .losses import grpo_loss, masked_mean
 from .precision import low_precision_warning
 from .prompt_filter import keep_fitting, left_truncate, prompt_budget
-from .rewards import Rewards, StepScorer, compute_rewards
+from .rewards import Rewards, StepScorer, check_scorer, compute_rewards
 from .rollout import HFBackend, Rollout, encode_prompts, sample_rollout
 from .vllm_backend import VLLMBackend
 
@@ -90,13 +92,12 @@ def step_problem_indices(n_problems: int, prompts_per_step: int, step: int, seed
 
 
 class GRPOTrainer:
-    """GRPO on a causal LM policy with rule, ORM or PRM rewards (outcome or process supervision)."""
+    """GRPO on a causal LM policy with rule, ORM, PRM or online implicit-PRM rewards (outcome or process supervision)."""
 
     def __init__(self, model: Any, tokenizer: Any, cfg: GRPOConfig, policy_cfg: PolicyConfig, task: Task,
                  scorer: StepScorer | None = None, accelerator: Accelerator | None = None) -> None:
         validate_config(cfg)
-        if cfg.reward_source != "rule" and scorer is None:
-            raise UserError(f"grpo.reward_source: '{cfg.reward_source}' needs a reward model; none was given")
+        check_scorer(cfg.reward_source, scorer)  # an implicit PRM must also learn online (policy.rewards)
         self.cfg, self.policy_cfg, self.tokenizer, self.scorer, self.task = cfg, policy_cfg, tokenizer, scorer, task
         self.prompter = Prompter.of(policy_cfg, tokenizer)
         self.accelerator = accelerator or make_accelerator("grpo", mixed_precision=cfg.mixed_precision)
@@ -120,6 +121,8 @@ class GRPOTrainer:
         rows = cfg.prompts_per_step * cfg.group_size // self.accelerator.num_processes  # this process's rows
         configure_deepspeed(self.accelerator, max(1, rows // cfg.grad_accum), cfg.max_grad_norm)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if cfg.padding_free:  # one small forward: refuse a model whose packed rows would mix sequences
+            check_padding_free(self.policy, share_prompts=not policy_cfg.gradient_checkpointing)
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
         if cfg.use_vllm:  # a colocated vLLM engine (the vllm package itself loads only then)
@@ -257,7 +260,8 @@ class GRPOTrainer:
 
     def _reference_logps(self, rollout: Rollout) -> Tensor | None:
         return reference_logps(self.policy, self.reference, self.reference_adapters, rollout,
-                               self._micro_batches(rollout.completion_ids.shape[0]), self.accelerator.autocast)
+                               self._micro_batches(rollout.completion_ids.shape[0]), self.accelerator.autocast,
+                               padding_free=self.cfg.padding_free)
 
     def _old_logps(self, rollout: Rollout) -> tuple[Rollout, Tensor | None, dict[str, float]]:
         """π_old (module docstring): the rollout as sampled, or with vLLM (``grpo.vllm_old_logps: recompute``) with the
@@ -266,7 +270,8 @@ class GRPOTrainer:
             return rollout, None, {}
         return recomputed_old_logps(self.policy, rollout, self._micro_batches(rollout.completion_ids.shape[0]),
                                     self.accelerator.autocast, self.cfg.vllm_is_cap,
-                                    share_prompts=not self.policy_cfg.gradient_checkpointing)
+                                    share_prompts=not self.policy_cfg.gradient_checkpointing,
+                                    padding_free=self.cfg.padding_free)
 
     def _update(self, rollout: Rollout, advantages: Tensor,
                 is_weights: Tensor | None = None) -> tuple[dict[str, float], str | None]:
@@ -338,7 +343,8 @@ class GRPOTrainer:
         self.model.train(self.policy_cfg.gradient_checkpointing)  # HF checkpoints only in train mode (no dropout)
         logp, entropy = forward_logps(self.model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
                                       rollout.completion_ids[rows], mask, with_entropy,
-                                      share_prompts=not self.policy_cfg.gradient_checkpointing)  # (b, T)
+                                      share_prompts=not self.policy_cfg.gradient_checkpointing,
+                                      padding_free=self.cfg.padding_free)  # (b, T)
         self.model.eval()
         loss, stats = grpo_loss(logp, rollout.logp[rows], None if ref_logp is None else ref_logp[rows],
                                 advantages[rows], mask, self.cfg.clip_eps, self.cfg.beta, is_weights)

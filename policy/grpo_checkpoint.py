@@ -1,9 +1,11 @@
 """GRPO checkpoints: what a resumable trainer state holds, written aside and swapped in, and the plain-model export.
 
 A checkpoint directory holds ``policy/`` (save_pretrained; under LoRA the adapters only, whose adapter_config.json names
-the base), ``reference/`` (π_ref, full fine-tuning with β > 0) or ``reference_adapters.pt`` (π_ref under LoRA), and
-``trainer_state.pt`` (optimizer, counters, RNG); under DeepSpeed the optimizer state is one ``optimizer_rank<i>.pt``
-per process instead, so such a checkpoint resumes with as many DeepSpeed processes. It never holds non-finite weights.
+the base), ``reference/`` (π_ref, full fine-tuning with β > 0) or ``reference_adapters.pt`` (π_ref under LoRA),
+``trainer_state.pt`` (optimizer, counters, RNG), and ``implicit_prm/`` when the reward model learns online (an implicit
+PRM's ``save_pretrained`` directory with its online optimizer state, itself a PRM ``prmloop search`` can read); under
+DeepSpeed the optimizer state is one ``optimizer_rank<i>.pt`` per process instead, so such a checkpoint resumes with as
+many DeepSpeed processes. It never holds non-finite weights.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from torch import Tensor
 from ..utils.errors import UserError
 from ..utils.jsonl import recover_dir, replace_dir
 from . import lora
+from .rewards import OnlineStepScorer
+
+ONLINE_SCORER_DIR = "implicit_prm"
+"""Where a checkpoint keeps a reward model that learns online (``policy.rewards.OnlineStepScorer``)."""
 
 
 class Checkpointed(Protocol):
@@ -32,6 +38,7 @@ class Checkpointed(Protocol):
     reference: Any
     reference_adapters: dict[str, Tensor] | None
     backend: Any
+    scorer: Any
     step: int
     skipped_updates: int
     num_tokens: int
@@ -63,6 +70,8 @@ def save(trainer: Checkpointed, directory: Path) -> Path:
             trainer.reference.save_pretrained(staging / "reference")
         if trainer.reference_adapters is not None:
             torch.save(trainer.reference_adapters, staging / "reference_adapters.pt")
+        if isinstance(trainer.scorer, OnlineStepScorer):
+            trainer.scorer.save_pretrained(staging / ONLINE_SCORER_DIR)
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         state = {"optimizer": None if trainer.deepspeed else trainer.optimizer.state_dict(),
                  "deepspeed_processes": accelerator.num_processes if trainer.deepspeed else 0,
@@ -105,6 +114,8 @@ def load(trainer: Checkpointed, directory: Path) -> None:
     if trainer.reference_adapters is not None:
         trainer.reference_adapters = torch.load(directory / "reference_adapters.pt", weights_only=True)
     _load_optimizer(trainer, directory, state)
+    if isinstance(trainer.scorer, OnlineStepScorer) and (directory / ONLINE_SCORER_DIR).is_dir():
+        trainer.scorer.load_online(directory / ONLINE_SCORER_DIR)
     if hasattr(trainer.backend, "sync_weights"):  # an engine with its own copy of the weights (vLLM)
         trainer.backend.sync_weights(trainer.policy)
     torch.set_rng_state(state["rng"]["torch"])

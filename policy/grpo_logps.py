@@ -32,35 +32,39 @@ def micro_batches(num_rows: int, grad_accum: int) -> list[slice]:
 @torch.no_grad()
 def logps_without_grad(model: Any, rollout: Rollout, batches: list[slice],
                        autocast: Callable[[], AbstractContextManager], context: Any = None,
-                       share_prompts: bool = True) -> Tensor:
+                       share_prompts: bool = True, padding_free: bool = False) -> Tensor:
     """(B, T) log-probs of the rollout's completions under ``model``, one forward per slice of ``batches``."""
     parts = []
     with autocast(), context or nullcontext():
         for rows in batches:
             logp, _ = forward_logps(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
                                     rollout.completion_ids[rows], rollout.completion_mask[rows],
-                                    share_prompts=share_prompts)
+                                    share_prompts=share_prompts, padding_free=padding_free)
             parts.append(logp)
     return torch.cat(parts)  # (B, T)
 
 
 def reference_logps(policy: Any, reference: Any, reference_adapters: dict[str, Tensor] | None, rollout: Rollout,
-                    batches: list[slice], autocast: Callable[[], AbstractContextManager]) -> Tensor | None:
+                    batches: list[slice], autocast: Callable[[], AbstractContextManager],
+                    padding_free: bool = False) -> Tensor | None:
     """(B, T) π_ref log-probs: of ``reference``, or of ``policy`` with ``reference_adapters``; None with neither (β 0)."""
     if reference is not None:
-        return logps_without_grad(reference, rollout, batches, autocast)
+        return logps_without_grad(reference, rollout, batches, autocast, padding_free=padding_free)
     if reference_adapters is None:
         return None
-    return logps_without_grad(policy, rollout, batches, autocast, swapped_adapters(policy, reference_adapters))
+    return logps_without_grad(policy, rollout, batches, autocast, swapped_adapters(policy, reference_adapters),
+                              padding_free=padding_free)
 
 
 def recomputed_old_logps(policy: Any, rollout: Rollout, batches: list[slice],
                          autocast: Callable[[], AbstractContextManager], is_cap: float,
-                         share_prompts: bool) -> tuple[Rollout, Tensor | None, dict[str, float]]:
+                         share_prompts: bool, padding_free: bool = False,
+                         ) -> tuple[Rollout, Tensor | None, dict[str, float]]:
     """The rollout with the training model's own log-probs as π_old, the truncated importance weights (``is_cap`` > 0;
     else None) and the engine/trainer mismatch stats."""
     mask = rollout.completion_mask  # (B, T)
-    recomputed = logps_without_grad(policy, rollout, batches, autocast, share_prompts=share_prompts)  # (B, T)
+    recomputed = logps_without_grad(policy, rollout, batches, autocast, share_prompts=share_prompts,
+                                    padding_free=padding_free)  # (B, T)
     recomputed = torch.where(mask, recomputed, 0.0)  # (B, T), 0 at padding as in Rollout.logp
     weights = truncated_is_weights(recomputed, rollout.logp, mask, is_cap) if is_cap else None  # (B, T) or None
     stats = sampler_mismatch_stats(recomputed, rollout.logp, mask, weights)

@@ -55,6 +55,7 @@ def step_metrics(trainer: Any, rollout: Rollout, rewards: Rewards, advantages: T
         metrics["prm/step_score_mean"] = (step_score[0::2].sum() / step_score[1::2].sum().clamp(min=1)).item()
         metrics["steps/mean_count"] = gather(trainer, step_counts).mean().item()
         metrics["prm/steps_beyond_window"] = gather(trainer, torch.tensor([float(rewards.steps_beyond_window)])).sum().item()
+    metrics.update(rewards.scorer_stats)  # an online implicit PRM's own loss and accuracy (this process's)
     if advantages is not None:
         zero = (advantages.reshape(-1, group * advantages.shape[1]) == 0).all(dim=1)  # (n_groups,)
         metrics["frac_reward_zero_std"] = gather(trainer, zero).mean().item()

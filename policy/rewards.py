@@ -4,7 +4,10 @@ Which rewards a run gets is set by (supervision, reward_source):
 - outcome + rule: r_i = 1.0 if the final answer matches the reference else 0.0;
 - outcome + orm / prm: r_i = the scorer's score of the LAST step of o_i (an ORM returns only that one);
 - process + prm: one reward per step, the scorer's probability that the step is correct;
-- process + rule / orm: no step rewards exist -> UserError.
+- process + implicit: one reward per step, an implicit PRM's sum of β·log π_φ/π_ref over the step's tokens (PRIME);
+  the same call updates φ on the batch's rule rewards (``OnlineStepScorer.online_step``) and its stats are logged;
+- process + rule / orm: no step rewards exist -> UserError. outcome + implicit is refused too: its one reward would be
+  β·log π_φ(o)/π_ref(o), an ORM's; the 'orm' source is that comparison.
 A completion with no steps (empty, or nothing but whitespace) is never sent to a scorer: it gets outcome reward 0.0
 and an empty list of step rewards (so zero process advantage). The rule reward is always computed too (it is the
 training accuracy metric and the optional outcome mix). Non-finite rewards are returned as they are; the trainer
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -35,6 +39,21 @@ class StepScorer(Protocol):
     def score_steps(self, prompts: list[str], solutions: list[list[str]]) -> list[list[float]]: ...
 
 
+@runtime_checkable
+class OnlineStepScorer(StepScorer, Protocol):
+    """A scorer that learns from each batch it rewards (``prm.implicit.ImplicitPRM``, PRIME's online implicit PRM);
+    a GRPO checkpoint saves it and a resume restores it, so a resumed run continues the same reward model."""
+
+    def online_step(self, prompts: list[str], solutions: list[list[str]],
+                    labels: list[float]) -> tuple[list[list[float]], dict[str, float]]:
+        """Step rewards of the solutions (NaN past its window) and one update on their outcome labels; its stats."""
+        ...
+
+    def save_pretrained(self, out_dir: str | Path) -> Any: ...
+
+    def load_online(self, path: str | Path) -> None: ...
+
+
 AnswerCheck = Callable[[str, str], bool]
 """(completion text, reference answer) -> right? The task's one check (``data.tasks.Task.is_correct``)."""
 
@@ -51,6 +70,8 @@ class Rewards:
     """One reward per step of each completion (process supervision), else None; only the steps that fit the PRM."""
     steps_beyond_window: int = 0
     """Process supervision: steps that did not fit the PRM's window and got no reward."""
+    scorer_stats: dict[str, float] = field(default_factory=dict)
+    """What the reward model reports of itself this step (an online implicit PRM: loss, accuracy), logged as is."""
 
     def is_finite(self) -> bool:
         """False if any outcome or step reward is NaN or infinite."""
@@ -81,9 +102,14 @@ def _scored(prompts: list[str], steps: list[list[str]], scorer: StepScorer | Non
         raise UserError(f"grpo.reward_source: '{source}' needs a reward model (none was given; pass a PRM/ORM dir)")
     rows = [i for i, row_steps in enumerate(steps) if row_steps]
     scores = scorer.score_steps([prompts[i] for i in rows], [steps[i] for i in rows]) if rows else []
+    return _placed(scores, rows, len(steps))
+
+
+def _placed(scores: list[list[float]], rows: list[int], num_rows: int) -> list[list[float]]:
+    """Score lists of the completions ``rows`` put at their rows of ``num_rows``; [] for the others."""
     if len(scores) != len(rows):
         raise ValueError(f"scorer returned {len(scores)} score lists for {len(rows)} solutions")
-    result: list[list[float]] = [[] for _ in steps]
+    result: list[list[float]] = [[] for _ in range(num_rows)]
     for i, row_scores in zip(rows, scores):
         result[i] = [float(s) for s in row_scores]
     return result
@@ -110,18 +136,34 @@ def outcome_from_prm(rule: Tensor, prompts: list[str], steps: list[list[str]], s
     return _last_step_scores(prompts, steps, scorer, "prm")
 
 
-def process_from_prm(prompts: list[str], steps: list[list[str]], scorer: StepScorer | None) -> list[list[float]]:
-    """Step rewards = the PRM's per-step probabilities; [] for a completion without steps.
-
-    Steps beyond the PRM's window (scored NaN) are cut off: a completion is rewarded for the steps that fit, so its
-    list can be shorter than its steps (``Rewards.steps_beyond_window`` counts the cut ones; their tokens get no
-    process advantage)."""
-    scores = _scored(prompts, steps, scorer, "prm")
+def _cut_at_window(scores: list[list[float]], steps: list[list[str]]) -> list[list[float]]:
+    """Each completion's step rewards up to its first NaN (a step past the reward model's window)."""
     for i, (row_scores, row_steps) in enumerate(zip(scores, steps)):
         if len(row_scores) != len(row_steps):
             raise ValueError(f"completion {i}: {len(row_scores)} step scores for {len(row_steps)} steps "
                              "(process supervision needs a process-mode PRM, not an ORM)")
     return [row[: next((j for j, x in enumerate(row) if math.isnan(x)), len(row))] for row in scores]
+
+
+def process_from_prm(rule: Tensor, prompts: list[str], steps: list[list[str]],
+                     scorer: StepScorer | None) -> tuple[list[list[float]], dict[str, float]]:
+    """Step rewards = the PRM's per-step probabilities; [] for a completion without steps.
+
+    Steps beyond the PRM's window (scored NaN) are cut off: a completion is rewarded for the steps that fit, so its
+    list can be shorter than its steps (``Rewards.steps_beyond_window`` counts the cut ones; their tokens get no
+    process advantage)."""
+    return _cut_at_window(_scored(prompts, steps, scorer, "prm"), steps), {}
+
+
+def process_from_implicit(rule: Tensor, prompts: list[str], steps: list[list[str]],
+                          scorer: StepScorer | None) -> tuple[list[list[float]], dict[str, float]]:
+    """Step rewards = an implicit PRM's per-step sums of β·log π_φ/π_ref, with φ updated in the same call on the
+    completions' rule rewards as outcome labels (PRIME); [] for a completion without steps (it is not trained on)."""
+    check_scorer("implicit", scorer)
+    rows = [i for i, row_steps in enumerate(steps) if row_steps]
+    scores, stats = scorer.online_step([prompts[i] for i in rows], [steps[i] for i in rows],
+                                       [float(rule[i]) for i in rows]) if rows else ([], {})
+    return _cut_at_window(_placed(scores, rows, len(steps)), steps), stats
 
 
 OUTCOME_SOURCES: dict[str, Callable[..., Tensor]] = {
@@ -130,8 +172,12 @@ OUTCOME_SOURCES: dict[str, Callable[..., Tensor]] = {
     "prm": outcome_from_prm,
 }
 """Outcome-reward sources by name: (rule rewards, prompts, steps, scorer) -> (B,)."""
-PROCESS_SOURCES: dict[str, Callable[..., list[list[float]]]] = {"prm": process_from_prm}
-"""Step-reward sources by name: (prompts, steps, scorer) -> one list of step rewards per completion."""
+PROCESS_SOURCES: dict[str, Callable[..., tuple[list[list[float]], dict[str, float]]]] = {
+    "prm": process_from_prm,
+    "implicit": process_from_implicit,
+}
+"""Step-reward sources by name: (rule rewards, prompts, steps, scorer) -> (one list of step rewards per completion,
+the scorer's stats)."""
 SUPERVISIONS = ("outcome", "process")
 
 
@@ -145,6 +191,15 @@ def check_reward_setup(supervision: str, reward_source: str) -> None:
                         f"valid with supervision '{supervision}': {', '.join(sorted(sources))}")
 
 
+def check_scorer(reward_source: str, scorer: StepScorer | None) -> None:
+    """UserError when ``reward_source`` needs a reward model and ``scorer`` is none, or not the kind it needs."""
+    if reward_source != "rule" and scorer is None:
+        raise UserError(f"grpo.reward_source: '{reward_source}' needs a reward model; none was given")
+    if reward_source == "implicit" and not isinstance(scorer, OnlineStepScorer):
+        raise UserError(f"grpo.reward_source: 'implicit' needs an implicit PRM that learns online "
+                        f"(prm.implicit.ImplicitPRM), not a {type(scorer).__name__}")
+
+
 def compute_rewards(problems: list[Problem], prompts: list[str], texts: list[str], steps: list[list[str]],
                     supervision: str, reward_source: str, check: AnswerCheck,
                     scorer: StepScorer | None = None) -> Rewards:
@@ -156,6 +211,6 @@ def compute_rewards(problems: list[Problem], prompts: list[str], texts: list[str
     rule = rule_rewards(problems, texts, check)
     if supervision == "outcome":
         return Rewards(rule, OUTCOME_SOURCES[reward_source](rule, prompts, steps, scorer), None)
-    step_rewards = PROCESS_SOURCES[reward_source](prompts, steps, scorer)
+    step_rewards, stats = PROCESS_SOURCES[reward_source](rule, prompts, steps, scorer)
     beyond = sum(len(row_steps) - len(row) for row_steps, row in zip(steps, step_rewards))
-    return Rewards(rule, None, step_rewards, beyond)
+    return Rewards(rule, None, step_rewards, beyond, stats)

@@ -12,11 +12,13 @@ class PRMConfig:
     init: str = ""
     """What the first reward model starts from: '' = the warm-started policy (the model being judged), else a causal
     LM (a fresh head), a token-classification PRM or a prmloop PRM (continued), as a local directory or hub name."""
-    format: str = checked("auto", one_of("auto", "prmloop", "token_classification", "math_shepherd"))
+    format: str = checked("auto", one_of("auto", "prmloop", "token_classification", "qwen_prm", "value_head",
+                                         "math_shepherd", "chat_turns", "implicit"))
     """How a reward-model directory reads (prm/formats.py): 'auto' (detected; a plain causal LM -> a fresh PRM when
     training, an error when only scoring), 'prmloop', 'token_classification', 'qwen_prm' (Qwen2.5-Math-PRM),
-    'value_head' (Skywork-o1-Open-PRM), 'math_shepherd' (P(good_token) vs P(bad_token) at step_separator) or
-    'chat_turns' (RLHFlow: one user turn per step, P(good_token) vs P(bad_token) at the assistant's turn)."""
+    'value_head' (Skywork-o1-Open-PRM), 'math_shepherd' (P(good_token) vs P(bad_token) at step_separator),
+    'chat_turns' (RLHFlow: one user turn per step, P(good_token) vs P(bad_token) at the assistant's turn) or
+    'implicit' (prmloop's implicit PRM: φ, reference/ and implicit_prm.json)."""
     trust_remote_code: bool = False
     """Allow a checkpoint's own model code (config.json auto_map) to run; formats prmloop implements never need it."""
     step_separator: str = "\n"
@@ -29,8 +31,13 @@ class PRMConfig:
     """math_shepherd / chat_turns formats: the token whose probability means 'step is wrong'."""
     positive_index: int = checked(1, one_of(0, 1))
     """External token-classification PRMs: the class index meaning 'step is right' (prmloop saves 1)."""
-    mode: str = checked("process", one_of("process", "outcome"))
-    """'process' (a PRM: every step is supervised and scored) or 'outcome' (an ORM: only the final step)."""
+    mode: str = checked("process", one_of("process", "outcome", "implicit"))
+    """'process' (a PRM: every step is supervised and scored), 'outcome' (an ORM: only the final step) or 'implicit'
+    (Yuan et al. 2024: a causal LM φ trained on outcome labels only, reward β·log π_φ/π_ref, read per step;
+    docs/math.md)."""
+    implicit_beta: float = checked(0.5, above(0))
+    """β of an implicit PRM's reward β·log π_φ/π_ref when one is made fresh; a saved one keeps its own. The tiny default
+    policy: 0.5 (0.05 barely moved in 2 epochs; docs/benchmarks.md); PRIME: 0.05 for 7B at lr 1e-6."""
     label_type: str = checked("soft", one_of("soft", "hard"))
     """'soft': float labels train as given (never rounded); 'hard': a label >= 0.5 trains as 1.0, else 0.0."""
     supervise: str = checked("through_first_error", one_of("through_first_error", "all"))

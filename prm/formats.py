@@ -6,7 +6,9 @@ or 1 logit; read at ``prm.step_separator``; one whose ``auto_map`` ships its own
 ``prm.trust_remote_code``), ``qwen_prm`` (Qwen2.5-Math-PRM layout, read natively at ``<extra_0>``), ``value_head``
 (Skywork-o1-Open-PRM: sigmoid of a value head at ``"\n"``), ``math_shepherd`` (a causal LM read at the step tag:
 P(``good_token``) vs P(``bad_token``)) and ``chat_turns`` (RLHFlow: one chat turn per step, P(good) vs P(bad) at the
-assistant's turn). ``auto`` (``detect_format``), first match wins: prm.json -> prmloop; architecture
+assistant's turn), and ``implicit`` (``prm.implicit``: a causal LM φ, its frozen reference in ``reference/`` and
+implicit_prm.json). ``auto`` (``detect_format``), first match wins: implicit_prm.json -> implicit (no other layout
+has that file, and φ alone would read as a plain causal LM); prm.json -> prmloop; architecture
 Qwen2ForProcessRewardModel -> qwen_prm; architecture Qwen2ForPrmModel or ``v_head.summary.weight`` in the weights ->
 value_head; a ``*ForTokenClassification`` architecture or an ``auto_map`` for AutoModelForTokenClassification ->
 token_classification; any other ``auto_map`` -> an error (prmloop does not know that code); a causal LM -> a fresh PRM
@@ -39,6 +41,7 @@ from .hub_formats import (
     needs_remote_code,
     read_config,
 )
+from .implicit import IMPLICIT_CONFIG_FILE, ImplicitPRM
 from .model import StepRewardModel
 
 
@@ -60,8 +63,10 @@ def architectures(path_or_name: str | Path) -> list[str]:
 
 
 def detect_format(path_or_name: str | Path) -> str:
-    """'prmloop', 'qwen_prm', 'value_head', 'token_classification', 'causal_lm', or a UserError naming what was found
-    (rules in the module docstring)."""
+    """'implicit', 'prmloop', 'qwen_prm', 'value_head', 'token_classification', 'causal_lm', or a UserError naming
+    what was found (rules in the module docstring)."""
+    if (Path(path_or_name) / IMPLICIT_CONFIG_FILE).is_file():
+        return "implicit"
     if (Path(path_or_name) / PRM_CONFIG_FILE).is_file():
         return "prmloop"
     found = architectures(path_or_name)
@@ -113,6 +118,7 @@ LOADERS: dict[str, Callable[[str | Path, PRMConfig], object]] = {
     "math_shepherd": lambda path, cfg: StepRewardModel.from_math_shepherd(str(path), cfg.step_separator, cfg.good_token,
                                                                           cfg.bad_token, cfg.max_length),
     "chat_turns": lambda path, cfg: ChatTurnPRM.load(path, cfg.good_token, cfg.bad_token, cfg.max_length),
+    "implicit": lambda path, cfg: ImplicitPRM.from_pretrained(path, cfg.max_length),
     "causal_lm": refuse_causal_lm,
 }
 """Format -> how a reward model in it loads for scoring (all give ``score_steps(prompts, solutions)``)."""
@@ -143,3 +149,24 @@ def init_reward_model(path: str | Path, cfg: PRMConfig, mode: str) -> tuple[Step
     if model.mode != mode:
         raise UserError(f"prm.mode: training in {mode!r} mode, but {path} is a {model.mode!r} reward model")
     return model, f"continued {kind} reward model {path}"
+
+
+def init_implicit_model(path: str | Path, cfg: PRMConfig) -> tuple[ImplicitPRM, str]:
+    """(implicit PRM, what happened) to train from ``path``: a saved implicit PRM is continued; a causal LM becomes φ
+    and a frozen copy of it π_ref (β = prm.implicit_beta); any other reward model is refused (it has no π_φ/π_ref)."""
+    path = local_checkpoint(path, "prm.init")
+    kind = _format(path, cfg)
+    if kind == "implicit":
+        return ImplicitPRM.from_pretrained(path, cfg.max_length), f"continued implicit PRM {path}"
+    if kind != "causal_lm":
+        raise UserError(f"prm.init: {path} is a {kind} reward model; an implicit PRM starts from a causal LM (e.g. the "
+                        "policy) or continues an implicit PRM")
+    model = ImplicitPRM.from_policy(str(path), cfg.implicit_beta, cfg.max_length, cfg.step_separator)
+    return model, f"fresh implicit PRM from causal LM {path}: φ and π_ref both start as it (β {cfg.implicit_beta})"
+
+
+def online_implicit_model(path: str | Path, cfg: PRMConfig, lr: float, update: str) -> ImplicitPRM:
+    """An implicit PRM for GRPO's online reward (``grpo.reward_source: implicit``): ``init_implicit_model``, then the
+    online update's settings (``grpo.implicit_lr``, ``grpo.implicit_update``), micro-batched by prm.eval_batch_size."""
+    model, _ = init_implicit_model(path, cfg)
+    return model.configure_online(lr, update, cfg.eval_batch_size)

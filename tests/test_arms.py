@@ -2,7 +2,7 @@
 
 import pytest
 
-from prmloop.loop.arms import Arm, arm_config, parse_arm
+from prmloop.loop.arms import Arm, arm_config, arm_from_config, parse_arm
 from prmloop.loop.config import ExperimentConfig, load_config
 from prmloop.utils.errors import UserError
 
@@ -58,3 +58,19 @@ def test_a_mix_arm_without_a_weight_is_refused_up_front():
                                         r"which is 0; set it"):
         load_config(None, ["compare.arms=[process-prm-iterative-mix]"])
     assert load_config(None, ["compare.arms=[process-prm-iterative-mix]", "grpo.outcome_mix=0.5"]).grpo.outcome_mix == 0.5
+
+
+def test_implicit_arms_learn_online_and_need_process_supervision():
+    arm = parse_arm("process-implicit-online-min-mix")
+    assert (arm.reward_source, arm.rm_update, arm.credit, arm.mix) == ("implicit", "online", "min", True)
+    assert arm.name == "process-implicit-online-min-mix" and arm.uses_reward_model is False  # no prm0, no labels
+    for spec, message in (("process-implicit-iterative", "only it, is updated 'online'"),
+                          ("process-prm-online", "only it, is updated 'online'"),
+                          ("outcome-implicit-online", "it needs process supervision")):
+        with pytest.raises(UserError, match=message):
+            parse_arm(spec)
+    out = arm_config(ExperimentConfig(), arm, seed=1)
+    assert (out.grpo.reward_source, out.grpo.credit, out.loop.rm_update) == ("implicit", "min", "iterative")
+    # `prmloop loop` with an implicit reward source runs the online arm whatever loop.rm_update says
+    cfg = load_config(None, ["grpo.reward_source=implicit", "loop.rm_update=fixed"])
+    assert arm_from_config(cfg).name == "process-implicit-online"

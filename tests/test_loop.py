@@ -190,3 +190,18 @@ def test_spent_tokens_counts_labelling_samples_rollouts_and_training_of_the_mode
     assert spent_tokens(tmp_path, 0, "process") == 100 + 1000
     assert spent_tokens(tmp_path, 1, "outcome") == 100 + 900
     assert spent_tokens(tmp_path, 2, "process") == 100 + 40 + 1000 + 7
+
+
+def test_implicit_arm_learns_online_and_keeps_its_prm_with_the_policy(tmp_path):
+    from prmloop.prm.formats import detect_format
+
+    out = tmp_path / "run"
+    args = [*_loop_args(out, tmp_path / "cache"), "--set", "loop.rounds=1", "--set", "grpo.reward_source=implicit"]
+    done = subprocess.run(_cli(*args), cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = out / "arms" / "process-implicit-online" / "seed0"
+    rl = [r for r in _rows(run / "metrics.jsonl") if r["kind"] == "rl"]
+    assert len(rl) == 2 and all(r["implicit/solutions"] > 0 and math.isfinite(r["implicit/loss"]) for r in rl)
+    assert rl[0]["rewards/implicit/mean"] == 0.0  # φ = π_ref scores the first batch, then takes its first step
+    assert detect_format(run / "policy" / "round1" / "implicit_prm") == "implicit"
+    assert not (run / "labels.jsonl").exists()  # no step labels: the answer check of its own rollouts only

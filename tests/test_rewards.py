@@ -108,3 +108,34 @@ def test_non_finite_rewards_are_reported():
     assert not Rewards(rule, torch.tensor([0.5, math.nan]), None).is_finite()
     assert not Rewards(rule, None, [[0.5, math.inf], []]).is_finite()
     assert Rewards(rule, None, [[0.5], []]).is_finite()
+
+
+class FixedOnlineScorer:
+    """An online scorer (an implicit PRM's interface) that records the labels it learns from; every step gets 0.25."""
+
+    def __init__(self):
+        self.labels: list[list[float]] = []
+
+    def score_steps(self, prompts, solutions):
+        return [[0.5] * len(steps) for steps in solutions]
+
+    def online_step(self, prompts, solutions, labels):
+        self.labels.append(list(labels))
+        return [[0.25] * len(steps) for steps in solutions], {"implicit/loss": 0.5}
+
+    def save_pretrained(self, out_dir):
+        return out_dir
+
+    def load_online(self, path):
+        return None
+
+
+def test_implicit_source_learns_from_the_rule_labels_of_completions_with_steps():
+    scorer = FixedOnlineScorer()
+    texts, steps = ["1 + 2 = 3\nAnswer: 3", "", "Answer: 4"], [["1 + 2 = 3", "Answer: 3"], [], ["Answer: 4"]]
+    rewards = compute_rewards([PROBLEM] * 3, ["q\n"] * 3, texts, steps, "process", "implicit", CHECK, scorer)
+    assert rewards.rule.tolist() == [1.0, 0.0, 0.0]
+    assert scorer.labels == [[1.0, 0.0]]  # the completion without steps is neither scored nor learnt from
+    assert rewards.steps == [[0.25, 0.25], [], [0.25]] and rewards.scorer_stats == {"implicit/loss": 0.5}
+    with pytest.raises(UserError, match="'implicit' needs an implicit PRM that learns online"):
+        compute_rewards([PROBLEM], ["q\n"], texts[:1], steps[:1], "process", "implicit", CHECK, RecordingScorer())
