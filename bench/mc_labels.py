@@ -1,7 +1,7 @@
 """Benchmark: Monte Carlo step labels against the exact verifier on the study's warm start, and the PRMs they train.
 
 Run ``python bench/mc_labels.py [--quick] [--seeds 0 1 2] [--n-problems 200] [--samples 4] [--ns 4 8]
-[--eval-problems 100] [--eval-samples 8] [--variants exact mc8 mc16 mc8_consensus]``. Issue 25 asks whether a PRM
+[--eval-problems 100] [--eval-samples 8] [--variants exact mc8 mc16 mc8_consensus]``. It asks whether a PRM
 trained on Monte Carlo labels reaches first-error F1 >= 0.85 on the policy's own samples, or what stops it. Per seed
 (a different draw of training problems, policy samples, MC rollouts, held-out problems and samples, and of the PRM's
 batch order and validation split):

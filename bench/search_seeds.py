@@ -1,5 +1,5 @@
 """PRM-guided search over several sampling seeds: Best-of-N, weighted Best-of-N, maj@N, pass@N and a tree search, with
-95% CIs over seeds and the paired per-seed differences that the issue's questions ask about.
+95% CIs over seeds and the paired per-seed differences: PRM reranking vs majority voting, tree search vs Best-of-N.
 
 Run: ``python bench/search_seeds.py [--seeds 0 1 2] [--n 16] [--problems 64] [--strategy beam|dvts|best_of_n]``.
 It builds the docs' PRM once (docs/benchmarks.md, "PRM-guided search"): 128 training problems x 4 samples of the

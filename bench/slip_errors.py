@@ -3,7 +3,7 @@ sorted into 'the taught slip' (a carry, or with data.slip_borrow a borrow, forgo
 
 Run: ``python bench/slip_errors.py --policy runs/sft_band/<name>-s0 --config configs/compare.yaml [--problems 500]``.
 A policy whose wrong answers come mostly from the taught slip is right on its other steps, so its step labels say what
-its final answers do not (the sparse-reward regime of issue 13).
+its final answers do not (the sparse-reward regime of configs/compare.yaml).
 """
 
 from __future__ import annotations

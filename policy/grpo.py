@@ -255,29 +255,27 @@ class GRPOTrainer:
             advantages = mix_outcome_batch(advantages, rewards.rule, mask, group, self.cfg.outcome_mix)
         return advantages.to(self.accelerator.device)
 
-    def _micro_batches(self, num_rows: int) -> list[slice]:
-        return micro_batches(num_rows, self.cfg.grad_accum)
+    def _micro_batches(self, rollout: Rollout) -> list[slice]:
+        return micro_batches(rollout.completion_ids.shape[0], self.cfg.grad_accum)
 
     def _reference_logps(self, rollout: Rollout) -> Tensor | None:
         return reference_logps(self.policy, self.reference, self.reference_adapters, rollout,
-                               self._micro_batches(rollout.completion_ids.shape[0]), self.accelerator.autocast,
-                               padding_free=self.cfg.padding_free)
+                               self._micro_batches(rollout), self.accelerator.autocast, padding_free=self.cfg.padding_free)
 
     def _old_logps(self, rollout: Rollout) -> tuple[Rollout, Tensor | None, dict[str, float]]:
         """π_old (module docstring): the rollout as sampled, or with vLLM (``grpo.vllm_old_logps: recompute``) with the
         training model's own log-probs, importance weights and mismatch stats (``policy.grpo_logps``)."""
         if not self.cfg.use_vllm or self.cfg.vllm_old_logps == "engine":
             return rollout, None, {}
-        return recomputed_old_logps(self.policy, rollout, self._micro_batches(rollout.completion_ids.shape[0]),
-                                    self.accelerator.autocast, self.cfg.vllm_is_cap,
-                                    share_prompts=not self.policy_cfg.gradient_checkpointing,
+        return recomputed_old_logps(self.policy, rollout, self._micro_batches(rollout), self.accelerator.autocast,
+                                    self.cfg.vllm_is_cap, share_prompts=not self.policy_cfg.gradient_checkpointing,
                                     padding_free=self.cfg.padding_free)
 
     def _update(self, rollout: Rollout, advantages: Tensor,
                 is_weights: Tensor | None = None) -> tuple[dict[str, float], str | None]:
         """μ inner updates of Eq. 3 against π_old; returns stats averaged over micro-batches and why it skipped."""
         ref_logp = self._reference_logps(rollout)  # (B, T) or None
-        micro_batches = self._micro_batches(rollout.completion_ids.shape[0])
+        micro_batches = self._micro_batches(rollout)
         totals: dict[str, float] = {}
         for inner in range(self.cfg.mu):
             for index, rows in enumerate(micro_batches):
@@ -358,15 +356,11 @@ class GRPOTrainer:
             values["entropy"] = masked_mean(entropy, mask).item()
         return values
 
-    # ---- metrics ----
-
     def _any_process(self, flag: bool) -> bool:
         return bool(self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), "sum") > 0)
 
     def _all_processes(self, flag: bool) -> bool:
         return not self._any_process(not flag)
-
-    # ---- loop, checkpoints ----
 
     def train(self, problems: list[Problem], steps: int | None = None,
               on_metrics: Callable[[dict[str, float]], None] | None = None,
