@@ -199,3 +199,31 @@ def test_lora_grpo_on_gsm8k_with_a_chat_model_exports_a_plain_model(tmp_path, qw
     assert "adapter_model.safetensors" in checkpoint and "model.safetensors" not in checkpoint
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "policy")
     assert type(plain).__name__ == "Qwen2ForCausalLM" and not any("lora" in n for n, _ in plain.named_parameters())
+
+
+def test_a_curriculum_runs_on_gsm8k_by_reference_solution_length(tmp_path, qwen_dir):
+    """loop.curriculum on a dataset task: bands come from the lengths of GSM8K's reference rationales; each round's
+    evaluation logs the band's metrics and the tokens spent."""
+    rows = gsm8k_rows(40)
+    for index, row in enumerate(rows[::2]):  # every other rationale one line longer: two lengths to band
+        row["answer"] = f"First we read the question {index}.\n" + row["answer"]
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    one_length = write_gsm8k_file(tmp_path / "one_length.jsonl", n=40)
+    config = _write_config(tmp_path / "gsm8k.yaml", _gsm8k_config(tmp_path, qwen_dir, one_length))
+    refused = subprocess.run([sys.executable, "-m", "prmloop", "compare", "--config", str(config), "--out",
+                              str(tmp_path / "refused"), "--set", "loop.curriculum=steps"],
+                             cwd=ROOT, env=_env(), capture_output=True, text=True, check=False, timeout=600)
+    assert refused.returncode == 2 and "loop.curriculum: 'steps' orders problems" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    config = _write_config(tmp_path / "gsm8k.yaml", _gsm8k_config(tmp_path, qwen_dir, source))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "prmloop", "compare", "--config", str(config), "--out", str(out),
+                           "--set", "loop.curriculum=steps", "--set", "compare.arms=[process-prm-iterative]"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [row for _, row in read_jsonl(out / "arms" / "process-prm-iterative" / "seed0" / "metrics.jsonl")]
+    evals = [row for row in rows if row["kind"] == "eval" and "accuracy" in row]
+    assert [row["round"] for row in evals] == [0, 1, 2]
+    assert all(row["band_num_problems"] >= 1 and row["tokens_total"] >= row["tokens_reward_model"] > 0 for row in evals)
+    assert evals[-1]["tokens_reward_model"] > evals[0]["tokens_reward_model"]  # round 2 retrained the PRM
