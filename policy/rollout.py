@@ -28,6 +28,7 @@ quarter of the batch has ended; until then ended rows feed pad tokens whose outp
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ from torch import Tensor
 
 from ..data.prompts import encode_prompt
 from ..data.steps import closing_char_ends, split_steps, step_end_token_indices, token_char_ends_from_ids
+from . import prefix_sharing
 from .kv_cache import grow_in_place
 
 _MASK64 = (1 << 64) - 1
@@ -140,8 +142,8 @@ class HFBackend:
     """Batched sampling from a transformers causal LM with a KV cache (a hand-written loop, not ``generate``)."""
 
     def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, batch_size: int = 256) -> None:
-        self.model, self.tokenizer = model, tokenizer
+                 top_p: float = 1.0, batch_size: int = 256, share_prefixes: bool = True) -> None:
+        self.model, self.tokenizer, self.share_prefixes = model, tokenizer, share_prefixes
         self.max_new_tokens, self.temperature, self.top_p, self.batch_size = max_new_tokens, temperature, top_p, batch_size
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -159,10 +161,13 @@ class HFBackend:
             self.model.train(was_training)
         return concat_generations(parts, self.pad_id)
 
-    def _prefill(self, prompt_ids: list[list[int]], device: Any) -> tuple[Tensor, Any, Tensor, Tensor]:
-        """Run each DISTINCT prompt once and copy its cache rows to every sample of it (G samples share a prompt).
+    def _prefill(self, prompt_ids: list[list[int]], device: Any, share: bool) -> tuple[Tensor, Any, Tensor, Tensor,
+                                                                                        bool]:
+        """Run each DISTINCT prompt once (G samples share a prompt) and give every row its cache: with ``share``,
+        where the model allows, the prompt's keys/values once for its rows (``policy.prefix_sharing``), else copied.
 
-        Returns next-token logits (B, V), the cache, the attention mask (B, P + N) and each row's next position (B,).
+        Returns next-token logits (B, V), the cache, the attention mask (B, P + N), each row's next position (B,) and
+        whether the cache shares prefixes.
         """
         distinct: dict[tuple[int, ...], int] = {}
         row_to_distinct = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
@@ -170,22 +175,42 @@ class HFBackend:
         out = self.model(input_ids=prompt, attention_mask=prompt_mask.long(), use_cache=True, logits_to_keep=1,
                          position_ids=(prompt_mask.long().cumsum(1) - 1).clamp(min=0))
         cache = cache_of(out)
-        grow_in_place(cache, prompt.shape[1] + self.max_new_tokens)  # no O(T²) copying as the completions grow
         index = torch.tensor(row_to_distinct, device=device)  # (B,)
-        if len(distinct) < len(prompt_ids):
-            cache.batch_select_indices(index)
-        prompt_mask = prompt_mask[index]  # (B, P)
-        attention = torch.cat([prompt_mask, prompt_mask.new_ones(len(index), self.max_new_tokens)], dim=1).long()
-        return out.logits[:, -1][index], cache, attention, prompt_mask.sum(1)
+        shared = share and prefix_sharing.applicable(cache)
+        if shared:
+            prefix_sharing.share_prefixes(cache, prompt_mask, index, self.max_new_tokens)
+        else:
+            grow_in_place(cache, prompt.shape[1] + self.max_new_tokens)  # no O(T²) copying as completions grow
+            if len(distinct) < len(prompt_ids):
+                cache.batch_select_indices(index)
+        row_mask = prompt_mask[index]  # (B, P)
+        attention = torch.cat([row_mask, row_mask.new_ones(len(index), self.max_new_tokens)], dim=1).long()
+        return out.logits[:, -1][index], cache, attention, row_mask.sum(1), shared
 
     def _generate_batch(self, prompt_ids: list[list[int]], row_seeds: list[int]) -> Generation:
+        """Sample the batch with prefix sharing where this model's attention allows it, else with the plain cache (the
+        first refusal turns sharing off for this backend; the batch is sampled again from the start)."""
+        if self.share_prefixes:
+            try:
+                return self._sample(prompt_ids, row_seeds, share=True)
+            except prefix_sharing.PrefixSharingUnsupported:
+                self.share_prefixes = False
+        return self._sample(prompt_ids, row_seeds, share=False)
+
+    def _sample(self, prompt_ids: list[list[int]], row_seeds: list[int], share: bool) -> Generation:
         """Sample up to max_new_tokens per row. Rows that end drop out of the model batch in bulk (the cache rows
         are selected away once a quarter of the batch has ended); until then they feed pad and are ignored."""
         device = next(self.model.parameters()).device
-        budget, batch = self.max_new_tokens, len(prompt_ids)
-        uniforms = row_uniforms(row_seeds, budget).to(device)  # (B, N)
+        uniforms = row_uniforms(row_seeds, self.max_new_tokens).to(device)  # (B, N)
         eos = torch.tensor(eos_token_ids(self.model, self.tokenizer), device=device)
-        logits, cache, attention, next_position = self._prefill(prompt_ids, device)  # (B, V), (B, P + N), (B,)
+        logits, cache, attention, next_position, shared = self._prefill(prompt_ids, device, share)
+        with prefix_sharing.sharing_attention(self.model) if shared else contextlib.nullcontext():
+            return self._decode(logits, cache, attention, next_position, uniforms, eos, shared)
+
+    def _decode(self, logits: Tensor, cache: Any, attention: Tensor, next_position: Tensor, uniforms: Tensor,
+                eos: Tensor, shared: bool) -> Generation:
+        """The decode steps from the prefill's logits (B, V), cache, attention mask (B, P + N), next positions (B,)."""
+        device, (batch, budget) = logits.device, uniforms.shape
         width = attention.shape[1] - budget
         keyword = cache_keyword(self.model)
         ids = torch.full((batch, budget), self.pad_id, dtype=torch.long, device=device)  # (B, N)
@@ -211,6 +236,8 @@ class HFBackend:
             feed = torch.where(alive, token, self.pad_id)[:, None]  # (b, 1)
             logits = self.model(input_ids=feed, attention_mask=attention[:, : width + t + 1], use_cache=True,
                                 position_ids=(next_position + t)[:, None], **{keyword: cache}).logits[:, -1]
+            if shared and not prefix_sharing.served_every_layer(cache):
+                raise prefix_sharing.PrefixSharingUnsupported("an attention layer did not read the shared prompts")
         mask = torch.arange(budget, device=device) < _lengths(ids, finished, eos, length)[:, None]  # (B, N)
         return Generation(ids[:, :length], mask[:, :length], logp[:, :length], finished)
 

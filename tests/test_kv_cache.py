@@ -72,7 +72,8 @@ def test_sampling_with_the_growing_cache_is_bit_identical(kind, monkeypatch):
     for grow in (True, False):
         if not grow:
             monkeypatch.setattr(rollout, "grow_in_place", lambda *args: None)
-        backend = HFBackend(model, tokenizer, max_new_tokens=64, temperature=1.0, batch_size=16)
+        backend = HFBackend(model, tokenizer, max_new_tokens=64, temperature=1.0, batch_size=16,
+                            share_prefixes=False)  # the plain cache: the one grow_in_place serves
         runs.append(sample_rollout(backend, tokenizer, prompts, group_size=8, seed=3, step=1))
     grown, plain = runs
     assert not grown.completion_mask.all()  # rows ended at different times: the loop compacted its cache
