@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
 from prmloop.data.tasks import get_task
+from prmloop.policy import logps
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer, step_problem_indices
 from prmloop.policy.logps import forward_logps
@@ -209,21 +210,51 @@ def trl_table(model, tokenizer, args, policy_cfg: PolicyConfig, problems) -> Non
     def rule_reward(prompts, completions, **kwargs):
         return [float(ARITH.is_correct(c, answers[p])) for p, c in zip(prompts, completions)]
 
-    runners = {}
-    for name, padding_free in (("prmloop", False), ("prmloop, grpo.padding_free", True)):
+    runners, shares = {}, []
+    for name, padding_free, trees in (("prmloop", False, False), ("prmloop, grpo.padding_free", True, True),
+                                      ("prmloop, grpo.padding_free, no prefix trees", True, False)):
         cfg = GRPOConfig(prompts_per_step=args.prompts_per_step, group_size=args.group_size, beta=settings["beta"],
-                         lr=settings["lr"], supervision="outcome", reward_source="rule", padding_free=padding_free)
+                         lr=settings["lr"], supervision="outcome", reward_source="rule", padding_free=padding_free,
+                         temperature=args.temperature)
         trainer = GRPOTrainer(copy.deepcopy(model), tokenizer, cfg, policy_cfg, ARITH)
         runners[name] = prmloop_runner(trainer, lambda step: questions)
-    rows = side_by_side(model, tokenizer, settings, prompts, rule_reward, args.steps, runners, args.threads)
+        if padding_free:
+            runners[name] = with_trees(runners[name], trees, shares if trees else [])
+    rows = side_by_side(model, tokenizer, {**settings, "temperature": args.temperature}, prompts, rule_reward,
+                        args.steps, runners, args.threads)
     if rows is None:
         print("TRL is not importable (pip install trl): no side-by-side table")
         return
     results = {name: medians(runs) for name, runs in rows.items()}
     trl_name = next(iter(results))
     print(f"\nprmloop vs {trl_name}: {args.prompts_per_step} prompts x G={args.group_size}, "
-          f"{policy_cfg.max_new_tokens} new tokens, beta 0.04, float32, medians of {args.steps} interleaved steps")
+          f"{policy_cfg.max_new_tokens} new tokens, temperature {args.temperature}, beta 0.04, float32, medians of "
+          f"{args.steps} interleaved steps")
     print_phases(results, trl_name)
+    if shares:
+        print(f"prefix trees held {min(shares):.0%}-{max(shares):.0%} of the prompt-once layout's tokens in these steps' "
+              f"forwards (trees run at most {logps.TREE_SHARE:.0%})")
+
+
+def with_trees(runner, trees: bool, shares: list[float]):
+    """``runner`` with the padding-free forwards' prefix trees on (where they pay) or off; ``shares`` collects each
+    forward's tree tokens / prompt-once tokens."""
+    from unittest import mock
+
+    from prmloop.policy.prefix_tree import GroupTrees
+
+    def counted(prompt_ids, prompt_mask, completion_ids, completion_mask, groups):
+        grouped = GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, groups)
+        once = sum(len(prompt) for prompt in grouped.prompts) + int((completion_mask.sum(1) - 1).clamp(min=0).sum())
+        shares.append(grouped.num_tokens() / once)
+        return grouped
+
+    def run(step: int) -> dict:
+        with mock.patch.object(logps, "TREE_SHARE", logps.TREE_SHARE if trees else -1.0), \
+                mock.patch.object(logps, "GroupTrees", counted):
+            return runner(step)
+
+    return run
 
 
 def made_up_rollout(prompt_ids: list[list[int]], group_size: int, lengths: list[int], vocab: int, seed: int) -> Rollout:
@@ -314,6 +345,7 @@ def main() -> None:
     parser.add_argument("--prompts-per-step", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned for every run")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the trl table's runs")
     parser.add_argument("--parts", default="trl,lengths,table", help=f"comma-separated tables of {sorted(PARTS)}")
     parser.add_argument("--reward-run", type=int, default=0, metavar="STEPS",
                         help="instead of timing: run this many GRPO steps and report held-out accuracy before/after")

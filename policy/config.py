@@ -108,8 +108,10 @@ class GRPOConfig:
     """Micro-batches per optimizer step on each process (memory knob; the update is the same for any value)."""
     padding_free: bool = False
     """The update's forwards (π_θ, π_ref, recomputed π_old) run on packed rows without padding: positions restart per
-    sequence and attention stays within each, so their cost follows the real tokens; log-probs, loss and gradients
-    are the padded forward's (``policy.packing``). Needs sdpa, eager or flash attention; checked once at start."""
+    sequence and attention stays within each, so their cost follows the real tokens; with sdpa/eager attention a
+    group whose samples share long prefixes runs each shared prefix once (``policy.prefix_tree``). Log-probs, loss
+    and gradients are the padded forward's (``policy.packing``). Needs sdpa, eager or flash attention; checked once
+    at start."""
     generation_batch_size: int = checked(256, at_least(1))
     """Most completions sampled together in one batched generation call."""
     max_grad_norm: float = checked(1.0, above(0))

@@ -27,8 +27,9 @@ Choices and departures, stated once:
   (``policy.distributed``) the engine reduces the gradients, clips and steps; the result is the same.
 - ``grad_accum`` splits each process's rows into that many micro-batches, each loss weighted by its share of rows,
   so the gradient does not depend on it.
-- ``padding_free`` (TRL pads to the batch's longest): the update's forwards run on packed rows (``policy.packing``),
-  same numbers at the cost of the real tokens; a model whose packed rows would mix sequences is refused at start.
+- ``padding_free`` (TRL pads to the batch's longest): the update's forwards run on packed rows (``policy.packing``,
+  prefix trees where the samples share long prefixes: ``policy.prefix_tree``), same numbers at the cost of the real
+  (distinct) tokens; a model whose packed rows would mix sequences is refused at start.
 - Bad input does not stop the run at once: non-finite rewards on any process skip the whole update; a non-finite
   gradient norm (NaN/inf loss) skips the optimizer step; a step that diverged (NaN/inf weights, or weights moved by
   more than ``max_weight_change`` of their norm) is rolled back from a CPU copy (``policy.divergence``). All are

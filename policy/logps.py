@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..utils.errors import UserError
 from .packing import Packed, pack_completions, pack_sequences, shared_prompt_mask, unpack
+from .prefix_tree import GroupTrees, pack_trees
 from .rollout import cache_keyword, cache_of
 
 MASK_KINDS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -27,7 +28,7 @@ MASK_KINDS: dict[str, Callable[[Tensor], Tensor]] = {
 
 def forward_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                   completion_mask: Tensor, with_entropy: bool = False, share_prompts: bool = True,
-                  padding_free: bool = False) -> tuple[Tensor, Tensor | None]:
+                  padding_free: bool = False, trees: bool | None = None) -> tuple[Tensor, Tensor | None]:
     """Temperature-1 log-prob (B, T) of each completion token, and optionally its entropy (B, T).
 
     Same layout and position ids as the sampling loop, so on unchanged weights it reproduces ``Rollout.logp``. With
@@ -36,11 +37,11 @@ def forward_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completio
     gradient reaches the weights through the copied cache, so it is the full forward's, with the prompt compute cut
     by the group size. Without repeated prompts, or with ``share_prompts`` false (gradient checkpointing, which
     drops the cache), one forward over prompt + completion. ``padding_free``: the same numbers from packed rows
-    (``packed_logps``).
+    (``packed_logps``, which takes ``trees``).
     """
     if padding_free:
         return packed_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, with_entropy,
-                            share_prompts)
+                            share_prompts, trees)
     num_tokens = completion_ids.shape[1]
     attention = torch.cat([prompt_mask, completion_mask], dim=1).long()  # (B, P + T)
     positions = (attention.cumsum(1) - 1).clamp(min=0)  # (B, P + T)
@@ -74,24 +75,44 @@ def token_logps(logits: Tensor, tokens: Tensor, with_entropy: bool) -> tuple[Ten
     return logp, entropy
 
 
+TREE_SHARE = 0.5
+"""``packed_logps`` lays a micro-batch as prefix trees (``policy.prefix_tree``) when they hold at most this share of
+the tokens the prompt-once layout runs: trees cut the tokens through every layer, but each packed row's attention grows
+with the square of its width (a group's whole tree), so only a large cut pays for it."""
+
+
 def packed_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                 completion_mask: Tensor, with_entropy: bool = False,
-                 share_prompts: bool = True) -> tuple[Tensor, Tensor | None]:
+                 completion_mask: Tensor, with_entropy: bool = False, share_prompts: bool = True,
+                 trees: bool | None = None) -> tuple[Tensor, Tensor | None]:
     """``forward_logps`` without padding (``policy.packing``): (B, T) log-probs and entropies, 0 at padding.
 
-    With ``share_prompts``, repeated prompts, an attention that takes a 4D mask (sdpa, eager) and no sliding window
-    within the sequences: one forward over the distinct prompts, its KV cache copied to packed rows of each group's
-    completions, and a mask that keeps each completion to its prompt and itself. Otherwise prompt + completion
-    sequences packed end to end, positions restarting at 0, no mask: transformers then keeps attention within each
-    sequence (flash attention through varlen kernels, sdpa/eager/flex through a block-diagonal mask). Rows are as long
-    as the longest sequence, or one row with flash and flex attention, whose cost does not grow with the row.
+    With repeated prompts, an attention that takes a 4D mask (sdpa, eager) and no sliding window within the
+    sequences, one of two layouts runs each prompt once:
+    - prefix trees (``policy.prefix_tree``): each group's prompt and the trie of its completions, so that tokens the
+      samples share (the same prefix) run once too; no KV cache, so also with gradient checkpointing. ``trees`` None:
+      where they hold at most ``TREE_SHARE`` of the tokens of the layout below; True/False: always/never.
+    - with ``share_prompts``: one forward over the distinct prompts, its KV cache copied to packed rows of each
+      group's completions, and a mask that keeps each completion to its prompt and itself.
+    Otherwise prompt + completion sequences packed end to end, positions restarting at 0, no mask: transformers then
+    keeps attention within each sequence (flash attention through varlen kernels, sdpa/eager/flex through a
+    block-diagonal mask). Rows are as long as the longest sequence, or one row with flash and flex attention, whose
+    cost does not grow with the row.
     """
     shape, config = completion_ids.shape, _config(model)
     implementation = getattr(config, "_attn_implementation", None) or "eager"
     longest = int((prompt_mask.sum(1) + completion_mask.sum(1)).max()) if shape[0] else 0
-    shared = share_prompts and implementation in MASK_KINDS and _full_attention(config, longest)
-    distinct, inverse = _distinct_prompts(prompt_ids, prompt_mask) if shared else (None, None)
-    if distinct is None:
+    masked = implementation in MASK_KINDS and _full_attention(config, longest)
+    distinct, inverse = _distinct_prompts(prompt_ids, prompt_mask) if masked else (None, None)
+    tree = None
+    if distinct is not None and trees is not False:
+        grouped = GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, inverse)
+        once = int(prompt_mask[distinct].sum() + (completion_mask.sum(1) - 1).clamp(min=0).sum())  # prompt-once
+        if trees or (all(grouped.prompts) and grouped.num_tokens() <= TREE_SHARE * once):
+            tree = pack_trees(grouped, completion_ids, completion_mask)
+    if tree is not None:
+        packed, mask = tree, MASK_KINDS[implementation](tree.visible[:, None])  # (R, 1, C, C)
+        parts = [_logits_at(model, packed, packed.logit_cols >= 0, attention_mask=mask, use_cache=False)]
+    elif distinct is None or not share_prompts:
         one_row = any(name in implementation for name in ("flash", "flex"))
         packed = pack_sequences(prompt_ids, prompt_mask, completion_ids, completion_mask, None if one_row else longest)
         parts = [_logits_at(model, packed, packed.logit_cols >= 0, use_cache=False)]
@@ -118,8 +139,9 @@ def packed_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion
 @torch.no_grad()
 def check_padding_free(model: Any, share_prompts: bool) -> None:
     """UserError naming ``grpo.padding_free`` unless ``model``'s packed forward (``packed_logps``) gives its padded
-    forward's log-probs on a small made-up batch (2 prompts x 3 completions of mixed lengths) and keeps attention
-    within each packed sequence: changing one group's tokens leaves the other group's log-probs exactly as they were."""
+    forward's log-probs on a small made-up batch (2 prompts x 3 completions of mixed lengths, some sharing a prefix),
+    in both layouts (prefix trees and not), and keeps attention within each packed sequence: changing one group's
+    tokens leaves the other group's log-probs exactly as they were."""
     config = _config(model)
     name = f"{type(getattr(model, 'module', model)).__name__} (attention '{getattr(config, '_attn_implementation', '?')}')"
     device = next(model.parameters()).device
@@ -130,21 +152,25 @@ def check_padding_free(model: Any, share_prompts: bool) -> None:
     batches = []
     for _ in range(3):  # the batch, then each group's tokens changed in turn
         prompt_ids = torch.randint(vocab, (2, 4), generator=generator).repeat_interleave(3, dim=0) * prompt_mask
-        batches.append([prompt_ids, torch.randint(vocab, (6, 6), generator=generator) * completion_mask])
+        completion_ids = torch.randint(vocab, (6, 6), generator=generator)
+        completion_ids[1, :2], completion_ids[4, :1] = completion_ids[0, :2], completion_ids[3, :1]  # shared prefixes
+        batches.append([prompt_ids, completion_ids * completion_mask])
     batches[1] = [torch.cat([batches[1][k][:3], batches[0][k][3:]]) for k in range(2)]  # group 0 changed
     batches[2] = [torch.cat([batches[0][k][:3], batches[2][k][3:]]) for k in range(2)]  # group 1 changed
     try:
         padded, _ = forward_logps(model, *_on(device, batches[0][0], prompt_mask, batches[0][1], completion_mask),
                                   share_prompts=False)
         packed = [forward_logps(model, *_on(device, ids, prompt_mask, completion_ids, completion_mask),
-                                share_prompts=share_prompts, padding_free=True)[0] for ids, completion_ids in batches]
+                                share_prompts=share_prompts, padding_free=True, trees=trees)[0]
+                  for trees in (False, True) for ids, completion_ids in batches]
     except (TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"grpo.padding_free: {name} cannot run packed rows ({type(err).__name__}: {err}); "
                         "set grpo.padding_free: false") from err
     mask = completion_mask.to(device)
     gap = (packed[0] - padded).float()[mask].abs().max().item()
-    leak = max((packed[1] - packed[0])[3:][mask[3:]].abs().max().item(),
-               (packed[2] - packed[0])[:3][mask[:3]].abs().max().item())
+    gap = max(gap, (packed[3] - padded).float()[mask].abs().max().item())  # the prefix-tree layout
+    leak = max(max((packed[k + 1] - packed[k])[3:][mask[3:]].abs().max().item(),
+                   (packed[k + 2] - packed[k])[:3][mask[:3]].abs().max().item()) for k in (0, 3))
     tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 0.1  # 16-bit weights round more
     if leak > 1e-6 or gap > tolerance:
         raise UserError(f"grpo.padding_free: {name} does not keep attention within each packed sequence (packed "

@@ -43,6 +43,11 @@ class Packed:
     """(N,) long: the completion token each of those logits predicts."""
     destination: Tensor
     """(N,) long: flat index ``i * T + t`` of that token in the (b, T) layout."""
+    visible: Tensor | None = None
+    """(R, C, C) bool: which key each query may attend (``policy.prefix_tree``); None: the item says."""
+
+    def to(self, device: torch.device) -> Packed:
+        return Packed(*(None if value is None else value.to(device) for value in vars(self).values()))
 
 
 def first_fit_decreasing(lengths: list[int], capacity: int | None, groups: list[int] | None = None,

@@ -21,6 +21,7 @@ from prmloop.data.arith import generate
 from prmloop.data.config import DataConfig
 from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.data.tasks import get_task
+from prmloop.policy import logps
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer
 from prmloop.policy.tiny import build_tiny_llama, tiny_random_model
@@ -51,7 +52,10 @@ def varied_rollout(trainer: GRPOTrainer):
     rollout = trainer._sample(trainer._encode(problems, [trainer.prompter(p.question) for p in problems]), 0, 0)
     cut = torch.tensor([10, 2, 7, 1, 9, 4, 10, 6, 3])[:, None]  # (9, 1)
     mask = rollout.completion_mask & (torch.arange(rollout.completion_mask.shape[1])[None, :] < cut)  # (9, T)
-    return dataclasses.replace(rollout, completion_mask=mask, logp=torch.where(mask, rollout.logp, 0.0))
+    ids = rollout.completion_ids.clone()
+    ids[1, :2], ids[7, :4] = ids[0, :2], ids[6, :4]  # rows 1 and 7 share a prefix with the row before (prefix trees)
+    return dataclasses.replace(rollout, completion_ids=ids, completion_mask=mask,
+                               logp=torch.where(mask, rollout.logp, 0.0))
 
 
 def update_of(trainer: GRPOTrainer, rollout, advantages: torch.Tensor, padding_free: bool):
@@ -64,14 +68,23 @@ def update_of(trainer: GRPOTrainer, rollout, advantages: torch.Tensor, padding_f
     return ref_logp, stats, grads
 
 
-@pytest.mark.parametrize(("arch", "policy_cfg"), [
-    ("llama", PolicyConfig(max_new_tokens=10)),
-    ("qwen2", PolicyConfig(max_new_tokens=10)),
-    ("tiny", PolicyConfig(max_new_tokens=10)),
-    ("llama", PolicyConfig(max_new_tokens=10, lora_r=4)),
-    ("llama", PolicyConfig(max_new_tokens=10, gradient_checkpointing=True)),
-], ids=["llama", "qwen2", "tiny-policy", "llama-lora", "llama-checkpointing"])
-def test_the_packed_update_has_the_padded_updates_reference_logps_loss_and_gradients(arch, policy_cfg):
+@pytest.mark.parametrize(("arch", "policy_cfg", "trees"), [
+    ("llama", PolicyConfig(max_new_tokens=10), False),
+    ("qwen2", PolicyConfig(max_new_tokens=10), False),
+    ("tiny", PolicyConfig(max_new_tokens=10), False),
+    ("llama", PolicyConfig(max_new_tokens=10, lora_r=4), False),
+    ("llama", PolicyConfig(max_new_tokens=10, gradient_checkpointing=True), False),
+    ("qwen2", PolicyConfig(max_new_tokens=10), True),
+    ("tiny", PolicyConfig(max_new_tokens=10), True),
+    ("llama", PolicyConfig(max_new_tokens=10, lora_r=4), True),
+    ("llama", PolicyConfig(max_new_tokens=10, gradient_checkpointing=True), True),
+], ids=["llama", "qwen2", "tiny-policy", "llama-lora", "llama-checkpointing", "qwen2-trees", "tiny-policy-trees",
+        "llama-lora-trees", "llama-checkpointing-trees"])
+def test_the_packed_update_has_the_padded_updates_reference_logps_loss_and_gradients(arch, policy_cfg, trees,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(logps, "TREE_SHARE", 1e9 if trees else -1.0)  # prefix trees always / never
+    packed_trees, pack_trees = [], logps.pack_trees
+    monkeypatch.setattr(logps, "pack_trees", lambda *args: packed_trees.append(1) or pack_trees(*args))
     trainer = make_trainer(arch, policy_cfg)
     rollout = varied_rollout(trainer)
     mask = rollout.completion_mask
@@ -91,6 +104,7 @@ def test_the_packed_update_has_the_padded_updates_reference_logps_loss_and_gradi
     assert grads.keys() == padded_grads.keys() and (not policy_cfg.lora_r or all("lora" in k for k in grads))
     for name, grad in grads.items():
         assert torch.allclose(grad, padded_grads[name], atol=1e-4), name
+    assert bool(packed_trees) == trees
 
 
 def test_padding_free_steps_match_padded_steps():

@@ -11,6 +11,7 @@ from transformers import AttentionInterface, AutoModelForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from prmloop.data.task_tokenizer import build_task_tokenizer
+from prmloop.policy import logps
 from prmloop.policy.config import PolicyConfig
 from prmloop.policy.logps import check_padding_free, forward_logps
 from prmloop.policy.tiny import build_tiny_llama
@@ -30,13 +31,25 @@ def models(tmp_path_factory):
 
 
 def batch(vocab: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """3 prompts (4, 2, 5 tokens, left-padded) x 3 completions of 7, 2, 5 / 1, 6, 6 / 3, 7, 4 tokens (right-padded)."""
+    """3 prompts (4, 2, 5 tokens, left-padded) x 3 completions of 7, 2, 5 / 1, 6, 6 / 3, 7, 4 tokens (right-padded);
+    row 1 starts with row 0's first 2 tokens, row 5 with row 4's first 3 (prefixes a prefix tree runs once)."""
     generator = torch.Generator().manual_seed(seed)
     prompt_mask = torch.arange(5)[None, :] >= torch.tensor([1, 3, 0]).repeat_interleave(3)[:, None]  # (9, 5)
     prompt_ids = torch.randint(vocab, (3, 5), generator=generator).repeat_interleave(3, dim=0) * prompt_mask
     completion_mask = torch.arange(7)[None, :] < torch.tensor([7, 2, 5, 1, 6, 6, 3, 7, 4])[:, None]  # (9, 7)
-    completion_ids = torch.randint(vocab, (9, 7), generator=generator) * completion_mask
-    return prompt_ids, prompt_mask, completion_ids, completion_mask
+    completion_ids = torch.randint(vocab, (9, 7), generator=generator)
+    completion_ids[1, :2], completion_ids[5, :3] = completion_ids[0, :2], completion_ids[4, :3]
+    return prompt_ids, prompt_mask, completion_ids * completion_mask, completion_mask
+
+
+LAYOUTS = {  # (padding_free, share_prompts, trees) -> tokens through the model
+    "padded": ((False, False, None), 9 * (5 + 7)),
+    "prompt cache": ((True, True, False), None),
+    "sequences": ((True, False, False), None),
+    # items: prompt + tree nodes = 4 + (6 + 0 + 4), 2 + (0 + 5 + 2), 5 + (2 + 6 + 3): 14, 9, 16 -> rows of 16: 3 x 16
+    "trees": ((True, True, True), 3 * 16),
+    "trees, gradient checkpointing": ((True, False, True), 3 * 16),
+}
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -48,27 +61,24 @@ def test_packed_logps_entropies_and_gradients_equal_the_padded_forwards(models, 
     tokens_seen = []
     hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _o: tokens_seen.append(args[0].numel()))
     results = {}
-    for padding_free, share_prompts in [(False, False), (True, True), (True, False)]:
+    for name, ((padding_free, share_prompts, trees), _) in LAYOUTS.items():
         model.zero_grad()
         tokens_seen.clear()
         logp, entropy = forward_logps(model, prompt_ids, prompt_mask, completion_ids, mask, with_entropy=True,
-                                      share_prompts=share_prompts, padding_free=padding_free)
+                                      share_prompts=share_prompts, padding_free=padding_free, trees=trees)
         (logp * mask * torch.linspace(0.5, 1.5, logp.numel()).view_as(logp)).sum().backward()  # unequal token weights
-        results[padding_free, share_prompts] = logp, entropy, [p.grad.clone() for p in model.parameters()], sum(
-            tokens_seen)
+        results[name] = logp, entropy, [p.grad.clone() for p in model.parameters()], sum(tokens_seen)
     hook.remove()
-    padded, _, padded_grads, padded_tokens = results[False, False]
-    for key in [(True, True), (True, False)]:
-        logp, entropy, grads, tokens = results[key]
-        assert torch.allclose(logp[mask], padded[mask], atol=1e-5), key
-        assert (logp[~mask] == 0).all() and (entropy[~mask] == 0).all()
-        assert torch.allclose(entropy[mask], results[False, False][1][mask], atol=1e-5), key
+    padded, padded_entropy, padded_grads, padded_tokens = results["padded"]
+    for name, (logp, entropy, grads, tokens) in results.items():
+        assert torch.allclose(logp[mask], padded[mask], atol=1e-5), name
+        assert (logp[~mask] == 0).all() and (entropy[~mask] == 0).all() or name == "padded"
+        assert torch.allclose(entropy[mask], padded_entropy[mask], atol=1e-5), name
         for a, b in zip(grads, padded_grads):
-            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), key
-        # padded: 9 rows x (5 + 7) = 108 tokens; real: 33 prompt + 41 completion tokens
-        assert tokens < padded_tokens == 108, key
-    # prompts once (3 x 5) + packed completions; sequences packed end to end with a repeated prompt each
-    assert results[True, True][3] < results[True, False][3] < padded_tokens
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+        assert tokens == LAYOUTS[name][1] or LAYOUTS[name][1] is None, name
+    # real: 33 prompt + 41 completion tokens; prompts once (3 x 5) + packed completions; a prompt per sequence
+    assert results["prompt cache"][3] < results["sequences"][3] < padded_tokens
 
 
 def test_the_check_passes_where_packing_is_kept_and_refuses_where_sequences_would_mix(models):
@@ -107,3 +117,22 @@ def test_a_model_that_cannot_take_packed_rows_is_refused_in_one_line(models):
 
     with pytest.raises(UserError, match=r"^grpo.padding_free: NoPositions .* cannot run packed rows \(TypeError: "):
         check_padding_free(NoPositions(), share_prompts=False)
+
+
+def test_prefix_trees_are_chosen_where_they_at_least_halve_the_tokens(models, monkeypatch):
+    model = models["tiny"].eval()
+    model.config._attn_implementation = "sdpa"
+    prompt_ids, prompt_mask, completion_ids, mask = batch(model.get_input_embeddings().num_embeddings)
+    chosen, pack_trees = [], logps.pack_trees
+    monkeypatch.setattr(logps, "pack_trees", lambda *args: chosen.append(1) or pack_trees(*args))
+    # the batch: 11 prompt + 28 node tokens in trees against 11 + 32 prompt-once tokens: no trees
+    forward_logps(model, prompt_ids, prompt_mask, completion_ids, mask, padding_free=True)
+    assert not chosen
+    # each group's three completions the same 7, 6 and 7 tokens: 11 + (6 + 5 + 6) in trees against 11 + 3 x 17
+    same = torch.arange(9) // 3 * 3  # each row's group's first row
+    completion_ids, mask = completion_ids[same], torch.arange(7)[None, :] < torch.tensor([7, 6, 7])[same // 3, None]
+    completion_ids = completion_ids * mask
+    with torch.no_grad():
+        got, _ = forward_logps(model, prompt_ids, prompt_mask, completion_ids, mask, padding_free=True)
+        padded, _ = forward_logps(model, prompt_ids, prompt_mask, completion_ids, mask, share_prompts=False)
+    assert chosen and torch.allclose(got[mask], padded[mask], atol=1e-5)
