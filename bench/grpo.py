@@ -37,7 +37,8 @@ from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer, step_problem_indices
 from prmloop.policy.logps import forward_logps
 from prmloop.policy.losses import grpo_loss
-from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, left_pad, row_seed
+from prmloop.policy.rollout import HFBackend, Rollout, encode_prompts, left_pad
+from prmloop.policy.sampling import row_seed
 
 sys.path.insert(0, str(Path(__file__).parent))
 from grpo_trl import PHASES, medians, prmloop_runner, side_by_side

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .slots import reslot_buffers
+
 try:
     from transformers import AttentionInterface
     from transformers.cache_utils import DynamicLayer
@@ -95,24 +97,27 @@ if DynamicLayer is not None:
         """
 
         def __init__(self, prompt_keys: Tensor, prompt_values: Tensor, prompt_mask: Tensor, group: Tensor,
-                     capacity: int) -> None:
+                     capacity: int, rows: int = 0) -> None:
             super().__init__()
             self.prompt_keys, self.prompt_values, self.prompt_mask = prompt_keys, prompt_values, prompt_mask
             self.group, self.slot = group, slots(group)
-            rows, (_, kv_heads, _, dim) = len(group), prompt_keys.shape
-            self._buffers = tuple(prompt_keys.new_empty(rows, kv_heads, capacity, dim) for _ in range(2))
+            self.rows, self.room, (_, kv_heads, _, dim) = len(group), max(rows, len(group)), prompt_keys.shape
+            self._buffers = tuple(prompt_keys.new_empty(self.room, kv_heads, capacity, dim) for _ in range(2))
             self.length, self.calls = 0, 0
             self.is_initialized, self.device, self.dtype = True, prompt_keys.device, prompt_keys.dtype
-            self.keys, self.values = (buffer[:, :, :0] for buffer in self._buffers)
+            self._view()
+
+        def _view(self) -> None:
+            self.keys, self.values = (buffer[: self.rows, :, : self.length] for buffer in self._buffers)
 
         def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
             start, end = self.length, self.length + key_states.shape[2]
             if end > self._buffers[0].shape[2]:  # past the capacity: twice the room (the sampling loop never is)
                 self._buffers = tuple(_grown(buffer[:, :, :start], 2 * end) for buffer in self._buffers)
-            self._buffers[0][:, :, start:end] = key_states
-            self._buffers[1][:, :, start:end] = value_states
+            self._buffers[0][: self.rows, :, start:end] = key_states
+            self._buffers[1][: self.rows, :, start:end] = value_states
             self.length = end
-            self.keys, self.values = (buffer[:, :, :end] for buffer in self._buffers)
+            self._view()
             self.keys.prmloop_prefix = self.values.prmloop_prefix = self
             return self.keys, self.values
 
@@ -124,9 +129,21 @@ if DynamicLayer is not None:
 
         def batch_select_indices(self, indices: Tensor) -> None:
             self._buffers = tuple(buffer[indices] for buffer in self._buffers)
-            self.group = self.group[indices]
-            self.slot = slots(self.group)
-            self.keys, self.values = (buffer[:, :, : self.length] for buffer in self._buffers)
+            self.rows = self.room = len(indices)
+            self._regroup(self.group[indices])
+
+        def reslot(self, parents: Tensor) -> None:
+            """Row j to hold row parents[j] (``policy.slots``); within the room, in place."""
+            if len(parents) > self.room:
+                self.batch_select_indices(parents)
+                return
+            reslot_buffers(self._buffers, self.rows, self.length, parents)
+            self.rows = len(parents)
+            self._regroup(self.group[parents])
+
+        def _regroup(self, group: Tensor) -> None:
+            self.group, self.slot = group, slots(group)
+            self._view()
 
         def crop(self, tokens_to_remove: int) -> None:
             raise PrefixSharingUnsupported("a prefix-sharing cache cannot be cropped")
@@ -148,11 +165,12 @@ def applicable(cache: Any) -> bool:
             and all(type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel() for layer in layers))
 
 
-def share_prefixes(cache: Any, prompt_mask: Tensor, group: Tensor, capacity: int) -> None:
+def share_prefixes(cache: Any, prompt_mask: Tensor, group: Tensor, capacity: int, rows: int = 0) -> None:
     """Turn ``cache``, filled by one forward of U distinct prompts (``prompt_mask`` (U, P)), into prefix-sharing layers
-    for the rows ``group`` (b,) (row i samples prompt group[i]), each with room for ``capacity`` new tokens."""
+    for the rows ``group`` (b,) (row i samples prompt group[i]), each with room for ``capacity`` new tokens and
+    ``rows`` rows (``reslot``)."""
     for index, layer in enumerate(cache.layers):
-        cache.layers[index] = PrefixSharingLayer(layer.keys, layer.values, prompt_mask, group, capacity)
+        cache.layers[index] = PrefixSharingLayer(layer.keys, layer.values, prompt_mask, group, capacity, rows)
 
 
 def served_every_layer(cache: Any) -> bool:

@@ -16,14 +16,13 @@ What a rollout holds (B = prompts · G rows, the G samples of a prompt contiguou
 Position ids are ``cumsum(attention_mask) - 1`` in the sampling loop and in ``policy.logps.forward_logps``, so a row's
 numbers do not depend on how much left padding its batch needed.
 
-Determinism: every row draws its randomness from its own generator, seeded by ``row_seed(seed, step, global prompt
-index, sample index)``, as one uniform number per token fed to an inverse-CDF sampler. So a prompt's samples are the
-same however the prompts are split into batches or across processes (up to float rounding of the logits).
+Determinism: every row draws its randomness from its own seeded generator (``policy.sampling``), so a prompt's samples
+are the same however the prompts are split into batches or across processes (up to float rounding of the logits).
 
 Backends: ``CompletionBackend`` is the small interface a faster engine (e.g. vLLM) can implement; ``HFBackend`` is a
-hand-written sampling loop over a transformers causal LM with a KV cache. It prefills each distinct prompt once and
-copies its cache rows to the prompt's G samples, and drops ended rows from the batch (and the cache) whenever a
-quarter of the batch has ended; until then ended rows feed pad tokens whose outputs are ignored.
+hand-written sampling loop over a transformers causal LM with a KV cache. It prefills each distinct prompt once, runs
+the samples of a prompt as one sequence until they draw different tokens (``policy.slots``), and reads each prompt's
+keys and values once per group where the model allows (``policy.prefix_sharing``).
 """
 
 from __future__ import annotations
@@ -40,62 +39,8 @@ from ..data.prompts import encode_prompt
 from ..data.steps import closing_char_ends, split_steps, step_end_token_indices, token_char_ends_from_ids
 from . import prefix_sharing
 from .kv_cache import grow_in_place
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(state: int) -> int:
-    state = (state + 0x9E3779B97F4A7C15) & _MASK64
-    state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return state ^ (state >> 31)
-
-
-def row_seed(seed: int, step: int, prompt_index: int, sample_index: int) -> int:
-    """A 63-bit seed for one sample, mixed from (seed, step, global prompt index, sample index) with splitmix64."""
-    state = 0
-    for part in (seed, step, prompt_index, sample_index):
-        state = _splitmix64(state ^ (part & _MASK64))
-    return state >> 1
-
-
-def row_uniforms(row_seeds: list[int], num_tokens: int) -> Tensor:
-    """``num_tokens`` uniform numbers in [0, 1) per row, each row from its own seeded generator. (B, N) float32."""
-    generator = torch.Generator()
-    rows = []
-    for seed in row_seeds:
-        generator.manual_seed(seed)
-        rows.append(torch.rand(num_tokens, generator=generator))
-    return torch.stack(rows) if rows else torch.zeros(0, num_tokens)
-
-
-def inverse_cdf_sample(probs: Tensor, uniforms: Tensor, top_p: float = 1.0) -> Tensor:
-    """Token drawn from each row of ``probs`` (B, V) by inverse CDF with one uniform per row (B,). -> (B,) long.
-
-    top_p < 1 keeps the smallest set of most likely tokens whose mass reaches top_p (a token is kept when the mass
-    ranked strictly before it is < top_p, so the most likely token always is) and renormalises over it.
-    """
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
-        mass_before = sorted_probs.cumsum(-1) - sorted_probs  # (B, V)
-        sorted_probs = torch.where(mass_before < top_p, sorted_probs, 0.0)
-    else:
-        sorted_probs, order = probs, None
-    cdf = sorted_probs.cumsum(-1)  # (B, V)
-    target = uniforms.to(cdf)[:, None] * cdf[:, -1:]  # (B, 1)
-    index = torch.searchsorted(cdf, target, right=True).clamp(max=probs.shape[-1] - 1)  # (B, 1) first cdf > target
-    return (index if order is None else order.gather(1, index)).squeeze(1)
-
-
-def sample_next(logits: Tensor, uniforms: Tensor, temperature: float, top_p: float) -> tuple[Tensor, Tensor]:
-    """Next token (B,) from logits (B, V) at ``temperature``/``top_p`` (0 = greedy), and its temperature-1 log-prob."""
-    logits = logits.float()
-    logp_all = torch.log_softmax(logits, dim=-1)  # (B, V) π_old as the loss sees it
-    if temperature == 0:
-        token = logits.argmax(dim=-1)  # (B,)
-    else:
-        token = inverse_cdf_sample(torch.softmax(logits / temperature, dim=-1), uniforms, top_p)  # (B,)
-    return token, logp_all.gather(1, token[:, None]).squeeze(1)
+from .sampling import row_seed, row_uniforms, sample_next
+from .slots import can_reslot, next_slots, reslot
 
 
 @dataclass
@@ -163,11 +108,11 @@ class HFBackend:
 
     def _prefill(self, prompt_ids: list[list[int]], device: Any, share: bool) -> tuple[Tensor, Any, Tensor, Tensor,
                                                                                         bool]:
-        """Run each DISTINCT prompt once (G samples share a prompt) and give every row its cache: with ``share``,
-        where the model allows, the prompt's keys/values once for its rows (``policy.prefix_sharing``), else copied.
+        """Run each DISTINCT prompt once (G samples share a prompt) into a cache with room for every row: with
+        ``share``, where the model allows, prefix-sharing layers (``policy.prefix_sharing``), else growing ones.
 
-        Returns next-token logits (B, V), the cache, the attention mask (B, P + N), each row's next position (B,) and
-        whether the cache shares prefixes.
+        Returns the next-token logits of each distinct prompt (U, V), the cache (U slots), the prompts' mask (U, P),
+        each row's prompt (B,) and whether the cache shares prefixes.
         """
         distinct: dict[tuple[int, ...], int] = {}
         row_to_distinct = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
@@ -175,17 +120,14 @@ class HFBackend:
         out = self.model(input_ids=prompt, attention_mask=prompt_mask.long(), use_cache=True, logits_to_keep=1,
                          position_ids=(prompt_mask.long().cumsum(1) - 1).clamp(min=0))
         cache = cache_of(out)
-        index = torch.tensor(row_to_distinct, device=device)  # (B,)
         shared = share and prefix_sharing.applicable(cache)
+        rows = len(prompt_ids)
         if shared:
-            prefix_sharing.share_prefixes(cache, prompt_mask, index, self.max_new_tokens)
+            prefix_sharing.share_prefixes(cache, prompt_mask, torch.arange(len(distinct), device=device),
+                                          self.max_new_tokens, rows)
         else:
-            grow_in_place(cache, prompt.shape[1] + self.max_new_tokens)  # no O(T²) copying as completions grow
-            if len(distinct) < len(prompt_ids):
-                cache.batch_select_indices(index)
-        row_mask = prompt_mask[index]  # (B, P)
-        attention = torch.cat([row_mask, row_mask.new_ones(len(index), self.max_new_tokens)], dim=1).long()
-        return out.logits[:, -1][index], cache, attention, row_mask.sum(1), shared
+            grow_in_place(cache, prompt.shape[1] + self.max_new_tokens, rows)  # no O(T²) copying as completions grow
+        return out.logits[:, -1], cache, prompt_mask, torch.tensor(row_to_distinct, device=device), shared
 
     def _generate_batch(self, prompt_ids: list[list[int]], row_seeds: list[int]) -> Generation:
         """Sample the batch with prefix sharing where this model's attention allows it, else with the plain cache (the
@@ -198,44 +140,52 @@ class HFBackend:
         return self._sample(prompt_ids, row_seeds, share=False)
 
     def _sample(self, prompt_ids: list[list[int]], row_seeds: list[int], share: bool) -> Generation:
-        """Sample up to max_new_tokens per row. Rows that end drop out of the model batch in bulk (the cache rows
-        are selected away once a quarter of the batch has ended); until then they feed pad and are ignored."""
+        """Sample up to max_new_tokens per row. The slots start as the distinct prompts where the cache can fork them
+        (``policy.slots``), else as the rows (transformers' own cache layers)."""
         device = next(self.model.parameters()).device
         uniforms = row_uniforms(row_seeds, self.max_new_tokens).to(device)  # (B, N)
         eos = torch.tensor(eos_token_ids(self.model, self.tokenizer), device=device)
-        logits, cache, attention, next_position, shared = self._prefill(prompt_ids, device, share)
+        logits, cache, prompt_mask, row_prompt, shared = self._prefill(prompt_ids, device, share)
+        slot_prompt, row_slot = torch.arange(len(logits), device=device), row_prompt  # (S,), (B,)
+        if not can_reslot(cache):
+            if len(logits) < len(row_prompt):
+                cache.batch_select_indices(row_prompt)
+            logits, slot_prompt, row_slot = logits[row_prompt], row_prompt, torch.arange(len(row_prompt), device=device)
         with prefix_sharing.sharing_attention(self.model) if shared else contextlib.nullcontext():
-            return self._decode(logits, cache, attention, next_position, uniforms, eos, shared)
+            return self._decode(logits, cache, prompt_mask, slot_prompt, row_slot, uniforms, eos, shared)
 
-    def _decode(self, logits: Tensor, cache: Any, attention: Tensor, next_position: Tensor, uniforms: Tensor,
-                eos: Tensor, shared: bool) -> Generation:
-        """The decode steps from the prefill's logits (B, V), cache, attention mask (B, P + N), next positions (B,)."""
+    def _decode(self, logits: Tensor, cache: Any, prompt_mask: Tensor, slot_prompt: Tensor, row_slot: Tensor,
+                uniforms: Tensor, eos: Tensor, shared: bool) -> Generation:
+        """The decode steps from the slots' logits (S, V) and cache; ``prompt_mask`` (U, P) of the distinct prompts,
+        ``slot_prompt`` (S,) each slot's prompt, ``row_slot`` (B,) each row's slot. Each live row draws its token from
+        its slot's logits with its own uniform number; ended rows leave their slot."""
         device, (batch, budget) = logits.device, uniforms.shape
-        width = attention.shape[1] - budget
-        keyword = cache_keyword(self.model)
+        keyword, prompt_len = cache_keyword(self.model), prompt_mask.sum(1)  # (U,)
         ids = torch.full((batch, budget), self.pad_id, dtype=torch.long, device=device)  # (B, N)
         logp = torch.zeros((batch, budget), device=device)  # (B, N)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (B,)
-        rows = torch.arange(batch, device=device)  # (b,) which row of the batch each model-batch row is
         length = 0
         for t in range(budget):
-            token, token_logp = sample_next(logits, uniforms[rows, t], self.temperature, self.top_p)  # (b,)
-            alive = ~finished[rows]  # (b,)
-            ids[rows[alive], t] = token[alive]
-            logp[rows[alive], t] = token_logp[alive]
-            finished[rows[alive & torch.isin(token, eos)]] = True
+            alive = (~finished).nonzero().squeeze(1)  # (a,)
+            token, token_logp = sample_next(logits[row_slot[alive]], uniforms[alive, t], self.temperature, self.top_p)
+            ids[alive, t], logp[alive, t] = token, token_logp
+            ended = torch.isin(token, eos)  # (a,)
+            finished[alive[ended]] = True
             length = t + 1
             if t == budget - 1 or bool(finished.all()):
                 break
-            alive = ~finished[rows]
-            if (~alive).sum() * 4 >= len(rows):  # compact: drop ended rows from the cache and the batch
-                keep = alive.nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                rows, token, alive, attention, next_position = (x[keep] for x in (rows, token, alive, attention,
-                                                                                  next_position))
-            feed = torch.where(alive, token, self.pad_id)[:, None]  # (b, 1)
-            logits = self.model(input_ids=feed, attention_mask=attention[:, : width + t + 1], use_cache=True,
-                                position_ids=(next_position + t)[:, None], **{keyword: cache}).logits[:, -1]
+            rows = alive[~ended]
+            parents, feed, row_slot[rows] = next_slots(row_slot[rows], token[~ended], len(slot_prompt), batch,
+                                                       self.pad_id)
+            if parents is not None:
+                if can_reslot(cache):
+                    reslot(cache, parents)
+                else:
+                    cache.batch_select_indices(parents)
+                slot_prompt = slot_prompt[parents]  # (S',)
+            attention = torch.cat([prompt_mask[slot_prompt], prompt_mask.new_ones(len(slot_prompt), t + 1)], dim=1)
+            logits = self.model(input_ids=feed[:, None], attention_mask=attention.long(), use_cache=True,
+                                position_ids=(prompt_len[slot_prompt] + t)[:, None], **{keyword: cache}).logits[:, -1]
             if shared and not prefix_sharing.served_every_layer(cache):
                 raise prefix_sharing.PrefixSharingUnsupported("an attention layer did not read the shared prompts")
         mask = torch.arange(budget, device=device) < _lengths(ids, finished, eos, length)[:, None]  # (B, N)

@@ -1,5 +1,5 @@
-"""policy/kv_cache.py: the in-place growing KV cache layer holds exactly what transformers' DynamicLayer holds, and
-sampling with it gives the same tokens and log-probs bit for bit."""
+"""policy/kv_cache.py: the in-place growing KV cache layer holds exactly what transformers' DynamicLayer holds, forks
+and compacts rows in place, and sampling with it gives the same tokens and log-probs."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,7 +65,9 @@ def _policy(kind: str):
 
 
 @pytest.mark.parametrize("kind", ["shipped", "qwen2"])
-def test_sampling_with_the_growing_cache_is_bit_identical(kind, monkeypatch):
+def test_sampling_with_the_growing_cache_gives_the_plain_caches_samples(kind, monkeypatch):
+    """The growing cache also forks slots (rows that drew the same tokens run once, ``policy.slots``); transformers'
+    own cache runs every row: the same tokens, and log-probs equal up to the float rounding of other batch sizes."""
     model, tokenizer, texts = _policy(kind)
     prompts = encode_prompts(tokenizer, texts)
     runs = []
@@ -78,4 +80,4 @@ def test_sampling_with_the_growing_cache_is_bit_identical(kind, monkeypatch):
     grown, plain = runs
     assert not grown.completion_mask.all()  # rows ended at different times: the loop compacted its cache
     assert torch.equal(grown.completion_ids, plain.completion_ids)
-    assert torch.equal(grown.logp, plain.logp)
+    assert torch.allclose(grown.logp, plain.logp, atol=1e-6)

@@ -8,15 +8,8 @@ import torch
 from prmloop.data.steps import closing_char_ends, split_steps
 from prmloop.data.task_tokenizer import build_bpe_tokenizer, build_task_tokenizer
 from prmloop.policy.logps import forward_logps
-from prmloop.policy.rollout import (
-    HFBackend,
-    PolicySampler,
-    encode_prompts,
-    inverse_cdf_sample,
-    row_seed,
-    sample_next,
-    sample_rollout,
-)
+from prmloop.policy.rollout import HFBackend, PolicySampler, encode_prompts, sample_rollout
+from prmloop.policy.sampling import inverse_cdf_sample, row_seed, sample_next
 from prmloop.policy.tiny import tiny_random_model
 
 
@@ -31,7 +24,7 @@ def one_thread():
 def test_row_seed_is_splitmix64_and_depends_on_every_part():
     # splitmix64 from state 0 gives 0xE220A8397B1DCDAF (the reference first output); four rounds of zeros are
     # deterministic, and the seed keeps 63 bits.
-    from prmloop.policy.rollout import _splitmix64
+    from prmloop.policy.sampling import _splitmix64
 
     assert _splitmix64(0) == 0xE220A8397B1DCDAF
     seeds = {row_seed(*parts) for parts in [(0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1)]}

@@ -20,7 +20,7 @@ from prmloop.loop.config import load_config
 from prmloop.policy import rollout, vllm_backend
 from prmloop.policy.config import GRPOConfig
 from prmloop.policy.logps import forward_logps
-from prmloop.policy.rollout import row_seed
+from prmloop.policy.sampling import row_seed
 from prmloop.policy.tiny import tiny_random_model
 from prmloop.policy.vllm_backend import (
     VLLMBackend,

@@ -18,7 +18,8 @@ from prmloop.data.task_tokenizer import build_task_tokenizer
 from prmloop.policy.config import GRPOConfig, PolicyConfig
 from prmloop.policy.grpo import GRPOTrainer
 from prmloop.policy.logps import forward_logps
-from prmloop.policy.rollout import HFBackend, encode_prompts, left_pad, row_seed
+from prmloop.policy.rollout import HFBackend, encode_prompts, left_pad
+from prmloop.policy.sampling import row_seed
 from prmloop.policy.tiny import build_tiny_llama
 from prmloop.policy.vllm_backend import VLLMBackend
 from prmloop.utils.lora import add_lora, is_lora
