@@ -60,7 +60,8 @@ from prmloop.data.tasks import get_task  # noqa: E402
 from prmloop.policy.config import GRPOConfig, PolicyConfig  # noqa: E402
 from prmloop.policy.grpo import GRPOTrainer, step_problem_indices  # noqa: E402
 from prmloop.policy.logps import forward_logps  # noqa: E402
-from prmloop.policy.rollout import HFBackend, encode_prompts, left_pad, row_seed  # noqa: E402
+from prmloop.policy.rollout import HFBackend, encode_prompts, left_pad  # noqa: E402
+from prmloop.policy.sampling import row_seed  # noqa: E402
 from prmloop.policy.vllm_backend import VLLMBackend  # noqa: E402
 
 SIZES = {  # name -> (Qwen2Config sizes, dtype)

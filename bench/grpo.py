@@ -3,10 +3,12 @@
 Run: ``python bench/grpo.py`` (``--quick``: 3 timed steps; ``--parts trl,lengths,table`` picks the tables;
 ``--threads`` pins torch's threads, 1 by default). ``--reward-run 25`` instead runs 25 GRPO steps with the default
 config and prints held-out accuracy before and after. Timings are medians over the timed steps, after a warm-up step.
-- trl: TRL's GRPOTrainer and prmloop's trainer (``grpo.padding_free`` off and on) on the same questions with the
-  same settings (rule reward, β 0.04, G, 64 new tokens, float32, no gradient checkpointing, one micro-batch), one
-  step of each in turn (``bench/grpo_trl.py``): step seconds split into sampling, scoring, reference log-probs,
-  update (and TRL's other preparation), generated tokens/s, and the step-time ratio to TRL's.
+- trl: TRL's GRPOTrainer and prmloop's trainer (padded; ``grpo.padding_free``; padding-free with prefix trees off)
+  on the same questions with the same settings (rule reward, β 0.04, G, 64 new tokens, ``--temperature``, float32,
+  no gradient checkpointing, one micro-batch), one step of each in turn (``bench/grpo_trl.py``): step seconds split
+  into sampling, scoring, reference log-probs, update (and TRL's other preparation), generated tokens/s, the
+  step-time ratio to TRL's, and the share of tokens the prefix trees held (``--tree-share`` sets the most at which
+  they run, ``policy.logps.TREE_SHARE``).
 - lengths: the update phase alone (π_ref forward, π_θ forward/backward, optimizer step) on a batch whose
   completions are mostly short (12-28 tokens) with 1, 2, 4 or 8 of each group's G rows 120 tokens long, padded
   and padding-free, against the real and the padded token counts.
@@ -347,11 +349,14 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, pinned for every run")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the trl table's runs")
+    parser.add_argument("--tree-share", type=float, default=logps.TREE_SHARE,
+                        help="most share of the prompt-once tokens at which padding-free forwards use prefix trees")
     parser.add_argument("--parts", default="trl,lengths,table", help=f"comma-separated tables of {sorted(PARTS)}")
     parser.add_argument("--reward-run", type=int, default=0, metavar="STEPS",
                         help="instead of timing: run this many GRPO steps and report held-out accuracy before/after")
     args = parser.parse_args()
     args.steps = 3 if args.quick else 5
+    logps.TREE_SHARE = args.tree_share
     torch.set_num_threads(args.threads)
     model, tokenizer = sft_policy(Path(args.policy), args.quick)
     if args.reward_run:

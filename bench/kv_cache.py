@@ -4,7 +4,8 @@ growing cache (policy/kv_cache.py) with slots (policy/slots.py: samples that agr
 
 Run: ``python bench/kv_cache.py [--policy DIR] [--rounds 4]``. Each round samples one batch (16 prompts x G = 8,
 ``policy.max_new_tokens``) each way, interleaved, from the same seeds, and checks that the samples are the same (tokens
-equal, log-probs within 1e-5); it prints each way's seconds per round (the first round warms up).
+equal, log-probs within 1e-4: float32 rounding of another attention order); it prints each way's seconds per round
+(the first round warms up).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main() -> None:
                 outputs.append(backends[share].generate(rows, seeds))
                 seconds[name].append(time.perf_counter() - started)
             same = all(torch.equal(out.completion_ids, outputs[0].completion_ids)
-                       and torch.allclose(out.logp, outputs[0].logp, atol=1e-5) for out in outputs)
+                       and torch.allclose(out.logp, outputs[0].logp, atol=1e-4) for out in outputs)
             print(f"round {r}: the same samples every way: {same}")
     rollout.grow_in_place = in_place
     print(f"torch {torch.__version__}, {args.threads} threads; seconds per batch (round 0 warms up)")
