@@ -246,10 +246,11 @@ def with_trees(runner, trees: bool, shares: list[float]):
 
     from prmloop.policy.prefix_tree import GroupTrees
 
-    def counted(prompt_ids, prompt_mask, completion_ids, completion_mask, groups):
-        grouped = GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, groups)
+    def counted(prompt_ids, prompt_mask, completion_ids, completion_mask, groups, limit=None):
+        grouped = GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, groups)  # whole, to measure
         once = sum(len(prompt) for prompt in grouped.prompts) + int((completion_mask.sum(1) - 1).clamp(min=0).sum())
         shares.append(grouped.num_tokens() / once)
+        grouped.complete = limit is None or grouped.num_tokens() <= limit
         return grouped
 
     def run(step: int) -> dict:

@@ -105,9 +105,10 @@ def packed_logps(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion
     distinct, inverse = _distinct_prompts(prompt_ids, prompt_mask) if masked else (None, None)
     tree = None
     if distinct is not None and trees is not False:
-        grouped = GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, inverse)
         once = int(prompt_mask[distinct].sum() + (completion_mask.sum(1) - 1).clamp(min=0).sum())  # prompt-once
-        if trees or (all(grouped.prompts) and grouped.num_tokens() <= TREE_SHARE * once):
+        limit = None if trees else int(TREE_SHARE * once)
+        grouped = GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, inverse, limit)
+        if trees or (grouped.complete and all(grouped.prompts)):
             tree = pack_trees(grouped, completion_ids, completion_mask)
     if tree is not None:
         packed, mask = tree, MASK_KINDS[implementation](tree.visible[:, None])  # (R, 1, C, C)

@@ -46,10 +46,11 @@ def tree_nodes(completion_ids: list[list[int]], lengths: list[int], rows: list[i
 class GroupTrees:
     """The tries of a micro-batch's groups: ``members[k]`` the rows of the k-th group (in order of first appearance),
     ``nodes[k]`` each member's node per input token, ``tokens[k]``/``depths[k]`` each node's token and depth, and
-    ``prompts[k]`` the group's prompt (real tokens)."""
+    ``prompts[k]`` the group's prompt (real tokens). Given ``limit``, building stops once the items would hold more
+    than ``limit`` tokens (``complete`` False): a caller that only wants small trees need not build large ones."""
 
     def __init__(self, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, completion_mask: Tensor,
-                 groups: Tensor) -> None:
+                 groups: Tensor, limit: int | None = None) -> None:
         inputs = (completion_mask.bool().sum(1) - 1).clamp(min=0).tolist()  # input tokens per row
         ids = completion_ids.tolist()
         members: dict[int, list[int]] = {}
@@ -58,11 +59,20 @@ class GroupTrees:
         self.groups = list(members)
         self.members = [members[group] for group in self.groups]
         self.prompts = [prompt_ids[rows[0]][prompt_mask[rows[0]].bool()].tolist() for rows in self.members]
-        self.nodes, self.tokens, self.depths = zip(*(tree_nodes(ids, inputs, rows) for rows in self.members)) if (
-            self.members) else ((), (), ())
+        self.nodes, self.tokens, self.depths = [], [], []
+        self.complete, held = True, 0
+        for prompt, rows in zip(self.prompts, self.members):
+            nodes, tokens, depths = tree_nodes(ids, inputs, rows)
+            held += len(prompt) + len(tokens)
+            if limit is not None and held > limit:
+                self.complete = False
+                break
+            self.nodes.append(nodes)
+            self.tokens.append(tokens)
+            self.depths.append(depths)
 
     def num_tokens(self) -> int:
-        """Tokens the packed items hold: each group's prompt once and its tree's nodes."""
+        """Tokens the packed items hold: each group's prompt once and its tree's nodes (of the groups built)."""
         return sum(len(prompt) + len(tokens) for prompt, tokens in zip(self.prompts, self.tokens))
 
 
@@ -71,6 +81,8 @@ def pack_trees(trees: GroupTrees, completion_ids: Tensor, completion_mask: Tenso
     """Each group's prompt and the trie of its rows' completion tokens but the last (``trees``) as one item, packed
     into rows of ``capacity`` tokens (None: the longest item). ``Packed.visible`` (R, C, C) says which key each query
     may attend; ``item`` holds the group."""
+    if not trees.complete:
+        raise ValueError("pack_trees: the trees were built only up to a limit")
     device, (batch, num_tokens) = completion_ids.device, completion_ids.shape
     order, prompts, members = trees.groups, trees.prompts, trees.members
     lengths = [len(prompt) + len(tokens) for prompt, tokens in zip(prompts, trees.tokens)]

@@ -1,5 +1,6 @@
 """policy/prefix_tree.py: the trie of a group's completions and the packed layout, by hand."""
 
+import pytest
 import torch
 
 from prmloop.policy.prefix_tree import GroupTrees, pack_trees, tree_nodes
@@ -42,3 +43,17 @@ def test_pack_trees_by_hand():
     assert packed.logit_cols.tolist() == [1, 2, 3, 4, 1, 2, 3, 1, 0, 1]
     assert packed.targets.tolist() == [1, 2, 3, EOS, 1, 2, 4, 7, 1, EOS]
     assert packed.destination.tolist() == [0, 1, 2, 3, 4, 5, 6, 8, 12, 13]
+
+
+def test_group_trees_stop_at_a_limit():
+    prompt_ids, prompt_mask = torch.tensor([[5, 6]] * 4), torch.ones(4, 2, dtype=torch.bool)
+    completion_ids = torch.tensor([[1, 2, 3, EOS], [1, 2, 4, EOS], [7, 8, EOS, 0], [7, 9, EOS, 0]])
+    completion_mask = completion_ids > 0
+    groups = torch.tensor([0, 0, 1, 1])
+    whole = GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, groups)
+    assert whole.complete and whole.num_tokens() == (2 + 4) + (2 + 3)  # 1 2 3 / 4 and 7 8 / 9
+    assert GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, groups, limit=11).complete
+    cut = GroupTrees(prompt_ids, prompt_mask, completion_ids, completion_mask, groups, limit=10)
+    assert not cut.complete and cut.num_tokens() == 6  # the second group's tree was not kept
+    with pytest.raises(ValueError, match="limit"):
+        pack_trees(cut, completion_ids, completion_mask)
