@@ -31,8 +31,13 @@ def grow_in_place(cache: Any, capacity: int, rows: int = 0) -> None:
     if DynamicLayer is None or layers is None:
         return
     for index, layer in enumerate(layers):
-        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel():
+        if is_plain(layer):
             layers[index] = GrowingLayer.holding(layer.keys, layer.values, capacity, rows)
+
+
+def is_plain(layer: Any) -> bool:
+    """Whether ``layer`` is transformers' plain (no sliding window, not quantized) ``DynamicLayer``, filled."""
+    return DynamicLayer is not None and type(layer) is DynamicLayer and layer.is_initialized and bool(layer.keys.numel())
 
 
 if DynamicLayer is not None:

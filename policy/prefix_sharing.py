@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .kv_cache import is_plain
 from .slots import reslot_buffers
 
 try:
@@ -50,22 +51,32 @@ def slots(group: Tensor) -> Tensor:
     return slot
 
 
+def grid_layout(group: Tensor, slot: Tensor) -> tuple[int, bool]:
+    """The rows-per-prompt width of ``decode_attention``'s grid, and whether the rows already are that grid (each
+    prompt's rows contiguous, all prompts with as many rows)."""
+    rows, width = len(group), int(slot.max()) + 1 if len(group) else 1
+    dense = rows % width == 0 and bool((group == torch.arange(rows, device=group.device) // width).all())
+    return width, dense
+
+
 def decode_attention(query: Tensor, prompt_keys: Tensor, prompt_values: Tensor, prompt_mask: Tensor, group: Tensor,
-                     slot: Tensor, keys: Tensor, values: Tensor, scaling: float) -> Tensor:
+                     slot: Tensor, keys: Tensor, values: Tensor, scaling: float,
+                     layout: tuple[int, bool] | None = None) -> Tensor:
     """One query token per row attending to its prompt's keys (shared by the rows of that prompt) and to its own.
 
     query (b, H, 1, D); prompt_keys/prompt_values (U, Hkv, P, D); prompt_mask (U, P) bool (False: left padding);
     group (b,) each row's prompt; slot (b,) its index among that prompt's rows (``slots``); keys/values (b, Hkv, t, D)
-    the row's own (completion) keys. Query head h reads key head h // (H / Hkv), as transformers' ``repeat_kv``.
+    the row's own (completion) keys; ``layout`` ``grid_layout(group, slot)``, if the caller holds it. Query head h
+    reads key head h // (H / Hkv), as transformers' ``repeat_kv``.
     -> (b, H, 1, D): softmax(q·[K_prompt; K_own] · scaling) [V_prompt; V_own], the softmax in float32 as eager attention.
     """
     rows, heads, _, dim = query.shape
     units, kv_heads, prompt_len, _ = prompt_keys.shape
     rep = heads // kv_heads
-    width = int(slot.max()) + 1 if rows else 1
+    width, dense = grid_layout(group, slot) if layout is None else layout
+    dense = dense and rows == units * width
     q = query.reshape(rows, kv_heads, rep, dim)  # (b, Hkv, rep, D)
     own = torch.matmul(q, keys.transpose(-1, -2)) * scaling  # (b, Hkv, rep, t)
-    dense = rows == units * width and bool((group == torch.arange(rows, device=group.device) // width).all())
 
     def to_grid(x: Tensor) -> Tensor:  # (b, Hkv, rep, X) -> (U, Hkv, width * rep, X): each prompt's rows together
         if dense:
@@ -101,6 +112,7 @@ if DynamicLayer is not None:
             super().__init__()
             self.prompt_keys, self.prompt_values, self.prompt_mask = prompt_keys, prompt_values, prompt_mask
             self.group, self.slot = group, slots(group)
+            self.layout = grid_layout(group, self.slot)
             self.rows, self.room, (_, kv_heads, _, dim) = len(group), max(rows, len(group)), prompt_keys.shape
             self._buffers = tuple(prompt_keys.new_empty(self.room, kv_heads, capacity, dim) for _ in range(2))
             self.length, self.calls = 0, 0
@@ -143,6 +155,7 @@ if DynamicLayer is not None:
 
         def _regroup(self, group: Tensor) -> None:
             self.group, self.slot = group, slots(group)
+            self.layout = grid_layout(group, self.slot)
             self._view()
 
         def crop(self, tokens_to_remove: int) -> None:
@@ -161,8 +174,7 @@ def _grown(states: Tensor, capacity: int) -> Tensor:
 def applicable(cache: Any) -> bool:
     """True when every layer of ``cache`` (after the prefill) is a plain, filled ``DynamicLayer``."""
     layers = getattr(cache, "layers", None)
-    return (DynamicLayer is not None and AttentionInterface is not None and bool(layers)
-            and all(type(layer) is DynamicLayer and layer.is_initialized and layer.keys.numel() for layer in layers))
+    return AttentionInterface is not None and bool(layers) and all(is_plain(layer) for layer in layers)
 
 
 def share_prefixes(cache: Any, prompt_mask: Tensor, group: Tensor, capacity: int, rows: int = 0) -> None:
@@ -194,7 +206,7 @@ def prefix_sharing_attention(module: Any, query: Tensor, key: Tensor, value: Ten
         raise PrefixSharingUnsupported(f"{type(module).__name__} attention cannot share prompt keys")
     layer.calls += 1
     out = decode_attention(query, layer.prompt_keys, layer.prompt_values, layer.prompt_mask, layer.group,
-                           layer.slot, key, value, query.shape[-1] ** -0.5 if scaling is None else scaling)
+                           layer.slot, key, value, query.shape[-1] ** -0.5 if scaling is None else scaling, layer.layout)
     return out.transpose(1, 2), None
 
 

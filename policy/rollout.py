@@ -147,18 +147,20 @@ class HFBackend:
         eos = torch.tensor(eos_token_ids(self.model, self.tokenizer), device=device)
         logits, cache, prompt_mask, row_prompt, shared = self._prefill(prompt_ids, device, share)
         slot_prompt, row_slot = torch.arange(len(logits), device=device), row_prompt  # (S,), (B,)
-        if not can_reslot(cache):
+        forking = can_reslot(cache)
+        if not forking:
             if len(logits) < len(row_prompt):
                 cache.batch_select_indices(row_prompt)
             logits, slot_prompt, row_slot = logits[row_prompt], row_prompt, torch.arange(len(row_prompt), device=device)
         with prefix_sharing.sharing_attention(self.model) if shared else contextlib.nullcontext():
-            return self._decode(logits, cache, prompt_mask, slot_prompt, row_slot, uniforms, eos, shared)
+            return self._decode(logits, cache, forking, prompt_mask, slot_prompt, row_slot, uniforms, eos, shared)
 
-    def _decode(self, logits: Tensor, cache: Any, prompt_mask: Tensor, slot_prompt: Tensor, row_slot: Tensor,
-                uniforms: Tensor, eos: Tensor, shared: bool) -> Generation:
-        """The decode steps from the slots' logits (S, V) and cache; ``prompt_mask`` (U, P) of the distinct prompts,
-        ``slot_prompt`` (S,) each slot's prompt, ``row_slot`` (B,) each row's slot. Each live row draws its token from
-        its slot's logits with its own uniform number; ended rows leave their slot."""
+    def _decode(self, logits: Tensor, cache: Any, forking: bool, prompt_mask: Tensor, slot_prompt: Tensor,
+                row_slot: Tensor, uniforms: Tensor, eos: Tensor, shared: bool) -> Generation:
+        """The decode steps from the slots' logits (S, V) and cache (``forking``: its layers can fork slots);
+        ``prompt_mask`` (U, P) of the distinct prompts, ``slot_prompt`` (S,) each slot's prompt, ``row_slot`` (B,)
+        each row's slot. Each live row draws its token from its slot's logits with its own uniform number; ended rows
+        leave their slot."""
         device, (batch, budget) = logits.device, uniforms.shape
         keyword, prompt_len = cache_keyword(self.model), prompt_mask.sum(1)  # (U,)
         ids = torch.full((batch, budget), self.pad_id, dtype=torch.long, device=device)  # (B, N)
@@ -178,10 +180,7 @@ class HFBackend:
             parents, feed, row_slot[rows] = next_slots(row_slot[rows], token[~ended], len(slot_prompt), batch,
                                                        self.pad_id)
             if parents is not None:
-                if can_reslot(cache):
-                    reslot(cache, parents)
-                else:
-                    cache.batch_select_indices(parents)
+                reslot(cache, parents, forking)
                 slot_prompt = slot_prompt[parents]  # (S',)
             attention = torch.cat([prompt_mask[slot_prompt], prompt_mask.new_ones(len(slot_prompt), t + 1)], dim=1)
             logits = self.model(input_ids=feed[:, None], attention_mask=attention.long(), use_cache=True,

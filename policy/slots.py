@@ -46,8 +46,12 @@ def can_reslot(cache: Any) -> bool:
     return bool(layers) and all(hasattr(layer, "reslot") for layer in layers)
 
 
-def reslot(cache: Any, parents: Tensor) -> None:
-    """Every layer of ``cache`` to the slots ``parents`` (S',): new slot j holds old slot parents[j]'s contents."""
+def reslot(cache: Any, parents: Tensor, forking: bool) -> None:
+    """Every layer of ``cache`` to the slots ``parents`` (S',): new slot j holds old slot parents[j]'s contents.
+    ``forking`` (``can_reslot(cache)``): in place; else transformers' row selection (only compactions reach it)."""
+    if not forking:
+        cache.batch_select_indices(parents)
+        return
     for layer in cache.layers:
         layer.reslot(parents)
 
